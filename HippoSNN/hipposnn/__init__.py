@@ -1,0 +1,13 @@
+"""HippoSNN: spiking U-Net segmentation of the human hippocampus from T1 MRI.
+
+The core package is plain PyTorch + NumPy and never imports Slicer, Qt or CTK, so that the same code
+serves the 3D Slicer module, the command line, batch scripts and teaching notebooks.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import Cancelled, HippoSNNError
+
+__all__ = ["Cancelled", "HippoSNNError", "__version__"]

@@ -1,0 +1,274 @@
+"""The ``hipposnn`` command: argument parsing and user-facing errors only; the work lives elsewhere.
+
+Every user mistake (bad argument, unreadable data, missing model) ends with one line on stderr and
+a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from . import __version__
+from .errors import HippoSNNError
+
+EXIT_USER_ERROR = 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _positive_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a value between 0 and 1, got {value}")
+    return value
+
+
+def _percentile(text: str) -> float:
+    value = _positive_float(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"a percentile is at most 100, got {value}")
+    return value
+
+
+def _progress_bar(desc: str) -> Callable[[float, str], bool]:
+    """A tqdm bar driven by the core's ``progress(fraction, message)`` callbacks."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, desc=desc, unit="‰", leave=True, dynamic_ncols=True, file=sys.stderr)
+
+    def update(fraction: float, message: str) -> bool:
+        bar.n = int(round(1000 * fraction))
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+        if fraction >= 1.0:
+            bar.close()
+        return True
+
+    return update
+
+
+def _add_data(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", required=required, type=Path, help="MSD-layout folder (imagesTr/, labelsTr/)")
+    p.add_argument("--fold", type=int, default=None, help="cross-validation fold (default: train on all cases)")
+    p.add_argument("--folds", type=_positive_int, default=5, help="number of folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits, initialisation and spikes")
+
+
+def _add_train(p: argparse.ArgumentParser, lr: float, epochs: int, batch: int) -> None:
+    p.add_argument("--out", required=True, type=Path, help="run folder (logs, checkpoints)")
+    p.add_argument("--loss", choices=["bce", "dice", "bce_dice"], default="dice")
+    p.add_argument("--epochs", type=_positive_int, default=epochs)
+    p.add_argument("--batch-size", type=_positive_int, default=batch)
+    p.add_argument("--lr", type=_positive_float, default=lr)
+    p.add_argument("--coding", choices=["binary", "ternary"], default="binary")
+    p.add_argument("--augment", action="store_true", help="small random in-plane affine and contrast changes")
+    p.add_argument("--max-batches", type=_positive_int, default=None, help="stop after this many batches")
+    p.add_argument("--eval-every", type=_positive_int, default=None, help="also validate every N batches")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/last.pt")
+
+
+def _add_snn(p: argparse.ArgumentParser, timesteps: int) -> None:
+    p.add_argument("--timesteps", type=_positive_int, default=timesteps, help="simulation timesteps T")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hipposnn", description="Spiking U-Net hippocampus segmentation: train, convert, fine-tune, evaluate."
+    )
+    parser.add_argument("--version", action="version", version=f"hipposnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train-ann", help="stage 1: train the ANN U-Net")
+    _add_data(p)
+    _add_train(p, lr=1e-3, epochs=30, batch=32)
+    p.add_argument("--channels", default="16,32,64,128", help="feature channels per level (comma separated)")
+    p.add_argument("--dropout", type=float, default=0.1)
+
+    p = sub.add_parser("convert", help="stage 2: early-stop ANN->SNN conversion (threshold balancing)")
+    _add_data(p)
+    p.add_argument("--checkpoint", required=True, type=Path, help="ANN model file (e.g. RUN/best.pt)")
+    p.add_argument("--out", required=True, type=Path, help="folder for converted.pt")
+    _add_snn(p, 200)
+    p.add_argument("--threshold-scale", type=_positive_float, default=0.7, help="scaling factor of thresholds")
+    p.add_argument("--percentile", type=_percentile, default=None,
+                   help="balance on this percentile of positive currents instead of the maximum")
+    p.add_argument("--slices", type=_positive_int, default=32, help="training slices used for balancing")
+    p.add_argument("--coding", choices=["binary", "ternary"], default="binary")
+    p.add_argument("--output-scaling", choices=["mean", "sum"], default="mean")
+
+    p = sub.add_parser("finetune", help="stage 3: spike-based fine-tuning (BPTT) of a converted SNN")
+    _add_data(p)
+    p.add_argument("--checkpoint", required=True, type=Path, help="converted SNN (converted.pt)")
+    _add_train(p, lr=1e-4, epochs=10, batch=16)
+    _add_snn(p, 32)
+
+    p = sub.add_parser("train-snn", help="baseline: train the SNN directly from random weights")
+    _add_data(p)
+    _add_train(p, lr=1e-3, epochs=10, batch=16)
+    _add_snn(p, 32)
+    p.add_argument("--channels", default="16,32,64,128")
+    p.add_argument("--dropout", type=float, default=0.1)
+
+    p = sub.add_parser("evaluate", help="3D and 2D Dice of a model on an MSD-layout folder")
+    _add_data(p)
+    p.add_argument("--checkpoint", type=Path, default=None, help="model file (default: the shipped model)")
+    p.add_argument("--model", choices=["snn", "ann"], default="snn", help="shipped model variant")
+    p.add_argument("--timesteps", type=_positive_int, default=None, help="T (default: the model's own)")
+    p.add_argument("--coding", choices=["binary", "ternary"], default=None, help="default: the model's own")
+    p.add_argument("--threshold", type=_probability, default=0.5, help="output probability threshold")
+    p.add_argument("--split", choices=["all", "test"], default="all",
+                   help="score all cases, or only the --fold test cases")
+    p.add_argument("--json", type=Path, default=None, help="write the scores to this JSON file")
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("folds", help="write the subject-wise K-fold split to JSON")
+    _add_data(p)
+    p.add_argument("--out", required=True, type=Path)
+
+    p = sub.add_parser("crop-stats", help="how many label voxels the centre ROI crop loses")
+    _add_data(p)
+    return parser
+
+
+def _channels(text: str) -> tuple:
+    try:
+        chans = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise HippoSNNError(f"--channels must be comma-separated whole numbers, got {text!r}") from None
+    if not chans or any(c < 1 for c in chans):
+        raise HippoSNNError("--channels must be positive")
+    return chans
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    data = getattr(args, "data", None)
+    if data is not None and not Path(data).is_dir():
+        raise HippoSNNError(f"data folder not found: {data}")
+    fold = getattr(args, "fold", None)
+    if fold is not None and not 0 <= fold < args.folds:
+        raise HippoSNNError(f"--fold must be between 0 and {args.folds - 1}")
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise HippoSNNError(f"model file not found: {checkpoint}")
+
+
+def _train_config(args: argparse.Namespace, stage: str):
+    from .training import TrainConfig
+
+    return TrainConfig(
+        stage=stage, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
+        timesteps=getattr(args, "timesteps", 32), coding=args.coding, seed=args.seed, augment=args.augment,
+        max_batches=args.max_batches, eval_every=args.eval_every, threads=args.threads, device=args.device,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    _check_common(args)
+    cmd = args.command
+    if cmd == "train-ann":
+        from .pipeline import train_ann
+        from .unet import UNetSpec
+
+        spec = UNetSpec(channels=_channels(args.channels), dropout=args.dropout)
+        train_ann(args.data, args.out, _train_config(args, "ann"), spec, args.fold, args.folds, args.resume,
+                  progress=_progress_bar("train-ann"))
+        print(f"ANN written to {args.out / 'best.pt'}")
+    elif cmd == "convert":
+        from .pipeline import convert_ann
+
+        convert_ann(args.checkpoint, args.data, args.out, args.timesteps, args.threshold_scale, args.percentile,
+                    args.coding, args.slices, args.fold, args.folds, args.seed, args.output_scaling)
+    elif cmd in ("finetune", "train-snn"):
+        from .pipeline import train_snn
+        from .unet import UNetSpec
+
+        spec = UNetSpec(channels=_channels(args.channels), dropout=args.dropout) if cmd == "train-snn" else None
+        init = args.checkpoint if cmd == "finetune" else None
+        train_snn(args.data, args.out, _train_config(args, "finetune" if init else "direct"), init, spec,
+                  args.fold, args.folds, args.resume, progress=_progress_bar(cmd))
+        print(f"SNN written to {args.out / 'best.pt'}")
+    elif cmd == "evaluate":
+        return _evaluate(args)
+    elif cmd == "folds":
+        from .data import list_cases, make_folds, save_folds
+
+        folds = make_folds([n for n, _, _ in list_cases(args.data)], args.folds, args.seed)
+        save_folds(folds, args.out, args.seed)
+        print(f"{args.folds} folds written to {args.out}")
+    elif cmd == "crop-stats":
+        from .data import crop_loss, load_cases
+
+        print(json.dumps(crop_loss(load_cases(args.data)), indent=1))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .pipeline import evaluate_model, split_names
+    from .weights import default_model_path, model_from_payload, read_payload
+
+    path = args.checkpoint or default_model_path(args.model)
+    payload = read_payload(path)
+    kind = args.model if args.checkpoint is None else payload["kind"]
+    model = model_from_payload(payload, kind)
+    meta: Dict[str, Any] = payload.get("meta", {})
+    coding = args.coding or meta.get("coding", "binary")
+    timesteps = args.timesteps or int(meta.get("timesteps", 32))
+    names: Optional[List[str]] = None
+    if args.split == "test":
+        if args.fold is None:
+            raise HippoSNNError("--split test needs --fold")
+        names = split_names(args.data, args.fold, args.folds, args.seed)[2]
+    result = evaluate_model(model, args.data, names, timesteps, coding, args.threshold, args.seed, args.device,
+                            progress=_progress_bar("evaluate"))
+    result["settings"]["checkpoint"] = str(path)
+    print(f"mean 3D Dice {result['mean_dice_3d']:.4f} (sd {result['sd_dice_3d']:.4f}, {len(result['cases'])} cases);"
+          f" mean 2D Dice {result['mean_dice_2d']:.4f} (sd {result['sd_dice_2d']:.4f})")
+    if args.json is not None:
+        from .weights import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result, indent=1))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return _run(args)
+    except HippoSNNError as exc:
+        print(f"hipposnn: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("hipposnn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

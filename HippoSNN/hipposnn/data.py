@@ -1,0 +1,265 @@
+"""MSD-layout hippocampus crops: reading, the fixed model ROI, normalisation and subject-wise folds.
+
+Axis convention (the model's grid). A crop's voxel axes are used as they are stored: the MSD Task04
+crops have RAS-like voxel axes for a right hippocampus (axis 0: left -> right, axis 1: posterior ->
+anterior, axis 2: inferior -> superior; see ``../shared/data/README.md``). The model ROI is
+``ROI_SHAPE = (24, 56, 48)`` voxels at 1 mm along axes (0, 1, 2). The network sees one *sagittal*
+slice at a time: slices run along axis 0, so each slice is a 56 x 48 (anterior-posterior x
+inferior-superior) image, and a volume gives 24 slices.
+
+A pre-cropped volume is brought to the ROI by centring: each axis is cropped symmetrically when
+longer and zero-padded symmetrically when shorter (the extra voxel of an odd difference goes to the
+end). :func:`crop_loss` measures how much of the label this loses.
+
+Intensities are normalised per volume, robust to outliers (the crops' maxima range from ~100 to
+1.7e6): the 1st..99th percentiles of the volume's nonzero voxels map to [0, 1] with clipping
+(binary coding). Ternary coding subtracts the mean of that [0, 1] volume and divides by the 99th
+percentile of the absolute deviation, clipped to [-1, 1]: zero-mean input, so Poisson coding emits
+positive spikes for bright and negative spikes for dark tissue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import HippoSNNError
+
+ROI_SHAPE: Tuple[int, int, int] = (24, 56, 48)
+SLICE_AXIS = 0
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+@dataclass
+class Case:
+    """One crop: its name, image (float32) and binary hippocampus mask (uint8), in stored order."""
+
+    name: str
+    image: np.ndarray
+    label: Optional[np.ndarray]
+
+
+def _case_name(path: Path) -> str:
+    name = path.name
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _load_nifti(path: Path) -> np.ndarray:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for damaged files
+        raise HippoSNNError(f"cannot read {path}: {exc}") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise HippoSNNError(f"{path} is not a 3D image (shape {data.shape})")
+    return data
+
+
+def list_cases(root: os.PathLike, require_labels: bool = True) -> List[Tuple[str, Path, Optional[Path]]]:
+    """(name, image path, label path) for every image of an MSD-layout folder, sorted by name."""
+    root = Path(root)
+    images = root / "imagesTr"
+    labels = root / "labelsTr"
+    if not root.is_dir():
+        raise HippoSNNError(f"data folder not found: {root}")
+    if not images.is_dir():
+        raise HippoSNNError(f"{root} has no imagesTr/ folder (expected the MSD layout: imagesTr/, labelsTr/)")
+    found = sorted(p for p in images.iterdir() if p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith("._"))
+    if not found:
+        raise HippoSNNError(f"no NIfTI images in {images}")
+    cases = []
+    for img in found:
+        lab = labels / img.name
+        if not lab.exists():
+            if require_labels:
+                raise HippoSNNError(f"label missing for {img.name} (expected {lab})")
+            lab = None
+        cases.append((_case_name(img), img, lab))
+    return cases
+
+
+def load_cases(
+    root: os.PathLike, names: Optional[Iterable[str]] = None, require_labels: bool = True
+) -> List[Case]:
+    """Read the crops of an MSD-layout folder (optionally only ``names``)."""
+    wanted = set(names) if names is not None else None
+    out = []
+    for name, img_path, lab_path in list_cases(root, require_labels):
+        if wanted is not None and name not in wanted:
+            continue
+        image = _load_nifti(img_path).astype(np.float32)
+        label = None
+        if lab_path is not None:
+            label = (_load_nifti(lab_path) > 0).astype(np.uint8)
+            if label.shape != image.shape:
+                raise HippoSNNError(f"{name}: label shape {label.shape} differs from image shape {image.shape}")
+        out.append(Case(name, image, label))
+    if wanted is not None and len(out) != len(wanted):
+        missing = sorted(wanted - {c.name for c in out})
+        raise HippoSNNError(f"cases not found in {root}: {', '.join(missing[:5])}")
+    return out
+
+
+def centre_slices(size: int, target: int) -> Tuple[slice, slice]:
+    """(source, destination) slices that centre-crop or centre-pad ``size`` to ``target``."""
+    if size >= target:
+        start = (size - target) // 2
+        return slice(start, start + target), slice(0, target)
+    start = (target - size) // 2
+    return slice(0, size), slice(start, start + size)
+
+
+def centre_crop(volume: np.ndarray, shape: Sequence[int] = ROI_SHAPE) -> np.ndarray:
+    """Centre crop / zero-pad ``volume`` to ``shape`` (see the module docstring)."""
+    out = np.zeros(tuple(shape), dtype=volume.dtype)
+    pairs = [centre_slices(s, t) for s, t in zip(volume.shape, shape)]
+    out[tuple(p[1] for p in pairs)] = volume[tuple(p[0] for p in pairs)]
+    return out
+
+
+def crop_loss(cases: Sequence[Case], shape: Sequence[int] = ROI_SHAPE) -> Dict[str, float]:
+    """How many label voxels a centre crop to ``shape`` loses, overall and for the worst case."""
+    total = kept = 0
+    worst, worst_name, affected = 0.0, "", 0
+    for case in cases:
+        if case.label is None:
+            continue
+        n = int(case.label.sum())
+        k = int(centre_crop(case.label, shape).sum())
+        total, kept = total + n, kept + k
+        frac = 1.0 - k / n if n else 0.0
+        affected += frac > 0
+        if frac > worst:
+            worst, worst_name = frac, case.name
+    return {
+        "label_voxels": float(total),
+        "lost_fraction": 1.0 - kept / total if total else 0.0,
+        "cases_losing_voxels": float(affected),
+        "worst_case_lost_fraction": worst,
+        "worst_case": worst_name,  # type: ignore[dict-item]
+    }
+
+
+def normalise(volume: np.ndarray, coding: str = "binary", low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """Per-volume robust intensity normalisation to [0, 1] (binary) or zero-mean [-1, 1] (ternary)."""
+    vol = np.asarray(volume, dtype=np.float32)
+    if not np.all(np.isfinite(vol)):
+        raise HippoSNNError("image contains NaN or infinite values")
+    fg = vol[vol != 0]
+    if fg.size < 10:
+        fg = vol.ravel()
+    lo, hi = (float(v) for v in np.percentile(fg, [low, high]))
+    if hi <= lo:
+        hi = float(fg.max())
+        lo = float(fg.min())
+    if hi <= lo:
+        raise HippoSNNError("image has constant intensity; cannot normalise it")
+    x = np.clip((vol - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32)
+    if coding == "binary":
+        return x
+    if coding != "ternary":
+        raise ValueError(f"unknown coding {coding!r}")
+    x = x - np.float32(x.mean())
+    spread = float(np.percentile(np.abs(x), 99.0))
+    if spread <= 0:
+        spread = float(np.abs(x).max()) or 1.0
+    return np.clip(x / np.float32(spread), -1.0, 1.0).astype(np.float32)
+
+
+def prepare(case: Case, coding: str = "binary") -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Normalise then centre the crop on the model ROI: image (24,56,48) float32, label uint8."""
+    image = centre_crop(normalise(case.image, coding))
+    label = centre_crop(case.label) if case.label is not None else None
+    return image, label
+
+
+def to_slices(volume: np.ndarray) -> np.ndarray:
+    """(24, 56, 48) ROI -> (24, 1, 56, 48) stack of sagittal slices for the 2D network."""
+    return np.ascontiguousarray(np.moveaxis(volume, SLICE_AXIS, 0)[:, None])
+
+
+def from_slices(slices: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_slices` for (24, 1, 56, 48) or (24, 56, 48) arrays."""
+    if slices.ndim == 4:
+        slices = slices[:, 0]
+    return np.moveaxis(slices, 0, SLICE_AXIS)
+
+
+@dataclass
+class SliceSet:
+    """All slices of a set of cases as arrays, with the case each slice came from."""
+
+    images: np.ndarray  # (N, 1, 56, 48) float32
+    labels: np.ndarray  # (N, 1, 56, 48) float32
+    case_index: np.ndarray  # (N,) int
+    names: List[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def build_slices(cases: Sequence[Case], coding: str = "binary") -> SliceSet:
+    images, labels, index = [], [], []
+    for i, case in enumerate(cases):
+        img, lab = prepare(case, coding)
+        if lab is None:
+            lab = np.zeros_like(img, dtype=np.uint8)
+        images.append(to_slices(img))
+        labels.append(to_slices(lab.astype(np.float32)))
+        index.append(np.full(img.shape[SLICE_AXIS], i))
+    return SliceSet(np.concatenate(images), np.concatenate(labels), np.concatenate(index), [c.name for c in cases])
+
+
+def make_folds(names: Sequence[str], k: int = 5, seed: int = 0) -> List[Dict[str, List[str]]]:
+    """Deterministic subject-wise K-fold split: each name is tested exactly once.
+
+    One MSD crop is one subject's right hippocampus, so splitting by case is splitting by subject.
+    """
+    if k < 2:
+        raise HippoSNNError("need at least 2 folds")
+    names = sorted(names)
+    if len(names) < k:
+        raise HippoSNNError(f"cannot make {k} folds from {len(names)} cases")
+    order = np.random.default_rng(seed).permutation(len(names))
+    folds = []
+    for f in range(k):
+        test = sorted(names[i] for i in order[f::k])
+        train = sorted(set(names) - set(test))
+        folds.append({"fold": f, "train": train, "test": test})  # type: ignore[dict-item]
+    return folds
+
+
+def save_folds(folds: List[Dict[str, List[str]]], path: os.PathLike, seed: int) -> None:
+    from .weights import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps({"seed": seed, "k": len(folds), "folds": folds}, indent=1))
+
+
+def load_folds(path: os.PathLike) -> List[Dict[str, List[str]]]:
+    try:
+        return json.loads(Path(path).read_text())["folds"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise HippoSNNError(f"cannot read folds file {path}: {exc}") from None
+
+
+def fold_names(root: os.PathLike, fold: Optional[int], k: int = 5, seed: int = 0) -> Tuple[List[str], List[str]]:
+    """(train, test) case names of ``fold`` (None: everything is training, nothing is tested)."""
+    names = [n for n, _, _ in list_cases(root)]
+    if fold is None:
+        return names, []
+    if not 0 <= fold < k:
+        raise HippoSNNError(f"--fold must be between 0 and {k - 1}")
+    split = make_folds(names, k, seed)[fold]
+    return list(split["train"]), list(split["test"])

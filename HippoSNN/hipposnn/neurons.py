@@ -1,0 +1,104 @@
+"""Integrate-and-fire neurons with reset by subtraction, run over all timesteps of a layer at once.
+
+Why one autograd function over the whole time axis instead of a per-step module:
+
+* the input current of every step is computed by one large convolution over ``T * B`` images
+  (the caller folds time into the batch), which keeps the CPU's GEMM kernels busy;
+* the backward pass needs only one number per neuron and step for the surrogate derivative: the
+  membrane potential clamped to [0, 2v] (outside it the triangle is zero), stored as ``uint8``
+  (256 levels) instead of the float tensors a generic autograd graph would keep; the spikes themselves are stored compactly by
+  :mod:`hipposnn.compact` where they are consumed;
+* with the reset path detached (as in the method's reference implementations) the gradient of the
+  input current is a reverse cumulative sum of the surrogate-weighted spike gradients.
+
+Dynamics (no leak, soft reset), for a layer with threshold ``v``::
+
+    u_pre[t] = u[t-1] + I[t]
+    s[t]     = 1 if u_pre[t] >= v else 0
+    u[t]     = u_pre[t] - v * s[t]
+
+Surrogate (Bellec et al. 2018, linear / triangle), taken on the membrane in threshold units so that
+a layer's gradient does not depend on how large its threshold happens to be::
+
+    ds/du = gamma / v * max(0, 1 - |u_pre / v - 1|)
+
+Spikes leave a layer as 0/1; the threshold of the emitting layer is folded into the weights of the
+layers that read them (see :mod:`hipposnn.unet`), which is the same network as emitting ``v * s``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+DEFAULT_GAMMA = 0.3
+_HALF = 127.5  # uint8 code of u_pre == v
+
+
+def if_forward(current: Tensor, threshold: float, membrane: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """Run IF dynamics over ``current`` of shape ``[T, ...]``; return spikes and the final membrane.
+
+    No autograd: this is the inference and conversion path. ``membrane`` (the state after the
+    previous chunk of timesteps) is updated in place when given, so long runs can be chunked.
+    """
+    if membrane is None:
+        membrane = torch.zeros_like(current[0])
+    spikes = torch.empty_like(current)
+    for t in range(current.shape[0]):
+        membrane.add_(current[t])
+        torch.ge(membrane, threshold, out=spikes[t])
+        membrane.sub_(spikes[t], alpha=threshold)
+    return spikes, membrane
+
+
+class _IFFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, current: Tensor, threshold: float, gamma: float):  # type: ignore[override]
+        membrane = torch.zeros_like(current[0])
+        spikes = torch.empty_like(current)
+        packed = torch.empty(current.shape, dtype=torch.uint8, device=current.device)
+        scratch = torch.empty_like(current[0])
+        for t in range(current.shape[0]):
+            membrane.add_(current[t])
+            # keep u_pre / v in [0, 2] as 8 bits: all the triangle surrogate needs
+            torch.clamp(membrane, 0.0, 2.0 * threshold, out=scratch)
+            scratch.mul_(_HALF / threshold)
+            packed[t].copy_(scratch)
+            torch.ge(membrane, threshold, out=spikes[t])
+            membrane.sub_(spikes[t], alpha=threshold)
+        ctx.save_for_backward(packed)
+        # height in packed units is HALF - |q - HALF| (0..127.5); scale it to gamma / v * triangle
+        ctx.scale = gamma / threshold / _HALF
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]
+        (surrogate,) = ctx.saved_tensors
+        # reset detached: dL/dI[t] = sum_{t' >= t} dL/ds[t'] * ds/du[t'], accumulated backwards in
+        # time one step at a time (cache-friendly; 4x faster than flip + cumsum on a CPU)
+        grad_in = torch.empty_like(grad_spikes)
+        acc = torch.zeros_like(grad_spikes[0])
+        height = torch.empty_like(grad_spikes[0])
+        for t in range(grad_spikes.shape[0] - 1, -1, -1):
+            height.copy_(surrogate[t])
+            height.sub_(_HALF).abs_().neg_().add_(_HALF)
+            acc.addcmul_(grad_spikes[t], height)
+            grad_in[t].copy_(acc)
+        grad_in.mul_(ctx.scale)
+        return grad_in, None, None
+
+
+def if_neuron(current: Tensor, threshold: float, gamma: float = DEFAULT_GAMMA) -> Tensor:
+    """IF spikes for ``current`` of shape ``[T, ...]``, differentiable through the surrogate."""
+    if threshold <= 0:
+        raise ValueError(f"threshold must be positive, got {threshold}")
+    if torch.is_grad_enabled() and current.requires_grad:
+        return _IFFunction.apply(current, float(threshold), float(gamma))
+    return if_forward(current, float(threshold))[0]
+
+
+def surrogate_gradient(membrane: Tensor, threshold: float, gamma: float = DEFAULT_GAMMA) -> Tensor:
+    """The exact (unquantised) surrogate derivative ds/du, for tests and teaching plots."""
+    return gamma / threshold * torch.clamp(1.0 - torch.abs(membrane / threshold - 1.0), min=0.0)

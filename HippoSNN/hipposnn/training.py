@@ -1,0 +1,387 @@
+"""One training loop for the ANN, SNN fine-tuning and direct SNN training.
+
+The three differ only in the model and in how a batch becomes logits: the ANN is called on the
+images, an SNN on their Poisson spike trains (BPTT over T steps through the surrogate gradient).
+Fine-tuning starts from a converted SNN, direct training from random weights with unit
+thresholds, through exactly the same code.
+
+Each epoch logs loss, validation Dice (3D and 2D), firing rates (SNN), learning rate, seconds and
+the cumulative number of batches to ``log.csv`` and ``log.json``. ``last.pt`` (everything needed to
+resume: model, optimiser, scheduler, RNG states, history) is written atomically after every epoch;
+``best.pt`` keeps the model with the best validation 3D Dice. ``resume=True`` continues an
+interrupted run from ``last.pt``.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the loop wraps the model in DistributedDataParallel
+(gloo on CPU, nccl on CUDA), shards the batches by rank, and only rank 0 validates and writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from .data import SliceSet, from_slices
+from .encoding import make_generator, poisson_spikes
+from .errors import Cancelled, HippoSNNError
+from .losses import LOSSES
+from .metrics import dice, mean_sd, slice_dice
+from .simulate import predict_slices
+from .unet import SpikeStats, SpikingUNet, UNet
+from .weights import atomic_torch_save, atomic_write_text, model_payload
+
+Progress = Callable[[float, str], bool]
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (saved in the log and the checkpoint)."""
+
+    stage: str = "ann"  # "ann", "finetune" or "direct"
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    loss: str = "dice"
+    timesteps: int = 32  # SNN stages only
+    coding: str = "binary"
+    seed: int = 0
+    plateau_patience: int = 3
+    plateau_factor: float = 0.5
+    augment: bool = False
+    max_batches: Optional[int] = None  # stop after this many batches (training budget)
+    eval_every: Optional[int] = None  # extra validation every N batches (learning curves)
+    eval_timesteps: Optional[int] = None  # T for SNN validation (default: timesteps)
+    threads: Optional[int] = None
+    device: str = "cpu"
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.stage not in ("ann", "finetune", "direct"):
+            raise HippoSNNError(f"unknown stage {self.stage!r}")
+        if self.loss not in LOSSES:
+            raise HippoSNNError(f"--loss must be one of {', '.join(LOSSES)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.timesteps < 1:
+            raise HippoSNNError("epochs, batch size and timesteps must be positive")
+        if not self.lr > 0:
+            raise HippoSNNError("learning rate must be positive")
+
+
+def _distributed() -> bool:
+    return dist.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def augment_batch(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple:
+    """Small in-plane affine (rotation +-10 deg, scale +-10 %, shift +-3 px) and contrast changes."""
+    b = x.shape[0]
+    rnd = torch.rand(b, 5, generator=generator)
+    angle = (rnd[:, 0] - 0.5) * (2 * math.pi * 10 / 180)
+    scale = 1.0 + (rnd[:, 1] - 0.5) * 0.2
+    h, w = x.shape[-2:]
+    tx = (rnd[:, 2] - 0.5) * 6 * 2 / w
+    ty = (rnd[:, 3] - 0.5) * 6 * 2 / h
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    y = (F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).to(y.dtype)
+    contrast = (0.85 + 0.3 * rnd[:, 4]).view(b, 1, 1, 1)
+    lo = -1.0 if float(x.min()) < 0 else 0.0
+    return (x * contrast).clamp(lo, 1.0), y
+
+
+def model_logits(model: Any, x: Tensor, cfg: TrainConfig, generator: torch.Generator) -> Tensor:
+    """Logits of a batch: direct for the ANN, through T Poisson steps for an SNN."""
+    core = model.module if hasattr(model, "module") else model
+    if isinstance(core, SpikingUNet):
+        spikes = poisson_spikes(x, cfg.timesteps, generator, cfg.coding)
+        return core.logits(model(spikes), cfg.timesteps)
+    return model(x)
+
+
+def evaluate_slices(
+    model: Union[UNet, SpikingUNet],
+    slices: SliceSet,
+    *,
+    timesteps: int = 32,
+    coding: str = "binary",
+    threshold: float = 0.5,
+    seed: int = 0,
+    batch_size: int = 24,
+    device: str = "cpu",
+    progress: Optional[Progress] = None,
+) -> Dict[str, Any]:
+    """3D Dice per case and 2D Dice per slice of ``model`` on ``slices`` (plus SNN spike stats)."""
+    stats = SpikeStats() if isinstance(model, SpikingUNet) else None
+    probs = predict_slices(
+        model, slices.images, timesteps=timesteps, coding=coding, seed=seed, batch_size=batch_size,
+        device=device, stats=stats, progress=progress,
+    )
+    pred = probs >= threshold
+    cases = []
+    all_2d: List[float] = []
+    for i, name in enumerate(slices.names):
+        sel = slices.case_index == i
+        p = from_slices(pred[sel])
+        t = from_slices(slices.labels[sel] > 0.5)
+        d2 = slice_dice(p, t)
+        all_2d.extend(d2)
+        cases.append({"name": name, "dice_3d": dice(p, t), "dice_2d_mean": float(np.mean(d2)) if d2 else 1.0})
+    d3 = mean_sd([c["dice_3d"] for c in cases])
+    d2s = mean_sd(all_2d)
+    result: Dict[str, Any] = {
+        "mean_dice_3d": d3["mean"],
+        "sd_dice_3d": d3["sd"],
+        "mean_dice_2d": d2s["mean"],
+        "sd_dice_2d": d2s["sd"],
+        "n_slices_2d": d2s["n"],
+        "cases": cases,
+    }
+    if stats is not None:
+        result["firing_rates"] = stats.firing_rates()
+        result["mean_firing_rate"] = stats.mean_firing_rate()
+        result["synops_per_slice"] = sum(stats.synops_per_sample().values())
+    return result
+
+
+class Trainer:
+    """Runs :class:`TrainConfig` on a model and writes logs and checkpoints into ``out_dir``."""
+
+    def __init__(
+        self,
+        model: Union[UNet, SpikingUNet],
+        cfg: TrainConfig,
+        train: SliceSet,
+        val: Optional[SliceSet],
+        out_dir: Union[str, Path],
+        meta: Optional[Dict[str, Any]] = None,
+        progress: Optional[Progress] = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.model = model
+        self.train_set = train
+        self.val_set = val
+        self.out_dir = Path(out_dir)
+        self.meta = meta or {}
+        self.progress = progress
+        self.log = log
+        self.history: List[Dict[str, Any]] = []
+        self.curve: List[Dict[str, Any]] = []
+        self.epoch = 0
+        self.batches = 0
+        self.best = -1.0
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = torch.device(cfg.device)
+        model.to(self.device)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+        )
+
+    # -- persistence --------------------------------------------------------------------------
+    def _state(self) -> Dict[str, Any]:
+        return {
+            "model": model_payload(self.model, self.meta),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "batches": self.batches,
+            "best": self.best,
+            "history": json.dumps(self.history),
+            "curve": json.dumps(self.curve),
+            "config": json.dumps(asdict(self.cfg)),
+            "rng_torch": torch.get_rng_state(),
+            "rng_numpy": json.dumps(_numpy_state()),
+            "rng_python": json.dumps(random.getstate()),
+        }
+
+    def resume(self) -> bool:
+        """Load ``last.pt`` if present; returns whether a run was resumed."""
+        path = self.out_dir / "last.pt"
+        if not path.exists():
+            return False
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise HippoSNNError(f"cannot resume from {path}: {exc}") from None
+        self.model.weights.load_state_dict(state["model"]["weights"])
+        if isinstance(self.model, SpikingUNet):
+            for name, value in state["model"].get("thresholds", {}).items():
+                self.model.set_threshold(name, float(value))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.batches = int(state["batches"])
+        self.best = float(state["best"])
+        self.history = json.loads(state["history"])
+        self.curve = json.loads(state["curve"])
+        torch.set_rng_state(state["rng_torch"])
+        _set_numpy_state(json.loads(state["rng_numpy"]))
+        random.setstate(_tuplify(json.loads(state["rng_python"])))
+        self.log(f"resumed from {path} after epoch {self.epoch} ({self.batches} batches)")
+        return True
+
+    def _write_logs(self) -> None:
+        atomic_write_text(self.out_dir / "log.json", json.dumps({"epochs": self.history, "curve": self.curve}, indent=1))
+        if self.history:
+            keys = [k for k in self.history[0] if not isinstance(self.history[0][k], dict)]
+            rate_keys = sorted(self.history[-1].get("firing_rates", {}) or {})
+            lines = [",".join(keys + [f"rate_{k}" for k in rate_keys])]
+            for row in self.history:
+                rates = row.get("firing_rates") or {}
+                lines.append(",".join([_fmt(row[k]) for k in keys] + [_fmt(rates.get(k, "")) for k in rate_keys]))
+            atomic_write_text(self.out_dir / "log.csv", "\n".join(lines) + "\n")
+
+    # -- validation ---------------------------------------------------------------------------
+    def validate(self) -> Dict[str, Any]:
+        if self.val_set is None or len(self.val_set) == 0:
+            return {}
+        cfg = self.cfg
+        result = evaluate_slices(
+            self.model, self.val_set, timesteps=cfg.eval_timesteps or cfg.timesteps, coding=cfg.coding,
+            seed=cfg.seed + 12345, device=cfg.device,
+        )
+        self.model.train()
+        return result
+
+    # -- training -----------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> List[Dict[str, Any]]:
+        cfg = self.cfg
+        if _distributed() and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        rank, world = _rank(), _world()
+        if rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume()
+        else:
+            torch.manual_seed(cfg.seed)
+        net: Any = self.model
+        if world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(self.model)
+        loss_fn = LOSSES[cfg.loss]
+        n = len(self.train_set)
+        images = torch.from_numpy(self.train_set.images)
+        labels = torch.from_numpy(self.train_set.labels)
+        total_epochs_batches = cfg.epochs * math.ceil(n / (cfg.batch_size * world))
+        while self.epoch < cfg.epochs:
+            if cfg.max_batches is not None and self.batches >= cfg.max_batches:
+                break
+            t0 = time.time()
+            self.model.train()
+            # same permutation on every rank; each takes its own stride of it
+            perm = torch.randperm(n, generator=make_generator(cfg.seed * 1000 + self.epoch))
+            aug_gen = make_generator(cfg.seed * 7919 + self.epoch * 31 + rank)
+            spike_gen = make_generator(cfg.seed * 104729 + self.epoch * 17 + rank)
+            losses: List[float] = []
+            step = cfg.batch_size * world
+            for start in range(0, n - step + 1 if n >= step else 1, step):
+                idx = perm[start + rank * cfg.batch_size : start + (rank + 1) * cfg.batch_size]
+                x, y = images[idx], labels[idx]
+                if cfg.augment:
+                    x, y = augment_batch(x, y, aug_gen)
+                x, y = x.to(self.device), y.to(self.device)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model_logits(net, x, cfg, spike_gen), y)
+                loss.backward()
+                self.optimizer.step()
+                losses.append(float(loss.detach()))
+                self.batches += 1
+                if self.progress is not None and rank == 0:
+                    frac = min(1.0, self.batches / max(total_epochs_batches, 1))
+                    if self.progress(frac, f"epoch {self.epoch + 1}/{cfg.epochs} loss {losses[-1]:.4f}") is False:
+                        raise Cancelled("training cancelled")
+                if cfg.eval_every and self.batches % cfg.eval_every == 0 and rank == 0:
+                    v = self.validate()
+                    self.curve.append({"batches": self.batches, "val_dice_3d": v.get("mean_dice_3d"),
+                                       "val_dice_2d": v.get("mean_dice_2d")})
+                if cfg.max_batches is not None and self.batches >= cfg.max_batches:
+                    break
+            self.epoch += 1
+            row: Dict[str, Any] = {
+                "epoch": self.epoch,
+                "batches": self.batches,
+                "loss": float(np.mean(losses)) if losses else float("nan"),
+                "lr": self.optimizer.param_groups[0]["lr"],
+            }
+            if rank == 0:
+                v = self.validate()
+                row["val_dice_3d"] = v.get("mean_dice_3d", float("nan"))
+                row["val_dice_2d"] = v.get("mean_dice_2d", float("nan"))
+                if "firing_rates" in v:
+                    row["mean_firing_rate"] = v["mean_firing_rate"]
+                    row["firing_rates"] = v["firing_rates"]
+            score = _broadcast_float(row.get("val_dice_3d", float("nan")))
+            if not math.isnan(score):
+                self.scheduler.step(score)
+            row["seconds"] = round(time.time() - t0, 2)
+            self.history.append(row)
+            if rank == 0:
+                if not math.isnan(score) and score > self.best:
+                    self.best = score
+                    atomic_torch_save(model_payload(self.model, {**self.meta, "epoch": self.epoch}),
+                                      self.out_dir / "best.pt")
+                atomic_torch_save(self._state(), self.out_dir / "last.pt")
+                self._write_logs()
+                self.log(
+                    f"epoch {self.epoch}: loss {row['loss']:.4f} val dice 3D {row.get('val_dice_3d', float('nan')):.4f}"
+                    f" 2D {row.get('val_dice_2d', float('nan')):.4f} lr {row['lr']:.2e} {row['seconds']:.1f}s"
+                )
+        if rank == 0:
+            atomic_torch_save(model_payload(self.model, {**self.meta, "epoch": self.epoch}), self.out_dir / "final.pt")
+            if not (self.out_dir / "best.pt").exists():
+                atomic_torch_save(model_payload(self.model, self.meta), self.out_dir / "best.pt")
+        if world > 1:
+            dist.barrier()
+        return self.history
+
+
+def _broadcast_float(value: float) -> float:
+    if _world() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.broadcast(t, 0)
+    return float(t[0])
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _numpy_state() -> list:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _set_numpy_state(state: list) -> None:
+    np.random.set_state((state[0], np.array(state[1], dtype=np.uint32), state[2], state[3], state[4]))
+
+
+def _tuplify(obj: Any) -> Any:
+    if isinstance(obj, list):
+        return tuple(_tuplify(o) for o in obj)
+    return obj
