@@ -166,8 +166,10 @@ def _channels(text: str) -> tuple:
 
 def _check_common(args: argparse.Namespace) -> None:
     data = getattr(args, "data", None)
-    if data is not None and not Path(data).is_dir():
-        raise HippoSNNError(f"data folder not found: {data}")
+    if data is not None:
+        from .data import list_cases
+
+        list_cases(data)  # fails early, with a plain message, on a missing or malformed folder
     fold = getattr(args, "fold", None)
     if fold is not None and not 0 <= fold < args.folds:
         raise HippoSNNError(f"--fold must be between 0 and {args.folds - 1}")

@@ -1,11 +1,13 @@
 """MSD-layout hippocampus crops: reading, the fixed model ROI, normalisation and subject-wise folds.
 
-Axis convention (the model's grid). A crop's voxel axes are used as they are stored: the MSD Task04
-crops have RAS-like voxel axes for a right hippocampus (axis 0: left -> right, axis 1: posterior ->
-anterior, axis 2: inferior -> superior; see ``../shared/data/README.md``). The model ROI is
-``ROI_SHAPE = (24, 56, 48)`` voxels at 1 mm along axes (0, 1, 2). The network sees one *sagittal*
-slice at a time: slices run along axis 0, so each slice is a 56 x 48 (anterior-posterior x
-inferior-superior) image, and a volume gives 24 slices.
+Axis convention (the model's grid). A crop's voxel axes are used as they are stored. In the MSD
+Task04 crops axis 1 runs posterior -> anterior and axis 2 inferior -> superior; axis 0 runs
+left-right across the hippocampus, and comparing the crops' label shapes with the FreeSurfer
+hippocampi of ``../shared/data/wholebrain`` shows it runs lateral -> medial for these right
+hippocampi (see :mod:`hipposnn.roi`, which samples whole-brain ROIs on exactly this grid). The model
+ROI is ``ROI_SHAPE = (24, 56, 48)`` voxels at 1 mm along axes (0, 1, 2). The network sees one
+*sagittal* slice at a time: slices run along axis 0, so each slice is a 56 x 48
+(anterior-posterior x inferior-superior) image, and a crop gives 24 slices.
 
 A pre-cropped volume is brought to the ROI by centring: each axis is cropped symmetrically when
 longer and zero-padded symmetrically when shorter (the extra voxel of an odd difference goes to the

@@ -87,7 +87,8 @@ def read_payload(path: Union[str, Path]) -> Dict[str, Any]:
     try:
         payload = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise HippoSNNError(f"cannot load model file {path}: {exc}") from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise HippoSNNError(f"cannot load model file {path}: not a readable HippoSNN model ({reason[:160]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise HippoSNNError(f"{path} is not a HippoSNN model file")
     return payload

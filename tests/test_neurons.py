@@ -1,0 +1,127 @@
+"""IF dynamics, surrogate gradient and the compact BPTT against hand computations and plain autograd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hipposnn.compact import compact_conv
+from hipposnn.neurons import if_forward, if_neuron, surrogate_gradient
+
+
+def test_if_hand_computed_sequence():
+    # threshold 1.0, constant input 0.4: u = .4 .8 1.2->.2 .6 1.0->0 .4 .8 1.2->.2
+    current = torch.full((8, 1), 0.4)
+    spikes, membrane = if_forward(current.clone(), 1.0)
+    assert spikes.squeeze(1).tolist() == [0, 0, 1, 0, 1, 0, 0, 1]
+    assert membrane.item() == pytest.approx(0.2, abs=1e-6)
+
+
+def test_if_soft_reset_keeps_excess_and_no_leak():
+    # a big input spikes once per step while the excess lasts; negative input is integrated, never leaks
+    current = torch.tensor([[2.5], [0.0], [0.0], [-0.7], [0.6]])
+    spikes, membrane = if_forward(current, 1.0)
+    assert spikes.squeeze(1).tolist() == [1, 1, 0, 0, 0]
+    assert membrane.item() == pytest.approx(0.5 - 0.7 + 0.6, abs=1e-6)
+
+
+def test_if_chunks_equal_one_run():
+    torch.manual_seed(0)
+    current = torch.rand(20, 3, 4) * 0.8
+    whole, _ = if_forward(current.clone(), 0.9)
+    mem = None
+    parts = []
+    for chunk in current.split(7):
+        s, mem = if_forward(chunk.clone(), 0.9, mem)
+        parts.append(s)
+    assert torch.equal(torch.cat(parts), whole)
+
+
+def test_if_rate_approximates_relu_of_mean_input():
+    current = torch.tensor([0.0, 0.13, 0.5, 0.87, -0.3]).repeat(2000, 1)
+    spikes, _ = if_forward(current, 1.0)
+    rates = spikes.mean(0)
+    assert torch.allclose(rates, torch.tensor([0.0, 0.13, 0.5, 0.87, 0.0]), atol=1e-3)
+
+
+def test_surrogate_values():
+    v = 2.0
+    u = torch.tensor([-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    expected = 0.3 / v * torch.tensor([0.0, 0.0, 0.5, 1.0, 0.5, 0.0, 0.0])
+    assert torch.allclose(surrogate_gradient(u, v), expected)
+
+
+def _reference_if(current: torch.Tensor, v: float, gamma: float = 0.3) -> torch.Tensor:
+    """Plain-autograd IF with the same surrogate and a detached reset (the definition we implement)."""
+
+    class Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, u):
+            ctx.save_for_backward(u)
+            return (u >= v).to(u.dtype)
+
+        @staticmethod
+        def backward(ctx, g):
+            (u,) = ctx.saved_tensors
+            return g * surrogate_gradient(u, v, gamma)
+
+    mem = torch.zeros_like(current[0])
+    out = []
+    for t in range(current.shape[0]):
+        mem = mem + current[t]
+        s = Spike.apply(mem)
+        out.append(s)
+        mem = mem - v * s.detach()
+    return torch.stack(out)
+
+
+def test_bptt_gradient_matches_reference_within_quantisation():
+    torch.manual_seed(1)
+    current = (torch.rand(12, 5, 7) * 1.5).requires_grad_(True)
+    weights = torch.randn(12, 5, 7)
+    ours = if_neuron(current, 1.3)
+    (ours * weights).sum().backward()
+    g_ours = current.grad.clone()
+    current.grad = None
+    ref = _reference_if(current, 1.3)
+    (ref * weights).sum().backward()
+    assert torch.equal(ours, ref)
+    # the membrane is stored with 8 bits over [0, 2v]: error <= gamma/v * (1/127.5) per step, summed over T
+    bound = 0.3 / 1.3 / 127.5 * 12 * weights.abs().max()
+    assert (g_ours - current.grad).abs().max() <= bound
+    assert torch.corrcoef(torch.stack([g_ours.flatten(), current.grad.flatten()]))[0, 1] > 0.999
+
+
+@pytest.mark.parametrize("pool,transposed,masked", [(False, False, False), (True, False, False),
+                                                     (False, True, False), (True, False, True)])
+def test_compact_conv_gradients_equal_autograd(pool, transposed, masked):
+    torch.manual_seed(2)
+    t, b, c = 3, 2, 4
+    x = (torch.rand(t * b, c, 8, 6) < 0.3).float().requires_grad_(True)
+    w_shape = (c, 5, 2, 2) if transposed else (5, c, 3, 3)
+    w = torch.randn(w_shape, requires_grad=True)
+    hw = (4, 3) if pool else (8, 6)
+    mask = (torch.rand(b, c, *hw) > 0.2).float() if masked else None
+    kwargs = dict(pool=pool, mask=mask, transposed=transposed, padding=0 if transposed else 1,
+                  stride=2 if transposed else 1)
+    y = compact_conv(x, w, **kwargs)
+    g = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, w), g)
+
+    h = F.avg_pool2d(x, 2) if pool else x
+    if mask is not None:
+        h = (h.view(t, b, *h.shape[1:]) * mask).view(h.shape)
+    y_ref = F.conv_transpose2d(h, w, stride=2) if transposed else F.conv2d(h, w, padding=1)
+    gx_ref, gw_ref = torch.autograd.grad(y_ref, (x, w), g)
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    assert torch.allclose(gx, gx_ref, atol=1e-4)
+    assert torch.allclose(gw, gw_ref, atol=1e-4)
+
+
+def test_compact_conv_saves_int8():
+    x = (torch.rand(4, 3, 8, 8) < 0.5).float().requires_grad_(True)
+    w = torch.randn(2, 3, 3, 3, requires_grad=True)
+    y = compact_conv(x, w, padding=1)
+    saved = [t for t in y.grad_fn.saved_tensors if t is not None and t.shape == x.shape]
+    assert saved and saved[0].dtype == torch.int8

@@ -1,0 +1,139 @@
+"""Training loop: resume, the three stages through the CLI, user-facing errors, torchrun/DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hipposnn.cli import main
+from hipposnn.data import build_slices, load_cases
+from hipposnn.training import TrainConfig, Trainer
+from hipposnn.unet import SpikingUNet, UNet, UNetSpec
+from hipposnn.weights import load_model, read_payload
+
+from .helpers import make_msd_folder
+
+TINY = UNetSpec(channels=(4, 8, 8, 8), dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    return make_msd_folder(tmp_path_factory.mktemp("msd") / "data", n=6)
+
+
+def _fit(model, sl, out, epochs, resume=False, stage="ann"):
+    cfg = TrainConfig(stage=stage, epochs=epochs, batch_size=8, lr=1e-3, timesteps=4, seed=3, augment=True)
+    trainer = Trainer(model, cfg, sl, sl, out, log=lambda m: None)
+    trainer.fit(resume=resume)
+    return trainer
+
+
+@pytest.mark.parametrize("kind", ["ann", "snn"])
+def test_resume_continues_exactly(synth, tmp_path, kind):
+    sl = build_slices(load_cases(synth, ["hippocampus_000", "hippocampus_001"]))
+    make = (lambda: UNet(TINY)) if kind == "ann" else (lambda: SpikingUNet(TINY))
+    stage = "ann" if kind == "ann" else "direct"
+    torch.manual_seed(0)
+    straight = _fit(make(), sl, tmp_path / "a", 2, stage=stage)
+    torch.manual_seed(0)
+    _fit(make(), sl, tmp_path / "b", 1, stage=stage)
+    torch.manual_seed(0)
+    resumed = _fit(make(), sl, tmp_path / "b", 2, resume=True, stage=stage)
+    for name in straight.model.weights:
+        assert torch.equal(straight.model.weights[name], resumed.model.weights[name]), name
+    log = json.loads((tmp_path / "b" / "log.json").read_text())["epochs"]
+    assert [r["epoch"] for r in log] == [1, 2]
+    header = (tmp_path / "b" / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "loss", "val_dice_3d", "val_dice_2d", "lr", "seconds", "batches"} <= set(header)
+    if kind == "snn":
+        assert "mean_firing_rate" in header and any(h.startswith("rate_enc0_0") for h in header)
+
+
+def test_three_stages_from_cli(synth, tmp_path):
+    run = tmp_path / "run"
+    common = ["--data", str(synth), "--fold", "0", "--folds", "3", "--seed", "1"]
+    assert main(["train-ann", *common, "--out", str(run / "ann"), "--epochs", "2", "--batch-size", "8",
+                 "--channels", "4,8,8,8", "--loss", "bce_dice"]) == 0
+    assert main(["convert", *common, "--checkpoint", str(run / "ann" / "best.pt"), "--out", str(run / "conv"),
+                 "--timesteps", "20", "--slices", "8", "--percentile", "99.9"]) == 0
+    converted = load_model(run / "conv" / "converted.pt")
+    assert isinstance(converted, SpikingUNet)
+    assert all(v > 0 for v in converted.threshold_dict().values())
+    assert main(["finetune", *common, "--checkpoint", str(run / "conv" / "converted.pt"), "--out",
+                 str(run / "ft"), "--epochs", "1", "--batch-size", "8", "--timesteps", "4"]) == 0
+    assert main(["train-snn", *common, "--out", str(run / "direct"), "--epochs", "1", "--batch-size", "8",
+                 "--timesteps", "4", "--channels", "4,8,8,8"]) == 0
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", *common, "--checkpoint", str(run / "ft" / "best.pt"), "--json", str(out),
+                 "--split", "test", "--timesteps", "4"]) == 0
+    scores = json.loads(out.read_text())
+    assert isinstance(scores["mean_dice_3d"], float) and 0 <= scores["mean_dice_3d"] <= 1
+    assert len(scores["cases"]) == 2 and {"name", "dice_3d"} <= set(scores["cases"][0])
+    assert scores["settings"]["timesteps"] == 4 and scores["settings"]["model"] == "snn"
+    payload = read_payload(run / "ft" / "best.pt")
+    assert payload["meta"]["stage"] == "finetune" and "train_config" in payload["meta"]
+    torch.load(str(run / "ft" / "last.pt"), weights_only=True)  # checkpoints load safely
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train-ann", "--data", "/nonexistent", "--out", "x"], "data folder not found"),
+        (["evaluate", "--data", "{synth}", "--checkpoint", "/nonexistent.pt"], "model file not found"),
+        (["train-ann", "--data", "{synth}", "--out", "x", "--fold", "7"], "--fold must be between 0 and 4"),
+        (["train-ann", "--data", "{synth}", "--out", "x", "--channels", "a,b"], "comma-separated"),
+        (["evaluate", "--data", "{synth}", "--checkpoint", "{bad}"], "cannot load model file"),
+        (["evaluate", "--data", "{empty}", "--checkpoint", "{bad}"], "imagesTr"),
+    ],
+)
+def test_cli_user_errors_are_one_line(synth, tmp_path, capsys, argv, message):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = [a.format(synth=synth, bad=bad, empty=empty) for a in argv]
+    if "{empty}" in " ".join(argv):
+        pass
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["train-ann", "--data", "d", "--out", "o", "--epochs", "0"],
+                                  ["convert", "--data", "d", "--checkpoint", "c", "--out", "o", "--timesteps", "x"],
+                                  ["evaluate", "--data", "d", "--threshold", "1.5"]])
+def test_cli_bad_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_cli_without_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "train-ann" in capsys.readouterr().out
+
+
+def test_torchrun_ddp_two_cpu_processes(synth, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "hipposnn.cli", "train-ann", "--data", str(synth), "--fold", "0", "--folds", "3",
+           "--out", str(out), "--epochs", "2", "--batch-size", "4", "--channels", "4,8,8,8", "--threads", "1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = json.loads((out / "log.json").read_text())["epochs"]
+    assert [r["epoch"] for r in log] == [1, 2]
+    # each rank takes its own 4 of every 8 slices: batches per epoch are those of one 8-slice global batch
+    settings = json.loads((out / "settings.json").read_text())
+    n_slices = 24 * len(settings["train"])
+    assert log[0]["batches"] == n_slices // 8
+    assert load_model(out / "final.pt")
