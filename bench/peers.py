@@ -147,7 +147,7 @@ def build_spikingjelly(model: SpikingUNet, step_mode: str = "s", checkpoint: boo
             k = w.shape[-1]
             conv = sjl.Conv2d(layer.in_channels, layer.out_channels, k, padding=k // 2, bias=False,
                               step_mode=step_mode)
-        conv.weight.data.copy_(w)
+        conv.to(w.dtype).weight.data.copy_(w)  # convert first: a float32 copy would round folded weights
         mods.append(conv)
         if v is not None:
             mods.append(neuron.IFNode(v_threshold=v, v_reset=None, surrogate_function=TriangleSurrogate(v),
@@ -185,7 +185,7 @@ class SnnTorchNet(nn.Module):
             else:
                 k = w.shape[-1]
                 conv = nn.Conv2d(layer.in_channels, layer.out_channels, k, padding=k // 2, bias=False)
-            conv.weight.data.copy_(w)
+            conv.to(w.dtype).weight.data.copy_(w)
             self.convs[layer.name] = conv
             if v is not None:
                 self.neurons[layer.name] = snn.Leaky(beta=1.0, threshold=v, reset_mechanism="subtract")

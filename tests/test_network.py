@@ -113,7 +113,8 @@ def test_output_scaling_sum_grows_with_t_mean_does_not():
     x = torch.rand(2, 1, 16, 16)
     mean_snn = convert(ann, x.numpy(), timesteps=50, scale=0.5)
     sum_snn = SpikingUNet.from_ann(ann, output_scaling="sum")
-    sum_snn.thresholds.copy_(mean_snn.thresholds)
+    for name, value in mean_snn.threshold_dict().items():
+        sum_snn.set_threshold(name, value)
     with torch.no_grad():
         m50 = snn_logits(mean_snn, x, 50, make_generator(0)).abs().mean()
         m200 = snn_logits(mean_snn, x, 200, make_generator(0)).abs().mean()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -149,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     p.add_argument("--out", required=True, type=Path)
 
+    p = sub.add_parser("recipe", help="reference models: cross-validated three-stage training + final models")
+    p.add_argument("--config", required=True, type=Path, help="recipe config JSON (configs/reference.json)")
+    p.add_argument("--data", required=True, type=Path, help="MSD-layout folder")
+    p.add_argument("--out", required=True, type=Path, help="run folder (rerun to resume)")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="parallel worker processes")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads per worker")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--smoke", action="store_true", help="seconds-long variant for CI")
+    p.add_argument("--deadline", type=_positive_float, default=None,
+                   help="start no new job after this many seconds (rerun later to finish)")
+
     p = sub.add_parser("crop-stats", help="how many label voxels the centre ROI crop loses")
     _add_data(p)
     return parser
@@ -221,6 +233,15 @@ def _run(args: argparse.Namespace) -> int:
         folds = make_folds([n for n, _, _ in list_cases(args.data)], args.folds, args.seed)
         save_folds(folds, args.out, args.seed)
         print(f"{args.folds} folds written to {args.out}")
+    elif cmd == "recipe":
+        from .recipe import load_config, run_recipe, smoke_config
+
+        config = load_config(args.config)
+        if args.smoke:
+            config = smoke_config(config)
+        threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
+        run_recipe(config, args.data, args.out, args.jobs, args.device, threads, deadline=args.deadline)
+        print(f"recipe finished: {args.out}")
     elif cmd == "crop-stats":
         from .data import crop_loss, load_cases
 

@@ -52,6 +52,7 @@ def balance_thresholds(
     coding: str = "binary",
     seed: int = 0,
     log: Optional[Callable[[str, float, float], None]] = None,
+    device: str = "cpu",
 ) -> Dict[str, float]:
     """Set every hidden layer's threshold of ``snn`` from a run on ``images`` (N, C, H, W).
 
@@ -62,9 +63,10 @@ def balance_thresholds(
     if percentile is not None and not 0 < percentile <= 100:
         raise ValueError("percentile must be in (0, 100]")
     snn.eval()
-    gen = make_generator(seed)
-    sample_gen = make_generator(seed + 1)
-    x = torch.from_numpy(np.ascontiguousarray(images))
+    snn.to(device)
+    gen = make_generator(seed, torch.device(device))
+    sample_gen = make_generator(seed + 1, torch.device(device))
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     spikes = poisson_spikes(x, timesteps, gen, coding)
     for name in snn.threshold_dict():
         snn.set_threshold(name, 1.0)
@@ -94,8 +96,9 @@ def convert(
     seed: int = 0,
     output_scaling: str = "mean",
     log: Optional[Callable[[str, float, float], None]] = None,
+    device: str = "cpu",
 ) -> SpikingUNet:
     """Early-stop conversion: a spiking twin of ``ann`` with balanced thresholds."""
     snn = SpikingUNet.from_ann(ann, output_scaling=output_scaling)
-    balance_thresholds(snn, images, timesteps, scale, percentile, coding, seed, log)
+    balance_thresholds(snn, images, timesteps, scale, percentile, coding, seed, log, device)
     return snn

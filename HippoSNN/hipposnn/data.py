@@ -187,15 +187,24 @@ def prepare(case: Case, coding: str = "binary") -> Tuple[np.ndarray, Optional[np
     return image, label
 
 
-def to_slices(volume: np.ndarray) -> np.ndarray:
-    """(24, 56, 48) ROI -> (24, 1, 56, 48) stack of sagittal slices for the 2D network."""
-    return np.ascontiguousarray(np.moveaxis(volume, SLICE_AXIS, 0)[:, None])
+def to_slices(volume: np.ndarray, context: int = 0) -> np.ndarray:
+    """(24, 56, 48) ROI -> (24, 1 + 2 * context, 56, 48) stack of sagittal slices for the 2D network.
+
+    ``context`` > 0 adds that many neighbouring slices on each side as extra input channels
+    (zeros beyond the ROI), a cheap way to give a 2D network some through-plane information.
+    """
+    stack = np.moveaxis(volume, SLICE_AXIS, 0)
+    if context == 0:
+        return np.ascontiguousarray(stack[:, None])
+    padded = np.pad(stack, [(context, context)] + [(0, 0)] * (stack.ndim - 1))
+    n = stack.shape[0]
+    return np.ascontiguousarray(np.stack([padded[i : i + n] for i in range(2 * context + 1)], axis=1))
 
 
 def from_slices(slices: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`to_slices` for (24, 1, 56, 48) or (24, 56, 48) arrays."""
+    """Inverse of :func:`to_slices` (centre channel) for (24, C, 56, 48) or (24, 56, 48) arrays."""
     if slices.ndim == 4:
-        slices = slices[:, 0]
+        slices = slices[:, slices.shape[1] // 2]
     return np.moveaxis(slices, 0, SLICE_AXIS)
 
 
@@ -203,7 +212,7 @@ def from_slices(slices: np.ndarray) -> np.ndarray:
 class SliceSet:
     """All slices of a set of cases as arrays, with the case each slice came from."""
 
-    images: np.ndarray  # (N, 1, 56, 48) float32
+    images: np.ndarray  # (N, 1 + 2 * context, 56, 48) float32
     labels: np.ndarray  # (N, 1, 56, 48) float32
     case_index: np.ndarray  # (N,) int
     names: List[str]
@@ -212,13 +221,13 @@ class SliceSet:
         return len(self.images)
 
 
-def build_slices(cases: Sequence[Case], coding: str = "binary") -> SliceSet:
+def build_slices(cases: Sequence[Case], coding: str = "binary", context: int = 0) -> SliceSet:
     images, labels, index = [], [], []
     for i, case in enumerate(cases):
         img, lab = prepare(case, coding)
         if lab is None:
             lab = np.zeros_like(img, dtype=np.uint8)
-        images.append(to_slices(img))
+        images.append(to_slices(img, context))
         labels.append(to_slices(lab.astype(np.float32)))
         index.append(np.full(img.shape[SLICE_AXIS], i))
     return SliceSet(np.concatenate(images), np.concatenate(labels), np.concatenate(index), [c.name for c in cases])

@@ -40,10 +40,10 @@ def split_names(
     return train, val, test
 
 
-def slices_for(data: PathLike, names: Sequence[str], coding: str) -> Optional[SliceSet]:
+def slices_for(data: PathLike, names: Sequence[str], coding: str, context: int = 0) -> Optional[SliceSet]:
     if not names:
         return None
-    return build_slices(load_cases(data, names), coding)
+    return build_slices(load_cases(data, names), coding, context)
 
 
 def _meta(stage: str, data: PathLike, fold: Optional[int], cfg: Optional[TrainConfig], **extra: Any) -> Dict[str, Any]:
@@ -77,7 +77,8 @@ def train_ann(
     train, val, test = split_names(data, fold, folds, cfg.seed)
     model = UNet(spec)
     trainer = Trainer(
-        model, cfg, build_slices(load_cases(data, train), cfg.coding), slices_for(data, val, cfg.coding), out,
+        model, cfg, build_slices(load_cases(data, train), cfg.coding, spec.context),
+        slices_for(data, val, cfg.coding, spec.context), out,
         meta=_meta("ann", data, fold, cfg, coding=cfg.coding), progress=progress, log=log,
     )
     _write_settings(out, {"stage": "ann", "fold": fold, "train": train, "val": val, "test": test,
@@ -99,17 +100,18 @@ def convert_ann(
     folds: int = 5,
     seed: int = 0,
     output_scaling: str = "mean",
+    device: str = "cpu",
     log: Callable[[str], None] = print,
 ) -> SpikingUNet:
     """Stage 2: early-stop conversion, balancing thresholds on ``slices`` training slices."""
     ann = load_model(ann_path, "ann")
     assert isinstance(ann, UNet)
     train, _, _ = split_names(data, fold, folds, seed)
-    train_set = build_slices(load_cases(data, train), coding)
+    train_set = build_slices(load_cases(data, train), coding, ann.spec.context)
     images = _balancing_slices(train_set, slices, seed)
     t0 = time.time()
     snn = convert(
-        ann, images, timesteps, scale, percentile, coding, seed, output_scaling,
+        ann, images, timesteps, scale, percentile, coding, seed, output_scaling, device=device,
         log=lambda name, raw, theta: log(f"  {name}: statistic {raw:.4g} -> threshold {theta:.4g}"),
     )
     seconds = time.time() - t0
@@ -152,8 +154,9 @@ def train_snn(
         model = SpikingUNet(spec or UNetSpec())
     assert isinstance(model, SpikingUNet)
     train, val, test = split_names(data, fold, folds, cfg.seed)
+    ctx = model.spec.context
     trainer = Trainer(
-        model, cfg, build_slices(load_cases(data, train), cfg.coding), slices_for(data, val, cfg.coding), out,
+        model, cfg, build_slices(load_cases(data, train), cfg.coding, ctx), slices_for(data, val, cfg.coding, ctx), out,
         meta=_meta(cfg.stage, data, fold, cfg, coding=cfg.coding, timesteps=cfg.timesteps,
                    source=str(init) if init else None),
         progress=progress, log=log,
@@ -174,14 +177,15 @@ def evaluate_model(
     seed: int = 0,
     device: str = "cpu",
     progress: Optional[Progress] = None,
+    batch_size: int = 24,
 ) -> Dict[str, Any]:
     """Score a model on an MSD-layout folder (all cases, or ``names``)."""
     cases = load_cases(data, names)
     if not cases:
         raise HippoSNNError(f"no cases to evaluate in {data}")
     result = evaluate_slices(
-        model, build_slices(cases, coding), timesteps=timesteps, coding=coding, threshold=threshold, seed=seed,
-        device=device, progress=progress,
+        model, build_slices(cases, coding, model.spec.context), timesteps=timesteps, coding=coding, threshold=threshold, seed=seed,
+        device=device, progress=progress, batch_size=batch_size,
     )
     result["settings"] = {
         "model": "snn" if isinstance(model, SpikingUNet) else "ann",

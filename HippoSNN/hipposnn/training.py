@@ -261,7 +261,7 @@ class Trainer:
         cfg = self.cfg
         result = evaluate_slices(
             self.model, self.val_set, timesteps=cfg.eval_timesteps or cfg.timesteps, coding=cfg.coding,
-            seed=cfg.seed + 12345, device=cfg.device,
+            seed=cfg.seed + 12345, device=cfg.device, batch_size=max(24, cfg.batch_size),
         )
         self.model.train()
         return result
@@ -294,7 +294,7 @@ class Trainer:
             # same permutation on every rank; each takes its own stride of it
             perm = torch.randperm(n, generator=make_generator(cfg.seed * 1000 + self.epoch))
             aug_gen = make_generator(cfg.seed * 7919 + self.epoch * 31 + rank)
-            spike_gen = make_generator(cfg.seed * 104729 + self.epoch * 17 + rank)
+            spike_gen = make_generator(cfg.seed * 104729 + self.epoch * 17 + rank, self.device)
             losses: List[float] = []
             step = cfg.batch_size * world
             for start in range(0, n - step + 1 if n >= step else 1, step):

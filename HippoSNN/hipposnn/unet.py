@@ -56,6 +56,11 @@ class UNetSpec:
         return cls(**data)
 
     @property
+    def context(self) -> int:
+        """Neighbouring slices on each side fed as extra channels (``in_channels = 1 + 2 * context``)."""
+        return (self.in_channels - 1) // 2
+
+    @property
     def multiple(self) -> int:
         """Input height and width must be multiples of this (one halving per pooling)."""
         return 2 ** (len(self.channels) - 1)
@@ -220,15 +225,26 @@ class SpikingUNet(_UNetBase):
         hidden = [layer.name for layer in self.layers if layer.spiking]
         self.register_buffer("thresholds", torch.ones(len(hidden)))
         self._threshold_index = {name: i for i, name in enumerate(hidden)}
+        # host-side copies: reading a GPU buffer element by element would synchronise every layer
+        self._theta: Dict[str, float] = {name: 1.0 for name in hidden}
+        self._scale_cache: Dict[Tuple[str, float, str], Tensor] = {}
 
     # -- thresholds -------------------------------------------------------------------------
     def threshold(self, name: str) -> float:
-        return float(self.thresholds[self._threshold_index[name]])
+        return self._theta[name]
 
     def set_threshold(self, name: str, value: float) -> None:
         if not value > 0:
             raise ValueError(f"threshold of {name} must be positive, got {value}")
         self.thresholds[self._threshold_index[name]] = float(value)
+        self._theta[name] = float(value)
+        self._scale_cache.clear()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        values = self.thresholds.detach().cpu().tolist()
+        self._theta = {name: float(values[i]) for name, i in self._threshold_index.items()}
+        self._scale_cache.clear()
 
     def threshold_dict(self) -> Dict[str, float]:
         return {name: self.threshold(name) for name in self._threshold_index}
@@ -246,13 +262,17 @@ class SpikingUNet(_UNetBase):
 
     def _scaled_weight(self, layer: LayerDef, dropout_scale: float) -> Tensor:
         """Weights times the threshold of the layer that emitted each input channel."""
-        scales = []
-        for name in layer.inputs:
-            ch = self.spec.in_channels if name == INPUT else self._out_channels(name)
-            value = 1.0 if name == INPUT else self.threshold(name)
-            scales.append(torch.full((ch,), value * dropout_scale))
-        scale = torch.cat(scales).to(self.weights[layer.name])
         w = self.weights[layer.name]
+        key = (layer.name, dropout_scale, str(w.device))
+        scale = self._scale_cache.get(key)
+        if scale is None:
+            scales = []
+            for name in layer.inputs:
+                ch = self.spec.in_channels if name == INPUT else self._out_channels(name)
+                value = 1.0 if name == INPUT else self.threshold(name)
+                scales.append(torch.full((ch,), value * dropout_scale))
+            scale = torch.cat(scales).to(w)
+            self._scale_cache[key] = scale
         shape = (-1, 1, 1, 1) if layer.kind == "up" else (1, -1, 1, 1)
         return (w * scale.view(shape)).contiguous(memory_format=torch.channels_last)
 

@@ -1,0 +1,228 @@
+"""The reference-model recipe: cross-validated three-stage training plus the final models, one command.
+
+``hipposnn recipe --config configs/reference.json --data DIR --out RUN`` runs, for every spike coding
+in the config and every fold (plus "all" = the final model on every crop):
+
+1. ANN training, then early-stop conversion (threshold balancing at the config's T) and the
+   converted SNN's Dice-vs-T curve on the fold's test crops;
+2. SNN fine-tuning from the converted net at each fine-tuning T of the config;
+3. direct SNN training from random weights at the default T with the same batch budget (folds only).
+
+Jobs run in parallel worker processes (``--jobs``); each writes ``result.json`` when done, so an
+interrupted recipe rerun skips finished jobs and resumes unfinished training from ``last.pt``.
+:mod:`hipposnn.report` turns the run folder into tables, plots and model cards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from .errors import HippoSNNError
+from .weights import atomic_write_text
+
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class Job:
+    stage: str  # "ann" (ANN + conversion), "finetune" or "direct"
+    coding: str
+    fold: str  # "0".."k-1" or "all"
+    timesteps: int = 0
+
+    @property
+    def folder(self) -> str:
+        name = self.stage if self.stage == "ann" else f"{self.stage}_T{self.timesteps}"
+        return f"{self.coding}/fold_{self.fold}/{name}"
+
+
+def load_config(path: os.PathLike) -> Dict[str, Any]:
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise HippoSNNError(f"cannot read recipe config {path}: {exc}") from None
+    for key in ("spec", "ann", "convert", "finetune", "direct", "eval", "codings", "folds"):
+        if key not in config:
+            raise HippoSNNError(f"recipe config {path} lacks '{key}'")
+    return config
+
+
+def smoke_config(config: Dict[str, Any]) -> Dict[str, Any]:
+    """A seconds-long variant of ``config`` for CI: tiny net, one epoch, short T, one coding."""
+    c = json.loads(json.dumps(config))
+    c["spec"].update(channels=[4, 8], dropout=0.0)
+    c["ann"].update(epochs=1, batch_size=16)
+    c["convert"].update(timesteps=8, slices=8)
+    c["finetune"].update(epochs=1, batch_size=16, timesteps=[4], eval_every=None)
+    c["direct"].update(epochs=1, batch_size=16, eval_every=None)
+    c["eval"].update(timesteps=[4, 8])
+    c["eval"]["finetune_timesteps"] = [4]
+    c["default_timesteps"] = 4
+    c["codings"] = c["codings"][:1]
+    c["folds"] = 2
+    c["final"] = False
+    return c
+
+
+def plan(config: Dict[str, Any]) -> List[Job]:
+    """All jobs in priority order: every ANN first (cheap), then per coding the default-T fine-tuning
+    and direct training, then the other fine-tuning T; a deadline cuts the least important ones."""
+    folds = [str(f) for f in range(int(config["folds"]))]
+    if config.get("final", True):
+        folds.append(ALL)
+    default_t = int(config["default_timesteps"])
+    jobs: List[Job] = [Job("ann", coding, fold) for coding in config["codings"] for fold in folds]
+    for coding in config["codings"]:
+        for fold in folds:
+            jobs.append(Job("finetune", coding, fold, default_t))
+            if fold != ALL:
+                jobs.append(Job("direct", coding, fold, default_t))
+    for coding in config["codings"]:
+        for t in config["finetune"]["timesteps"]:
+            if int(t) != default_t:
+                jobs.extend(Job("finetune", coding, fold, int(t)) for fold in folds)
+    return jobs
+
+
+def _depends_on(job: Job) -> Optional[Job]:
+    return None if job.stage == "ann" else Job("ann", job.coding, job.fold)
+
+
+def run_recipe(
+    config: Dict[str, Any], data: os.PathLike, out: os.PathLike, jobs: int = 2, device: str = "cpu",
+    threads: int = 1, log=print, deadline: Optional[float] = None,
+) -> Dict[str, Any]:
+    """Run every job of ``config`` (skipping finished ones); returns {job folder: result}.
+
+    ``deadline`` (seconds): start no new job after it; finished jobs are kept, so rerunning the
+    same command later completes the rest.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.json", json.dumps(config, indent=1))
+    todo = plan(config)
+    results: Dict[str, Any] = {}
+    done = set()
+    for job in todo:
+        path = out / job.folder / "result.json"
+        if path.exists():
+            results[job.folder] = json.loads(path.read_text())
+            done.add(job)
+    pending = [j for j in todo if j not in done]
+    failed: List[str] = []
+    running: Dict[Future, Job] = {}
+    ctx = get_context("spawn")
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
+        while pending or running:
+            if deadline is not None and time.time() - t0 > deadline and pending:
+                log(f"deadline reached: {len(pending)} job(s) not started (rerun to complete them)")
+                pending.clear()
+            for job in list(pending):
+                dep = _depends_on(job)
+                if dep is not None and dep not in done:
+                    if dep.folder in failed:
+                        pending.remove(job)
+                        failed.append(job.folder)
+                    continue
+                if len(running) >= max(1, jobs):
+                    break
+                pending.remove(job)
+                running[pool.submit(_run_job, config, str(data), str(out), job, device, threads)] = job
+            if not running:
+                break
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                job = running.pop(fut)
+                ok, payload = fut.result()
+                if ok:
+                    done.add(job)
+                    results[job.folder] = payload
+                    log(f"[{time.time() - t0:7.1f}s] done {job.folder}")
+                else:
+                    failed.append(job.folder)
+                    log(f"[{time.time() - t0:7.1f}s] FAILED {job.folder}:\n{payload}")
+    atomic_write_text(out / "jobs.json", json.dumps({"finished": sorted(results), "failed": failed}, indent=1))
+    if failed:
+        raise HippoSNNError(f"{len(failed)} recipe job(s) failed: {', '.join(failed[:5])}")
+    return results
+
+
+def _run_job(config: Dict[str, Any], data: str, out: str, job: Job, device: str, threads: int) -> Tuple[bool, Any]:
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        result = _execute(config, Path(data), Path(out), job, device, threads)
+        atomic_write_text(Path(out) / job.folder / "result.json", json.dumps(result, indent=1))
+        return True, result
+    except BaseException:  # report any failure to the parent, keep other jobs going
+        return False, traceback.format_exc()
+
+
+def _execute(config: Dict[str, Any], data: Path, out: Path, job: Job, device: str, threads: int) -> Dict[str, Any]:
+    from .pipeline import convert_ann, evaluate_model, split_names, train_ann, train_snn
+    from .training import TrainConfig
+    from .unet import UNetSpec
+    from .weights import load_model
+
+    seed = int(config.get("seed", 0))
+    k = int(config["folds"])
+    fold = None if job.fold == ALL else int(job.fold)
+    folder = out / job.folder
+    test = split_names(data, fold, k, seed)[2] if fold is not None else []
+    spec_cfg = dict(config["spec"])
+    context = int(spec_cfg.pop("context", 0))
+    spec = UNetSpec(in_channels=1 + 2 * context, **{**spec_cfg, "channels": tuple(spec_cfg["channels"])})
+    quiet = lambda message: None  # noqa: E731
+    t0 = time.time()
+    result: Dict[str, Any] = {"job": job.folder, "stage": job.stage, "coding": job.coding, "fold": job.fold,
+                              "test_cases": test}
+
+    def score(model, t: Optional[int] = None) -> Dict[str, Any]:
+        r = evaluate_model(model, data, test, timesteps=t or 1, coding=job.coding,
+                           threshold=config["eval"].get("threshold", 0.5), seed=seed, device=device,
+                           batch_size=240 if device != "cpu" else 24)
+        r.pop("settings", None)
+        return r
+
+    if job.stage == "ann":
+        a = config["ann"]
+        cfg = TrainConfig(stage="ann", epochs=a["epochs"], batch_size=a["batch_size"], lr=a["lr"], loss=a["loss"],
+                          coding=job.coding, seed=seed, augment=a.get("augment", False), device=device,
+                          threads=threads, plateau_patience=a.get("plateau_patience", 3))
+        train_ann(data, folder, cfg, spec, fold, k, resume=(folder / "last.pt").exists(), log=quiet)
+        result["ann_seconds"] = round(time.time() - t0, 1)
+        c = config["convert"]
+        t1 = time.time()
+        snn = convert_ann(folder / "best.pt", data, folder, c["timesteps"], c["scale"], c.get("percentile"),
+                          job.coding, c["slices"], fold, k, seed, c.get("output_scaling", "mean"), device, log=quiet)
+        result["convert_seconds"] = round(time.time() - t1, 1)
+        result["thresholds"] = snn.threshold_dict()
+        if test:
+            result["ann"] = score(load_model(folder / "best.pt"))
+            result["converted"] = {str(t): score(snn, t) for t in config["eval"]["timesteps"]}
+    else:
+        s = config[job.stage]
+        cfg = TrainConfig(stage=job.stage, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
+                          loss=s["loss"], timesteps=job.timesteps, coding=job.coding, seed=seed,
+                          augment=s.get("augment", False), eval_every=s.get("eval_every"), device=device,
+                          threads=threads, plateau_patience=s.get("plateau_patience", 2))
+        init = out / job.coding / f"fold_{job.fold}" / "ann" / "converted.pt" if job.stage == "finetune" else None
+        train_snn(data, folder, cfg, init, spec, fold, k, resume=(folder / "last.pt").exists(), log=quiet)
+        result["train_seconds"] = round(time.time() - t0, 1)
+        result["log"] = json.loads((folder / "log.json").read_text())
+        if test:
+            model = load_model(folder / "best.pt")
+            result["test"] = score(model, job.timesteps)
+            result["test_by_T"] = {str(t): score(model, t) for t in config["eval"].get("finetune_timesteps", [])}
+    result["seconds"] = round(time.time() - t0, 1)
+    return result
