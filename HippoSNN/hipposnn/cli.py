@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline", type=_positive_float, default=None,
                    help="start no new job after this many seconds (rerun later to finish)")
 
+    from .segment_cli import add_segment_parser
+
+    add_segment_parser(sub)
+
     p = sub.add_parser("crop-stats", help="how many label voxels the centre ROI crop loses")
     _add_data(p)
     return parser
@@ -233,6 +237,10 @@ def _run(args: argparse.Namespace) -> int:
         folds = make_folds([n for n, _, _ in list_cases(args.data)], args.folds, args.seed)
         save_folds(folds, args.out, args.seed)
         print(f"{args.folds} folds written to {args.out}")
+    elif cmd == "segment":
+        from .segment_cli import run_segment
+
+        return run_segment(args)
     elif cmd == "recipe":
         from .recipe import load_config, run_recipe, smoke_config
 
