@@ -125,3 +125,28 @@ def test_compact_conv_saves_int8():
     y = compact_conv(x, w, padding=1)
     saved = [t for t in y.grad_fn.saved_tensors if t is not None and t.shape == x.shape]
     assert saved and saved[0].dtype == torch.int8
+
+
+def test_fused_kernels_match_pytorch_path(monkeypatch):
+    """The optional C++ kernels and the pure-PyTorch loops give the same spikes and gradients."""
+    from hipposnn import native
+
+    if native.kernels() is None:
+        pytest.skip("fused kernels unavailable here (no compiler or HIPPOSNN_NATIVE=0)")
+    torch.manual_seed(4)
+    cur = (torch.rand(9, 6, 3, 8, 8) * 1.2).contiguous()
+    cur = cur.view(54, 3, 8, 8).contiguous(memory_format=torch.channels_last).view(9, 6, 3, 8, 8)
+    g = torch.randn_like(cur)
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(native, "usable", (lambda *t: native.kernels() is not None) if enabled else (lambda *t: False))
+        s_inf, mem = if_forward(cur.clone(), 0.7)
+        x = cur.clone().requires_grad_(True)
+        s = if_neuron(x, 0.7)
+        (s * g).sum().backward()
+        results.append((s_inf, mem, s.detach(), x.grad))
+    (a_inf, a_mem, a_s, a_g), (b_inf, b_mem, b_s, b_g) = results
+    assert torch.equal(a_inf, b_inf) and torch.equal(a_s, b_s)
+    assert torch.allclose(a_mem, b_mem, atol=1e-6)
+    # one 8-bit code step of difference at most (float rounding of u * 127.5 / v)
+    assert torch.allclose(a_g, b_g, atol=0.3 / 0.7 / 127.5 * 9 * g.abs().max() + 1e-6)
