@@ -8,7 +8,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from hipposnn.data import (
     ROI_SHAPE,
     build_slices,

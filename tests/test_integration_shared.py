@@ -6,7 +6,6 @@ import shutil
 
 import pytest
 import torch
-
 from hipposnn.data import ROI_SHAPE, crop_loss, list_cases, load_cases
 from hipposnn.pipeline import convert_ann, evaluate_model, train_ann, train_snn
 from hipposnn.training import TrainConfig

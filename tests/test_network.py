@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from hipposnn.conversion import balance_thresholds, convert
 from hipposnn.encoding import make_generator, poisson_spikes
 from hipposnn.metrics import ann_macs

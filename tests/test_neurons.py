@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from hipposnn.compact import compact_conv
 from hipposnn.neurons import if_forward, if_neuron, surrogate_gradient
 
@@ -139,7 +138,8 @@ def test_fused_kernels_match_pytorch_path(monkeypatch):
     g = torch.randn_like(cur)
     results = []
     for enabled in (True, False):
-        monkeypatch.setattr(native, "usable", (lambda *t: native.kernels() is not None) if enabled else (lambda *t: False))
+        fused = (lambda *t: native.kernels() is not None) if enabled else (lambda *t: False)
+        monkeypatch.setattr(native, "usable", fused)
         s_inf, mem = if_forward(cur.clone(), 0.7)
         x = cur.clone().requires_grad_(True)
         s = if_neuron(x, 0.7)

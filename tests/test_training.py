@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from hipposnn.cli import main
 from hipposnn.data import build_slices, load_cases
 from hipposnn.training import TrainConfig, Trainer

@@ -6,8 +6,8 @@ Why one autograd function over the whole time axis instead of a per-step module:
   (the caller folds time into the batch), which keeps the CPU's GEMM kernels busy;
 * the backward pass needs only one number per neuron and step for the surrogate derivative: the
   membrane potential clamped to [0, 2v] (outside it the triangle is zero), stored as ``uint8``
-  (256 levels) instead of the float tensors a generic autograd graph would keep; the spikes themselves are stored compactly by
-  :mod:`hipposnn.compact` where they are consumed;
+  (256 levels) instead of the float tensors a generic autograd graph would keep; the spikes
+  themselves are stored compactly by :mod:`hipposnn.compact` where they are consumed;
 * with the reset path detached (as in the method's reference implementations) the gradient of the
   input current is a reverse cumulative sum of the surrogate-weighted spike gradients.
 

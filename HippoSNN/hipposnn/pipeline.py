@@ -56,7 +56,8 @@ def _meta(stage: str, data: PathLike, fold: Optional[int], cfg: Optional[TrainCo
     }
     if cfg is not None:
         meta["train_config"] = json.dumps(asdict(cfg))
-    meta.update({k: v if isinstance(v, (int, float, str, bool, type(None))) else json.dumps(v) for k, v in extra.items()})
+    plain = (int, float, str, bool, type(None))
+    meta.update({k: v if isinstance(v, plain) else json.dumps(v) for k, v in extra.items()})
     return meta
 
 
@@ -184,7 +185,8 @@ def evaluate_model(
     if not cases:
         raise HippoSNNError(f"no cases to evaluate in {data}")
     result = evaluate_slices(
-        model, build_slices(cases, coding, model.spec.context), timesteps=timesteps, coding=coding, threshold=threshold, seed=seed,
+        model, build_slices(cases, coding, model.spec.context), timesteps=timesteps, coding=coding,
+        threshold=threshold, seed=seed,
         device=device, progress=progress, batch_size=batch_size,
     )
     result["settings"] = {

@@ -17,7 +17,6 @@ Under ``torchrun`` (``WORLD_SIZE > 1``) the loop wraps the model in DistributedD
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -244,7 +243,8 @@ class Trainer:
         return True
 
     def _write_logs(self) -> None:
-        atomic_write_text(self.out_dir / "log.json", json.dumps({"epochs": self.history, "curve": self.curve}, indent=1))
+        logs = {"epochs": self.history, "curve": self.curve}
+        atomic_write_text(self.out_dir / "log.json", json.dumps(logs, indent=1))
         if self.history:
             keys = [k for k in self.history[0] if not isinstance(self.history[0][k], dict)]
             rate_keys = sorted(self.history[-1].get("firing_rates", {}) or {})

@@ -1,0 +1,545 @@
+"""Whole-scan segmentation: the single entry point behind ``hipposnn segment`` and the Slicer module.
+
+:func:`segment_image` takes a T1 :class:`~hipposnn.io.Image` in any orientation and returns a label map
+in that image's own voxel grid (0 background, 1 right, 2 left hippocampus). The steps are:
+
+1. **ROI placement** (:mod:`hipposnn.roi`): template registration ("auto"), the input taken as an
+   existing crop ("crop") or a user-given RAS centre. The auto ROI is ``ROI_WIDTH`` = 32 voxels wide,
+   not the 24 of the training crops: the network is slice-wise (one sagittal 56 x 48 slice plus its
+   neighbours), so a wider box only adds slices, and on the reference whole-brain cases a 24 mm width
+   left up to 7 % of the labelled hippocampus outside while 32 mm keeps >= 97 % (docs/segmentation.md).
+2. **Normalisation per ROI** with :func:`hipposnn.data.normalise`, exactly as each training crop was
+   normalised (percentiles of its own nonzero voxels), so the network sees the intensity statistics
+   it was trained on whatever the scanner's units.
+3. **Locating pass** (``refine``): the fast ANN twin predicts once, each box is recentred on its
+   prediction (:func:`hipposnn.roi.recenter`), which removes most of the residual registration
+   translation before the final spiking pass. The ANN costs ~0.1 s where a second SNN pass would cost
+   several seconds.
+4. **Inference**: the slices of all ROIs go through :func:`hipposnn.simulate.predict_slices` in one
+   batch (one seeded generator: deterministic for a seed).
+5. **Back to the scan**: probabilities are resampled (linear) into the sub-block of the scan that the
+   box covers, thresholded, and each side keeps its largest connected component.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .data import normalise, to_slices
+from .encoding import CODINGS
+from .errors import Cancelled, HippoSNNError
+from .io import Image
+from .roi import ROI_SPACING_MM, SIDES, RoiBox, _resample, extract_roi, place_rois, recenter, register_to_template
+from .unet import SpikingUNet, UNet
+from .weights import default_model_path, model_from_payload, read_payload, sha256_file
+
+Progress = Callable[[float, str], bool]
+
+#: Auto-ROI grid (voxels at 1 mm): axis 0 lateral->medial (slices), 1 posterior->anterior, 2 inferior->superior.
+ROI_WIDTH = 32
+AUTO_ROI_SHAPE: Tuple[int, int, int] = (ROI_WIDTH, 56, 48)
+LABELS = {"right": 1, "left": 2}
+#: In-plane tissue window (axes 1, 2) the network is shown, and where the hippocampus sits in it. The
+#: training crops are ~35 x 50 x 35 mm (median of the 200 MSD crops) zero-padded to 56 x 48, with the
+#: hippocampus centroid at (+1.3, -2.3) voxels from the crop centre along axes 1, 2. The network learnt
+#: that framing: showing it a 56 x 48 window full of tissue instead drops the mean Dice on the
+#: whole-brain cases from 0.72 to 0.44 (ANN, measured), so the ROI is framed the same way.
+FRAME_SHAPE: Tuple[int, int] = (50, 35)
+FRAME_OFFSET: Tuple[float, float] = (1.26, -2.32)
+#: Slices per SNN batch and timesteps per chunk: measured fastest on a 2-core CPU (docs/segmentation.md).
+SNN_BATCH = 16
+SNN_CHUNK = 32
+#: A side whose final prediction is smaller than this (mm^3) is flagged: a missed or misplaced ROI.
+MIN_PLAUSIBLE_MM3 = 1000.0
+MAX_PLAUSIBLE_MM3 = 8000.0
+#: Fraction of a side's predicted voxels on the ROI border above which the box probably cut it.
+MAX_BORDER_FRACTION = 0.02
+
+
+@dataclass
+class SegmentationSettings:
+    """What the user can choose; everything else is fixed by the model file."""
+
+    side: str = "both"  # "right" | "left" | "both"
+    roi: object = "auto"  # "auto" | "crop" | (x, y, z) RAS mm centre
+    model: str = "snn"  # "snn" | "ann"
+    timesteps: int | None = None  # None: the model's own
+    coding: str | None = None  # None: the model's own
+    threshold: float = 0.5
+    seed: int = 0
+    device: str = "cpu"  # "cpu" | "cuda" | "auto"
+    checkpoint: str | None = None  # custom weights file
+    probabilities: bool = False
+    refine: bool = False  # measured: no gain on the reference cases (docs/segmentation.md)
+    threads: int | None = None  # torch CPU threads; None: all cores (at most 8)
+
+    def validate(self) -> None:
+        """Raise :class:`HippoSNNError` for a setting no run could use, before any work starts."""
+        if self.side not in ("right", "left", "both"):
+            raise HippoSNNError(f"Unknown side '{self.side}': use right, left or both")
+        if self.model not in ("snn", "ann"):
+            raise HippoSNNError(f"Unknown model '{self.model}': use snn or ann")
+        if self.timesteps is not None and (not isinstance(self.timesteps, int) or self.timesteps < 1):
+            raise HippoSNNError(f"timesteps must be a positive whole number, got {self.timesteps!r}")
+        if self.coding is not None and self.coding not in CODINGS:
+            raise HippoSNNError(f"Unknown coding '{self.coding}': use binary or ternary")
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise HippoSNNError(f"threshold must lie between 0 and 1, got {self.threshold}")
+        if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):
+            raise HippoSNNError(f"Unknown device '{self.device}': use cpu, cuda or auto")
+        if isinstance(self.roi, str):
+            if self.roi not in ("auto", "crop"):
+                raise HippoSNNError(f"Unknown ROI mode '{self.roi}': use auto, crop or a centre x,y,z")
+        else:
+            try:
+                centre = [float(v) for v in self.roi]  # type: ignore[attr-defined]
+            except (TypeError, ValueError):
+                raise HippoSNNError("ROI centre must be three numbers x,y,z in RAS mm") from None
+            if len(centre) != 3 or not all(math.isfinite(v) for v in centre):
+                raise HippoSNNError("ROI centre must be three finite numbers x,y,z in RAS mm")
+            if self.side == "both":
+                raise HippoSNNError("A ROI centre point locates one hippocampus: give side right or left")
+
+
+@dataclass
+class SegmentationResult:
+    """Everything a caller shows or saves; arrays are in the input image's voxel grid."""
+
+    labels: np.ndarray  # uint8, input grid (i, j, k): 0 background, 1 right, 2 left
+    probabilities: np.ndarray | None  # float32 input grid or None
+    volumes_mm3: Dict[str, float]  # {"right": ..., "left": ...} for the sides done
+    boxes: List[RoiBox]
+    qc: Dict[str, Any]  # registration metric, quality flag, warnings (list of str)
+    timings: Dict[str, float]  # seconds per step
+    settings: Dict[str, Any]
+    model_sha256: str
+    affine: np.ndarray | None = None  # the input's voxel-to-RAS affine (for writers)
+    roi_probabilities: Dict[str, np.ndarray] = field(default_factory=dict)  # per side, ROI grid
+
+    def summary(self) -> Dict[str, Any]:
+        """JSON-ready summary: settings, model hash, timings, QC, boxes and volumes (no arrays)."""
+        boxes = []
+        for box in self.boxes:
+            boxes.append(
+                {
+                    "side": box.side,
+                    "shape": [int(n) for n in box.shape],
+                    "mirrored": bool(box.mirrored),
+                    "centre_ras_mm": [round(float(v), 3) for v in box.centre_ras],
+                    "roi_to_ras": [[float(v) for v in row] for row in box.matrix],
+                    "qc": _jsonable(box.qc),
+                }
+            )
+        return {
+            "volumes_mm3": {k: round(float(v), 1) for k, v in self.volumes_mm3.items()},
+            "boxes": boxes,
+            "qc": _jsonable(self.qc),
+            "timings_s": {k: round(float(v), 3) for k, v in self.timings.items()},
+            "settings": _jsonable(self.settings),
+            "model_sha256": self.model_sha256,
+            "shape": [int(n) for n in self.labels.shape],
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    """Numpy scalars/arrays and tuples to plain JSON types (recursively)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    """A network ready to run, with the settings stored in its file and the file's checksum."""
+
+    network: Union[UNet, SpikingUNet]
+    kind: str
+    path: Path
+    sha256: str
+    timesteps: int
+    coding: str
+    device: str
+
+    @property
+    def context(self) -> int:
+        return self.network.spec.context
+
+
+_CACHE: Dict[Tuple[str, str, str, float], LoadedModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def resolve_device(device: str = "cpu") -> str:
+    """'auto' picks CUDA when available; asking for CUDA without it is a user error, not a silent fallback."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise HippoSNNError("CUDA was requested but no CUDA GPU is available: use --device cpu or auto")
+    if device != "cpu" and not str(device).startswith("cuda"):
+        raise HippoSNNError(f"Unknown device '{device}': use cpu, cuda or auto")
+    return str(device)
+
+
+def load_segmentation_model(model: str = "snn", checkpoint: str | None = None, device: str = "cpu") -> LoadedModel:
+    """Load (once per file, kind and device) the network to segment with.
+
+    Cached because the Slicer module segments several scans in one session and reading/building the
+    network costs ~0.3 s; the cache key includes the file's modification time so a retrained file is
+    picked up.
+    """
+    if model not in ("snn", "ann"):
+        raise HippoSNNError(f"Unknown model '{model}': use snn or ann")
+    device = resolve_device(device)
+    path = Path(checkpoint).expanduser() if checkpoint else default_model_path(model)
+    if not path.is_file():
+        raise HippoSNNError(f"model file not found: {path}")
+    key = (str(path.resolve()), model, device, path.stat().st_mtime)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+    payload = read_payload(path)
+    kind = model
+    if checkpoint and model == "snn" and payload.get("kind") == "ann":
+        raise HippoSNNError(f"{path.name} holds an ANN: pass --model ann or convert it first")
+    network = model_from_payload(payload, kind)
+    network.eval()
+    network.to(device)
+    meta = payload.get("meta", {}) or {}
+    loaded = LoadedModel(
+        network=network,
+        kind=kind,
+        path=path,
+        sha256=sha256_file(path),
+        timesteps=int(meta.get("timesteps", 32)),
+        coding=str(meta.get("coding", "binary")),
+        device=device,
+    )
+    with _CACHE_LOCK:
+        _CACHE[key] = loaded
+    return loaded
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _box_block(box: RoiBox, image: Image, margin: int = 1) -> Tuple[slice, slice, slice]:
+    """Index ranges of ``image`` that the box touches (its corners mapped into the scan, plus a margin)."""
+    inverse = np.linalg.inv(image.affine)
+    corners = np.array(
+        [[a, b, c] for a in (-0.5, box.shape[0] - 0.5) for b in (-0.5, box.shape[1] - 0.5)
+         for c in (-0.5, box.shape[2] - 0.5)]
+    )
+    ras = corners @ box.matrix[:3, :3].T + box.matrix[:3, 3]
+    ijk = ras @ inverse[:3, :3].T + inverse[:3, 3]
+    lo = np.clip(np.floor(ijk.min(axis=0)).astype(int) - margin, 0, image.shape)
+    hi = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + margin + 1, 0, image.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
+
+
+def _paste_block(roi_array: np.ndarray, box: RoiBox, image: Image) -> Tuple[Tuple[slice, slice, slice], np.ndarray]:
+    """Resample an ROI-grid array into the part of the scan the box covers (not the whole 256^3 grid)."""
+    from .io import to_sitk
+
+    block = _box_block(box, image)
+    offset = np.eye(4)
+    offset[:3, 3] = [s.start for s in block]
+    sub_affine = image.affine @ offset
+    shape = [s.stop - s.start for s in block]
+    if min(shape) <= 0:
+        return block, np.zeros(shape, dtype=np.float32)
+    values = _resample(to_sitk(np.asarray(roi_array, dtype=np.float32), box.matrix), sub_affine, shape)
+    return block, values
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """Keep the largest 26-connected component: a hippocampus is one piece, stray blobs are errors."""
+    if not mask.any():
+        return mask
+    cc = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True)
+    labels = sitk.GetArrayFromImage(cc)
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    return labels == int(np.argmax(counts))
+
+
+def roi_coverage(box: RoiBox, image_affine: np.ndarray, mask: np.ndarray) -> float:
+    """Fraction of ``mask`` voxels (a label in the image grid) whose centre lies inside the box."""
+    ijk = np.argwhere(mask)
+    if ijk.size == 0:
+        return float("nan")
+    ras = ijk @ image_affine[:3, :3].T + image_affine[:3, 3]
+    inverse = np.linalg.inv(box.matrix)
+    roi = ras @ inverse[:3, :3].T + inverse[:3, 3]
+    inside = np.all((roi >= -0.5) & (roi <= np.asarray(box.shape) - 0.5), axis=1)
+    return float(inside.mean())
+
+
+def frame_like_training(roi: np.ndarray) -> np.ndarray:
+    """Zero the ROI outside the MSD-like tissue window (see ``FRAME_SHAPE``), centred as in the crops.
+
+    Assumes the hippocampus centroid is at the ROI centre (true after registration or recentring).
+    """
+    out = np.array(roi, dtype=np.float32, copy=True)
+    lo = []
+    for axis, (size, offset) in enumerate(zip(FRAME_SHAPE, FRAME_OFFSET), start=1):
+        centre = (out.shape[axis] - 1) / 2.0 - offset
+        lo.append(int(round(centre - (size - 1) / 2.0)))
+    keep = np.zeros(out.shape, dtype=bool)
+    j0, k0 = max(lo[0], 0), max(lo[1], 0)
+    keep[:, j0 : lo[0] + FRAME_SHAPE[0], k0 : lo[1] + FRAME_SHAPE[1]] = True
+    out[~keep] = 0.0
+    return out
+
+
+def _crop_shape(image: Image) -> Tuple[int, int, int]:
+    """ROI for an input that already is a crop: its whole extent, in-plane at least the training 56 x 48.
+
+    In-plane sizes are rounded up to a multiple of 8 (three poolings of the U-Net).
+    """
+    extent = np.asarray(image.shape) * np.asarray(image.spacing) / ROI_SPACING_MM
+    n0 = max(3, int(math.ceil(extent[0] - 1e-3)))
+    n1 = max(56, int(math.ceil(extent[1] / 8 - 1e-3)) * 8)
+    n2 = max(48, int(math.ceil(extent[2] / 8 - 1e-3)) * 8)
+    return (n0, n1, n2)
+
+
+# --------------------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------------------
+
+
+class _Steps:
+    """Maps each step's own 0..1 progress onto the whole run and turns a False answer into Cancelled."""
+
+    WEIGHTS = {"load": 0.02, "register": 0.2, "locate": 0.05, "infer": 0.68, "paste": 0.05}
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.done = 0.0
+
+    def report(self, step: str, fraction: float, message: str) -> None:
+        if self.progress is None:
+            return
+        total = self.done + self.WEIGHTS[step] * max(0.0, min(1.0, fraction))
+        if self.progress(min(1.0, total), message) is False:
+            raise Cancelled("cancelled by the user")
+
+    def finish(self, step: str, message: str) -> None:
+        self.report(step, 1.0, message)
+        self.done += self.WEIGHTS[step]
+
+    def sub(self, step: str) -> Progress:
+        def callback(fraction: float, message: str) -> bool:
+            self.report(step, fraction, message)
+            return True
+
+        return callback
+
+
+def _predict(
+    model: LoadedModel, rois: Sequence[np.ndarray], timesteps: int, coding: str, seed: int, progress: Progress | None
+) -> List[np.ndarray]:
+    """Probabilities on each ROI grid; the slices of all ROIs run together (one seeded stream)."""
+    stacks = [to_slices(normalise(roi, coding), model.context) for roi in rois]
+    counts = [len(s) for s in stacks]
+    if len(set(s.shape[1:] for s in stacks)) == 1:
+        groups = [(np.concatenate(stacks), list(range(len(stacks))))]
+    else:  # crop boxes of different in-plane sizes cannot share a batch
+        groups = [(s, [i]) for i, s in enumerate(stacks)]
+    out: List[np.ndarray | None] = [None] * len(rois)
+    for images, members in groups:
+        snn = isinstance(model.network, SpikingUNet)
+        probs = predict_slices_safe(
+            model,
+            images,
+            timesteps=timesteps,
+            coding=coding,
+            seed=seed,
+            batch_size=SNN_BATCH if snn else max(1, len(images)),
+            progress=progress,
+        )
+        start = 0
+        for i in members:
+            out[i] = np.moveaxis(probs[start : start + counts[i], 0], 0, 0)
+            start += counts[i]
+    return [np.asarray(p) for p in out]
+
+
+def predict_slices_safe(model: LoadedModel, images: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """:func:`predict_slices` with CUDA out-of-memory turned into a plain user error."""
+    from .simulate import predict_slices
+
+    try:
+        return predict_slices(model.network, images, device=model.device, chunk=SNN_CHUNK, **kwargs)
+    except torch.cuda.OutOfMemoryError:
+        raise HippoSNNError("The GPU ran out of memory: use --device cpu or fewer timesteps") from None
+
+
+def _settings_dict(settings: SegmentationSettings) -> Dict[str, Any]:
+    data = asdict(settings)
+    if not isinstance(settings.roi, str):
+        data["roi"] = [float(v) for v in settings.roi]  # type: ignore[attr-defined]
+    return data
+
+
+def segment_image(
+    image: Image, settings: SegmentationSettings = SegmentationSettings(), progress: Progress | None = None
+) -> SegmentationResult:
+    """Segment the hippocampus/hippocampi of ``image``; see the module docstring for the steps.
+
+    ``progress(fraction, message)`` is called with the overall fraction done; returning False stops
+    the run with :class:`~hipposnn.errors.Cancelled` (nothing is returned, nothing written).
+    """
+    settings.validate()
+    steps = _Steps(progress)
+    timings: Dict[str, float] = {}
+    warnings: List[str] = []
+    previous_threads = torch.get_num_threads()
+    threads = settings.threads or min(8, os.cpu_count() or 1)
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        t0 = time.perf_counter()
+        steps.report("load", 0.0, "loading the model")
+        model = load_segmentation_model(settings.model, settings.checkpoint, settings.device)
+        timesteps = int(settings.timesteps or model.timesteps)
+        coding = settings.coding or model.coding
+        timings["model"] = time.perf_counter() - t0
+        steps.finish("load", "model ready")
+
+        t0 = time.perf_counter()
+        registration = None
+        if settings.roi == "auto":
+            steps.report("register", 0.0, "registering to the template")
+            sides = list(SIDES) if settings.side == "both" else [settings.side]
+            registration = register_to_template(image, sides)
+            boxes = place_rois(image, settings.side, "auto", AUTO_ROI_SHAPE, registration)
+            warnings.extend(registration.warnings)
+        elif settings.roi == "crop":
+            boxes = place_rois(image, settings.side, "crop", _crop_shape(image))
+        else:
+            boxes = place_rois(image, settings.side, settings.roi, AUTO_ROI_SHAPE)  # type: ignore[arg-type]
+        timings["registration"] = time.perf_counter() - t0
+        steps.finish("register", "ROI placed")
+
+        t0 = time.perf_counter()
+        if settings.refine and settings.roi != "crop":
+            boxes = _locate(image, boxes, settings, coding)
+        timings["refine"] = time.perf_counter() - t0
+        steps.finish("locate", "ROI recentred")
+
+        t0 = time.perf_counter()
+        rois = [extract_roi(image, box) for box in boxes]
+        if settings.roi != "crop":
+            rois = [frame_like_training(roi) for roi in rois]
+        probs = _predict(model, rois, timesteps, coding, settings.seed, steps.sub("infer"))
+        timings["inference"] = time.perf_counter() - t0
+        steps.finish("infer", "slices segmented")
+
+        t0 = time.perf_counter()
+        labels = np.zeros(image.shape, dtype=np.uint8)
+        best = np.zeros(image.shape, dtype=np.float32)
+        volumes: Dict[str, float] = {}
+        voxel_mm3 = float(abs(np.linalg.det(image.affine[:3, :3])))
+        qc_sides: Dict[str, Dict[str, Any]] = {}
+        for box, prob in zip(boxes, probs):
+            block, values = _paste_block(prob, box, image)
+            current = best[block]
+            mask = _largest_component(values > settings.threshold)
+            take = mask & (values > current)
+            labels[block][take] = LABELS.get(box.side, 1)
+            best[block] = np.maximum(current, values)
+            volumes[box.side] = float((labels == LABELS.get(box.side, 1)).sum()) * voxel_mm3
+            qc_sides[box.side] = _side_qc(box, prob, volumes[box.side], settings, warnings)
+        timings["paste"] = time.perf_counter() - t0
+        steps.finish("paste", "done")
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    quality = "good"
+    if registration is not None and registration.quality != "good":
+        quality = "poor"
+    if any(not q["plausible"] for q in qc_sides.values()):
+        quality = "poor"
+    qc: Dict[str, Any] = {
+        "quality": quality,
+        "warnings": warnings,
+        "registration_metric": registration.metric if registration is not None else None,
+        "local_metrics": dict(registration.local_metrics) if registration is not None else {},
+        "sides": qc_sides,
+    }
+    timings["total"] = sum(timings.values())
+    used = _settings_dict(settings)
+    used.update({"timesteps_used": timesteps, "coding_used": coding, "device_used": model.device,
+                 "checkpoint_used": str(model.path), "roi_shape": [int(n) for n in boxes[0].shape]})
+    return SegmentationResult(
+        labels=labels,
+        probabilities=best if settings.probabilities else None,
+        volumes_mm3=volumes,
+        boxes=list(boxes),
+        qc=qc,
+        timings=timings,
+        settings=used,
+        model_sha256=model.sha256,
+        affine=np.asarray(image.affine, dtype=np.float64).copy(),
+        roi_probabilities={box.side: p for box, p in zip(boxes, probs)},
+    )
+
+
+def _locate(image: Image, boxes: List[RoiBox], settings: SegmentationSettings, coding: str) -> List[RoiBox]:
+    """Recentre each box on a quick ANN prediction (the registration's residual shift is mostly translation)."""
+    ann = load_segmentation_model("ann", None, settings.device)
+    rois = [frame_like_training(extract_roi(image, box)) for box in boxes]
+    probs = _predict(ann, rois, 1, "binary", settings.seed, None)
+    return [recenter(box, prob, threshold=0.5) for box, prob in zip(boxes, probs)]
+
+
+def _side_qc(
+    box: RoiBox, roi_prob: np.ndarray, volume: float, settings: SegmentationSettings, warnings: List[str]
+) -> Dict[str, Any]:
+    """Flags that need no ground truth: implausible volume, or a prediction touching the box border."""
+    fg = roi_prob > settings.threshold
+    border = np.zeros_like(fg)
+    border[[0, -1], :, :] = True
+    border[:, [0, -1], :] = True
+    border[:, :, [0, -1]] = True
+    n = int(fg.sum())
+    border_fraction = float((fg & border).sum()) / n if n else 0.0
+    plausible = True
+    if settings.roi != "crop":
+        if not MIN_PLAUSIBLE_MM3 <= volume <= MAX_PLAUSIBLE_MM3:
+            warnings.append(f"{box.side} hippocampus volume {volume:.0f} mm3 is implausible: check the ROI")
+            plausible = False
+        if border_fraction > MAX_BORDER_FRACTION:
+            warnings.append(f"{box.side} segmentation touches the ROI border ({100 * border_fraction:.0f} %)")
+            plausible = False
+    return {
+        "volume_mm3": volume,
+        "border_fraction": border_fraction,
+        "recentred_mm": box.qc.get("recentred_mm", 0.0),
+        "plausible": plausible,
+    }

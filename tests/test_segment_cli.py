@@ -1,0 +1,194 @@
+"""``hipposnn segment``: every bad input of issue 4 ends with one line, a non-zero exit and no output."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from hipposnn.cli import main
+
+FAST = ["--model", "ann", "--roi", "crop", "--quiet"]
+
+
+def _t1(path: Path, shape=(30, 50, 36), seed=0, affine=None) -> Path:
+    rng = np.random.default_rng(seed)
+    data = rng.normal(100, 15, shape).astype(np.float32)
+    data[10:20, 15:35, 12:24] += 50
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def _run(capsys, *argv: str):
+    code = main(["segment", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _error_lines(err: str):
+    return [line for line in err.splitlines() if line.startswith("hipposnn: error")]
+
+
+def test_segment_ok_outputs_and_geometry(tmp_path, capsys) -> None:
+    src = _t1(tmp_path / "a.nii.gz", affine=np.diag([-1.0, 1.0, 1.2, 1.0]))
+    out = tmp_path / "out"
+    code, stdout, err = _run(capsys, str(src), "-o", str(out), "--json", "--probabilities", "--png", *FAST)
+    assert code == 0, err
+    labels = nib.load(str(out / "a_hippo_labels.nii.gz"))
+    assert labels.shape == (30, 50, 36) and np.allclose(labels.affine, nib.load(str(src)).affine)
+    assert (out / "a_hippo_prob.nii.gz").is_file() and (out / "a_hippo_overlay.png").is_file()
+    summary = json.loads((out / "a_hippo.json").read_text())
+    assert {"volumes_mm3", "timings_s", "settings", "model_sha256", "boxes", "qc"} <= set(summary)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    # Second run without --overwrite refuses and leaves the first outputs as they were.
+    before = (out / "a_hippo_labels.nii.gz").read_bytes()
+    code, _, err = _run(capsys, str(src), "-o", str(out), *FAST)
+    assert code != 0 and len(_error_lines(err)) == 1 and "exists" in err
+    assert (out / "a_hippo_labels.nii.gz").read_bytes() == before
+    code, _, err = _run(capsys, str(src), "-o", str(out), "--overwrite", *FAST)
+    assert code == 0, err
+
+
+def _bad_inputs(folder: Path):
+    good = _t1(folder / "good.nii.gz")
+    truncated = folder / "truncated.nii.gz"
+    truncated.write_bytes(good.read_bytes()[:400])
+    garbage = folder / "garbage.nii"
+    garbage.write_bytes(b"not an image at all" * 10)
+    corrupt = folder / "corrupt.nii.gz"
+    corrupt.write_bytes(gzip.compress(b"\x00" * 348))
+    nib.save(nib.Nifti1Image(np.random.rand(40, 40).astype(np.float32), np.eye(4)), str(folder / "flat2d.nii.gz"))
+    nib.save(nib.Nifti1Image(np.random.rand(20, 20, 20, 3).astype(np.float32), np.eye(4)), str(folder / "four.nii.gz"))
+    labels = np.zeros((30, 30, 30), dtype=np.int16)
+    labels[5:15, 5:15, 5:15] = 17
+    labels[15:25, 5:15, 5:15] = 53
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), str(folder / "aseg.nii.gz"))
+    nib.save(nib.Nifti1Image(np.full((20, 20, 20), 7.0, np.float32), np.eye(4)), str(folder / "constant.nii.gz"))
+    nan = np.random.rand(20, 20, 20).astype(np.float32)
+    nan[3, 3, 3] = np.nan
+    nib.save(nib.Nifti1Image(nan, np.eye(4)), str(folder / "nan.nii.gz"))
+    inf = np.random.rand(20, 20, 20).astype(np.float32)
+    inf[3, 3, 3] = np.inf
+    nib.save(nib.Nifti1Image(inf, np.eye(4)), str(folder / "inf.nii.gz"))
+    _t1(folder / "spacing.nii.gz", shape=(20, 20, 20), affine=np.diag([50.0, 1.0, 1.0, 1.0]))
+    unreadable = _t1(folder / "unreadable.nii.gz", seed=2)
+    os.chmod(unreadable, 0)
+    return {
+        "missing.nii.gz": "not found",
+        "truncated.nii.gz": "truncated",
+        "garbage.nii": "Cannot read",
+        "corrupt.nii.gz": "Cannot read",
+        "flat2d.nii.gz": "2D",
+        "four.nii.gz": "4D",
+        "aseg.nii.gz": "label map",
+        "constant.nii.gz": "constant",
+        "nan.nii.gz": "NaN",
+        "inf.nii.gz": "NaN or infinite",
+        "spacing.nii.gz": "voxel size",
+        "unreadable.nii.gz": "Cannot read",
+    }
+
+
+@pytest.mark.parametrize("name", [
+    "missing.nii.gz", "truncated.nii.gz", "garbage.nii", "corrupt.nii.gz", "flat2d.nii.gz", "four.nii.gz",
+    "aseg.nii.gz", "constant.nii.gz", "nan.nii.gz", "inf.nii.gz", "spacing.nii.gz", "unreadable.nii.gz",
+])
+def test_bad_input_one_line_no_output(tmp_path, capsys, name) -> None:
+    expected = _bad_inputs(tmp_path)
+    if name == "unreadable.nii.gz" and os.access(tmp_path / name, os.R_OK):
+        pytest.skip("running as root: permissions do not stop reading")
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, str(tmp_path / name), "-o", str(out), *FAST)
+    assert code != 0
+    lines = _error_lines(err)
+    assert len(lines) == 1 and expected[name] in lines[0], err
+    assert "Traceback" not in err
+    assert not any(out.iterdir())
+
+
+def test_batch_keeps_going_and_reports(tmp_path, capsys) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _t1(folder / "one.nii.gz")
+    (folder / "broken.nii.gz").write_bytes(b"\x1f\x8b broken")
+    _t1(folder / "two.nii.gz", seed=1)
+    out = tmp_path / "out"
+    code, stdout, err = _run(capsys, str(folder), "-o", str(out), *FAST)
+    assert code != 0
+    assert "FAILED" in stdout and stdout.count(" ok ") == 2
+    assert sorted(p.name for p in out.iterdir()) == ["one_hippo_labels.nii.gz", "two_hippo_labels.nii.gz"]
+
+
+def test_output_paths_refused(tmp_path, capsys) -> None:
+    src = _t1(tmp_path / "a.nii.gz")
+    # Output equal to an input: the labels file of "a_hippo_labels" would overwrite that input.
+    clash = shutil.copy(src, tmp_path / "a_hippo_labels.nii.gz")
+    code, _, err = _run(capsys, str(clash), str(src), "-o", str(tmp_path), "--overwrite", *FAST)
+    assert code != 0 and "also an input" in err
+    code, _, err = _run(capsys, str(src), "-o", str(tmp_path / "no" / "such" / "dir"), *FAST)
+    assert code != 0 and len(_error_lines(err)) == 1
+    code, _, err = _run(capsys, str(src), "-o", str(src), *FAST)
+    assert code != 0 and "is a file" in err
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    try:
+        if not os.access(locked, os.W_OK):
+            code, _, err = _run(capsys, str(src), "-o", str(locked), *FAST)
+            assert code != 0 and "not writable" in err
+    finally:
+        os.chmod(locked, 0o700)
+
+
+def test_write_failure_leaves_nothing(tmp_path, capsys, monkeypatch) -> None:
+    from hipposnn import figures
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(figures, "overlay_png", broken)
+    src = _t1(tmp_path / "a.nii.gz")
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, str(src), "-o", str(out), "--png", "--json", *FAST)
+    assert code != 0 and len(_error_lines(err)) == 1 and "No space left" in err
+    assert not any(out.iterdir())
+
+
+def test_demo_runs(tmp_path, capsys) -> None:
+    out = tmp_path / "demo"
+    code, stdout, err = _run(capsys, "--demo", "-o", str(out), "--model", "ann", "--quiet")
+    assert code == 0, err
+    names = sorted(p.name for p in out.iterdir())
+    assert any(n.endswith("_overlay.png") for n in names) and any(n.endswith("_labels.nii.gz") for n in names)
+    summary = json.loads(next(out.glob("*.json")).read_text())
+    assert summary["qc"]["quality"] == "good" and 2500 < summary["volumes_mm3"]["right"] < 6000
+
+
+def test_bad_flags(tmp_path, capsys) -> None:
+    src = _t1(tmp_path / "a.nii.gz")
+    for argv in (["--roi", "1,2"], ["--threshold", "2"], ["--timesteps", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["segment", str(src), "-o", str(tmp_path / "o"), *argv])
+        assert exc.value.code != 0
+    code, _, err = _run(capsys, str(src), "-o", str(tmp_path / "o"), "--roi", "1,2,3", "--quiet")
+    assert code != 0 and "one hippocampus" in err
+    code, _, err = _run(capsys, str(src), "-o", str(tmp_path / "o"), "--mesh", "xyz", *FAST)
+    assert code != 0 and "mesh" in err
+    code, _, err = _run(capsys, "-o", str(tmp_path / "o"))
+    assert code != 0 and "No input" in err
+
+
+@pytest.mark.shared
+def test_dicom_crop_end_to_end(shared_data, tmp_path, capsys) -> None:
+    study = sorted((shared_data / "dicom").glob("Study*"))[0]
+    out = tmp_path / "out"
+    code, stdout, err = _run(capsys, str(study), "-o", str(out), "--roi", "crop", "--model", "ann", "--mesh",
+                             "--quiet")
+    assert code == 0, err
+    labels = nib.load(str(out / f"{study.name}_hippo_labels.nii.gz"))
+    assert labels.get_fdata().sum() > 500

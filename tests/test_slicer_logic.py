@@ -1,0 +1,99 @@
+"""HippoSNN.py imported and its Logic run end to end on the STAND-IN for Slicer (tests/slicer_standin).
+
+The segmentation itself is the real core (hipposnn.inference) on a real whole-brain T1; only the MRML
+side is the stand-in, so these tests show that the module calls the documented Slicer API with the
+right geometry, not that Slicer behaves like the stand-in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.slicer_standin import standin
+
+
+@pytest.fixture()
+def module():
+    mod = standin.loadModule()
+    yield mod
+    standin.unloadModule()
+
+
+def _volume(slicer, image, name="T1"):
+    from HippoSNNLib import geometry
+
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    arrayKJI, ijkToRAS = geometry.volumeArraysFromImage(image)
+    slicer.util.updateVolumeFromArray(node, arrayKJI)
+    node.SetIJKToRASMatrix(ijkToRAS)
+    return node
+
+
+def test_module_class_and_parameter_defaults(module):
+    import slicer
+
+    parent = type("Parent", (), {})()
+    module.HippoSNN(parent)
+    assert parent.title == "HippoSNN" and parent.categories == ["Segmentation"]
+    assert ("app.connect", "startupCompleted()", "registerSampleData") in slicer.standinCalls
+    node = module.HippoSNNLogic().getParameterNode()
+    assert node.timesteps == 32 and node.coding == "binary" and node.side == "both" and node.device == "auto"
+    with pytest.raises(ValueError):
+        node.coding = "quaternary"
+
+
+@pytest.mark.shared
+def test_logic_process_end_to_end_on_real_t1(module, shared_data):
+    import slicer
+    from hipposnn.io import load_image
+
+    image = load_image(shared_data / "wholebrain" / "bert" / "norm.mgz")
+    volume = _volume(slicer, image)
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    volume.SetAndObserveTransformNodeID(transform.GetID())  # identity parent: exercises the transform path
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "out")
+    progress = []
+    logic = module.HippoSNNLogic()
+    info = logic.process(
+        volume, segmentation, model="ann", device="cpu", progressCallback=lambda f, m: progress.append(f) or True
+    )
+    assert set(info["volumes_mm3"]) == {"right", "left"}
+    assert all(v > 500 for v in info["volumes_mm3"].values())
+    assert progress and max(progress) <= 1.0
+    seg = segmentation.GetSegmentation()
+    assert seg.GetNumberOfSegments() == 2
+    for side, code in (("right", "24028007"), ("left", "7771000")):
+        segment = seg.GetSegment(seg.GetSegmentIdBySegmentName(f"{side.capitalize()} hippocampus"))
+        entry = segment.GetTag("TerminologyEntry")
+        assert "SCT^5366008^Hippocampus" in entry and f"SCT^{code}^" in entry and "SCT^123037004^" in entry
+        # the mask arrives in KJI order on the input grid, and its volume is the reported one
+        assert segment.labelmapKJI.shape == volume.arrayKJI.shape
+        assert int(segment.labelmapKJI.sum()) * float(np.prod(image.spacing)) == pytest.approx(
+            info["volumes_mm3"][side]
+        )
+    assert segmentation.referenceGeometryVolumeID == volume.GetID()
+    assert segmentation.GetNodeReferenceID("referenceImageGeometryRef") == volume.GetID()
+    assert segmentation.GetTransformNodeID() == transform.GetID()
+    assert any(c[0] == "SetItemParent" for c in slicer.standinCalls)
+    # the auto-placed ROIs become editable markups ROIs centred on the boxes
+    rois = logic.updateRoiNodes(volume, info["boxes"])
+    assert [r.GetAttribute("HippoSNN.side") for r in rois] == ["right", "left"]
+    for roi, box in zip(rois, info["boxes"]):
+        assert np.allclose(logic.roiCentre(roi), box.centre_ras)
+        assert roi.GetSize() == pytest.approx(tuple(float(n) for n in box.shape))
+
+
+def test_process_rejects_invalid_inputs(module):
+    import slicer
+
+    logic = module.HippoSNNLogic()
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "out")
+    with pytest.raises(ValueError):
+        logic.process(None, segmentation)
+    volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "v")
+    with pytest.raises(ValueError):
+        logic.process(volume, segmentation, side="middle")
+    with pytest.raises(ValueError):
+        logic.process(volume, segmentation, threshold=2.0)
+    assert module._versionTuple("2.5.1+cu121") == (2, 5) and module._versionTuple("10.0") == (10, 0)
