@@ -19,7 +19,7 @@ from .errors import Cancelled
 from .unet import SpikeStats, SpikingUNet, UNet
 
 Progress = Callable[[float, str], bool]
-DEFAULT_CHUNK = 25
+DEFAULT_CHUNK = 8
 
 
 def snn_logits(

@@ -304,6 +304,10 @@ class SpikingUNet(_UNetBase):
         p = self.spec.dropout if self.training else 0.0
         masks: Dict[str, Tensor] = {}
         outs: Dict[str, Tensor] = {INPUT: spikes.flatten(0, 1).contiguous(memory_format=torch.channels_last)}
+        # spikes per position summed over channels, one map per output, shared by counters
+        counts: Dict[str, Tensor] = {}
+        if stats is not None:
+            counts[INPUT] = outs[INPUT].detach().abs().sum(1, keepdim=True)
         for idx, layer in enumerate(self.layers):
             parts = [outs[n] for n in layer.inputs]
             h = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
@@ -315,7 +319,7 @@ class SpikingUNet(_UNetBase):
                 masks[layer.name] = mask
             weight = self._scaled_weight(layer, 1.0 / (1.0 - p) if mask is not None else 1.0)
             if stats is not None:
-                self._count_synops(stats, layer, h)
+                self._count_synops(stats, layer, sum(counts[n] for n in layer.inputs))
             current = compact_conv(
                 h,
                 weight,
@@ -341,25 +345,28 @@ class SpikingUNet(_UNetBase):
                     state[layer.name] = membrane
             del current
             if stats is not None:
+                counts[layer.name] = s.detach().flatten(0, 1).sum(1, keepdim=True)
                 stats.neurons[layer.name] = int(s[0, 0].numel())
-                stats.spikes[layer.name] = stats.spikes.get(layer.name, 0.0) + float(s.detach().sum())
+                stats.spikes[layer.name] = stats.spikes.get(layer.name, 0.0) + float(counts[layer.name].sum())
             if record is not None:
                 record[layer.name] = s.detach()
             outs[layer.name] = s.flatten(0, 1)
             for name in layer.inputs:
                 if self._last_use[name] == idx and name in outs:
                     del outs[name]
+                    counts.pop(name, None)
         return out
 
-    def _count_synops(self, stats: SpikeStats, layer: LayerDef, h: Tensor) -> None:
+    def _count_synops(self, stats: SpikeStats, layer: LayerDef, count: Tensor) -> None:
         """Accumulates: each incoming spike (or |input spike|) times the synapses it drives.
+
+        ``count`` holds the layer's incoming spikes per position, summed over channels.
 
         For a 3x3 convolution a spike reaches ``out_channels`` neurons at each output position
         within its kernel window (fewer at the border); average pooling is folded into the next
         layer's synapses, so an unpooled spike drives the same fan-out.
         """
         with torch.no_grad():
-            count = h.detach().abs().sum(1, keepdim=True)
             if layer.kind == "up":
                 fan = float(count.sum()) * 4
             elif layer.kind == "out":
