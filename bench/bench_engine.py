@@ -6,8 +6,8 @@
 2. Inference at T = 200, batch 24 (``torch.inference_mode``), ours swept over chunk sizes.
 3. One BPTT training step (forward, BCE loss, backward) at T = 32, batch 24.
 
-Each engine x task runs in a fresh subprocess: peak memory is ``ru_maxrss`` at the end minus
-``ru_maxrss`` after imports, model build and input generation in that process. Time is the best and
+Each engine x task runs in a fresh subprocess: peak memory is the highest resident set size sampled
+every millisecond during the first full call, minus the resident set size just before it. Time is the best and
 median of ``--repeats`` runs after a warm-up.
 
     python bench/bench_engine.py            # full (about 10 minutes on 2 cores)
@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Dict, List
 
@@ -69,6 +70,38 @@ def make_inputs(steps: int, batch: int, seed: int, dtype=torch.float32):
 # -- one engine, one task ---------------------------------------------------------------------------
 def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
+
+
+def rss_mb() -> float:
+    """Current resident set size (Linux /proc; falls back to the high-water mark elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return maxrss_mb()
+
+
+class PeakSampler:
+    """Samples the current RSS every millisecond in a thread: the peak of a call, not the process's."""
+
+    def __init__(self) -> None:
+        self.peak = rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mb())
+            time.sleep(0.001)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
 
 
 def run_task(cfg: dict) -> dict:
@@ -119,8 +152,10 @@ def run_task(cfg: dict) -> dict:
         # per-step engines warm up on a short prefix; multi-step ones need the full shapes
         warm = spikes if engine.startswith("sj-m") else spikes[: max(chunk or 1, 10)]
     gc.collect()
-    base = maxrss_mb()
-    once(warm)
+    base = rss_mb()
+    with PeakSampler() as sampler:
+        once(warm if task != "train" else spikes)  # the first full step allocates everything it needs
+    peak = sampler.peak - base
     times = []
     for _ in range(cfg["repeats"]):
         t0 = time.perf_counter()
@@ -133,7 +168,7 @@ def run_task(cfg: dict) -> dict:
         "best_s": min(times),
         "median_s": statistics.median(times),
         "times": times,
-        "peak_mb": maxrss_mb() - base,
+        "peak_mb": peak,
         "base_mb": base,
     }
 

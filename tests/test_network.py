@@ -155,3 +155,13 @@ def test_predict_slices_deterministic_and_chunk_invariant():
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
     assert a.shape == (5, 1, 16, 16) and 0 <= a.min() and a.max() <= 1
+
+
+def test_inference_mode_then_training_on_same_model():
+    snn = SpikingUNet(SMALL)
+    x = poisson_spikes(torch.rand(2, 1, 16, 16), 3, make_generator(0))
+    with torch.inference_mode():
+        snn(x)
+    snn.train()
+    snn.logits(snn(x), 3).sum().backward()  # cached weight scales from inference mode must not leak
+    assert all(p.grad is not None for p in snn.weights.values())

@@ -14,43 +14,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from . import __version__
+from .argtypes import percentile as _percentile
+from .argtypes import positive_float as _positive_float
+from .argtypes import positive_int as _positive_int
+from .argtypes import probability as _probability
 from .errors import HippoSNNError
 
 EXIT_USER_ERROR = 2
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = _positive_float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a value between 0 and 1, got {value}")
-    return value
-
-
-def _percentile(text: str) -> float:
-    value = _positive_float(text)
-    if value > 100:
-        raise argparse.ArgumentTypeError(f"a percentile is at most 100, got {value}")
-    return value
 
 
 def _progress_bar(desc: str) -> Callable[[float, str], bool]:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
+from .argtypes import positive_int, probability
 from .errors import HippoSNNError
 
 EXIT_FAILED = 2
@@ -43,26 +44,6 @@ def _roi(text: str) -> object:
     return values
 
 
-def _timesteps(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def _threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a value between 0 and 1, got {value}")
-    return value
-
-
 def add_segment_parser(sub) -> None:
     """Register ``segment`` and all its flags on the main parser's subcommands."""
     p = sub.add_parser(
@@ -79,9 +60,9 @@ def add_segment_parser(sub) -> None:
                    "is a hippocampus crop) or X,Y,Z: ROI centre in RAS mm (one side)")
     p.add_argument("--model", choices=("snn", "ann"), default="snn")
     p.add_argument("--checkpoint", default=None, help="custom model file instead of the shipped one")
-    p.add_argument("--timesteps", type=_timesteps, default=None, help="SNN timesteps (default: the model's, 32)")
+    p.add_argument("--timesteps", type=positive_int, default=None, help="SNN timesteps (default: the model's, 32)")
     p.add_argument("--coding", choices=("binary", "ternary"), default=None, help="default: the model's")
-    p.add_argument("--threshold", type=_threshold, default=0.5)
+    p.add_argument("--threshold", type=probability, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--refine", action="store_true", help="recentre the ROI on a first (ANN) prediction first")

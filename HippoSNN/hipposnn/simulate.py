@@ -19,7 +19,7 @@ from .errors import Cancelled
 from .unet import SpikeStats, SpikingUNet, UNet
 
 Progress = Callable[[float, str], bool]
-DEFAULT_CHUNK = 8
+DEFAULT_CHUNK = 4
 
 
 def snn_logits(

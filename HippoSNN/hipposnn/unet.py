@@ -263,7 +263,8 @@ class SpikingUNet(_UNetBase):
     def _scaled_weight(self, layer: LayerDef, dropout_scale: float) -> Tensor:
         """Weights times the threshold of the layer that emitted each input channel."""
         w = self.weights[layer.name]
-        key = (layer.name, dropout_scale, str(w.device))
+        # inference-mode tensors may not enter autograd later, so they are cached apart
+        key = (layer.name, dropout_scale, f"{w.device}/{torch.is_inference_mode_enabled()}")
         scale = self._scale_cache.get(key)
         if scale is None:
             scales = []
