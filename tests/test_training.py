@@ -136,3 +136,21 @@ def test_torchrun_ddp_two_cpu_processes(synth, tmp_path):
     n_slices = 24 * len(settings["train"])
     assert log[0]["batches"] == n_slices // 8
     assert load_model(out / "final.pt")
+
+
+def test_recipe_smoke_runs_every_stage(synth, tmp_path):
+    """The reference recipe's CI variant: ANN, conversion, fine-tuning and direct training per fold."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "reference.json"
+    out = tmp_path / "recipe"
+    assert main(["recipe", "--config", str(config), "--data", str(synth), "--out", str(out), "--smoke",
+                 "--jobs", "1", "--threads", "1"]) == 0
+    jobs = json.loads((out / "jobs.json").read_text())
+    assert not jobs["failed"]
+    stages = {Path(p).name for p in jobs["finished"]}
+    assert stages == {"ann", "finetune_T4", "direct_T4"}
+    ann = json.loads((out / "binary" / "fold_0" / "ann" / "result.json").read_text())
+    assert set(ann["converted"]) == {"4", "8"} and 0 <= ann["ann"]["mean_dice_3d"] <= 1
+    tuned = json.loads((out / "binary" / "fold_0" / "finetune_T4" / "result.json").read_text())
+    assert tuned["test"]["mean_firing_rate"] > 0
+    # a rerun finds every job done and starts nothing
+    assert main(["recipe", "--config", str(config), "--data", str(synth), "--out", str(out), "--smoke"]) == 0

@@ -21,7 +21,7 @@ timeout 150 python3 -m hipposnn.cli recipe --config configs/reference.json --dat
   --jobs 2 --threads 1 --smoke --device "$DEVICE" || { echo "SMOKE FAILED"; exit 1; }
 echo "smoke ok after $(( $(date +%s) - start )) s"
 timeout "${LIMIT:-450}" python3 -m hipposnn.cli recipe --config configs/reference.json --data "$DATA" --out "$RUN" \
-  --jobs "${JOBS:-14}" --threads 1 --device "$DEVICE" --deadline "${DEADLINE:-300}"
+  --jobs "${JOBS:-8}" --threads 1 --device "$DEVICE" --deadline "${DEADLINE:-300}"
 echo "recipe exit $? after $(( $(date +%s) - start )) s"
 cd "$RUN" || exit 1
 tar czf "$OUT/results.tar.gz" --exclude='*.pt' .

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from . import __version__
 from .argtypes import percentile as _percentile
@@ -19,25 +19,9 @@ from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _probability
 from .errors import HippoSNNError
+from .progress import tqdm_progress
 
 EXIT_USER_ERROR = 2
-
-
-def _progress_bar(desc: str) -> Callable[[float, str], bool]:
-    """A tqdm bar driven by the core's ``progress(fraction, message)`` callbacks."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=1000, desc=desc, unit="‰", leave=True, dynamic_ncols=True, file=sys.stderr)
-
-    def update(fraction: float, message: str) -> bool:
-        bar.n = int(round(1000 * fraction))
-        bar.set_postfix_str(message, refresh=False)
-        bar.refresh()
-        if fraction >= 1.0:
-            bar.close()
-        return True
-
-    return update
 
 
 def _add_data(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -183,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
 
         spec = UNetSpec(channels=_channels(args.channels), dropout=args.dropout)
         train_ann(args.data, args.out, _train_config(args, "ann"), spec, args.fold, args.folds, args.resume,
-                  progress=_progress_bar("train-ann"))
+                  progress=tqdm_progress("train-ann"))
         print(f"ANN written to {args.out / 'best.pt'}")
     elif cmd == "convert":
         from .pipeline import convert_ann
@@ -197,7 +181,7 @@ def _run(args: argparse.Namespace) -> int:
         spec = UNetSpec(channels=_channels(args.channels), dropout=args.dropout) if cmd == "train-snn" else None
         init = args.checkpoint if cmd == "finetune" else None
         train_snn(args.data, args.out, _train_config(args, "finetune" if init else "direct"), init, spec,
-                  args.fold, args.folds, args.resume, progress=_progress_bar(cmd))
+                  args.fold, args.folds, args.resume, progress=tqdm_progress(cmd))
         print(f"SNN written to {args.out / 'best.pt'}")
     elif cmd == "evaluate":
         return _evaluate(args)
@@ -244,7 +228,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise HippoSNNError("--split test needs --fold")
         names = split_names(args.data, args.fold, args.folds, args.seed)[2]
     result = evaluate_model(model, args.data, names, timesteps, coding, args.threshold, args.seed, args.device,
-                            progress=_progress_bar("evaluate"))
+                            progress=tqdm_progress("evaluate"))
     result["settings"]["checkpoint"] = str(path)
     print(f"mean 3D Dice {result['mean_dice_3d']:.4f} (sd {result['sd_dice_3d']:.4f}, {len(result['cases'])} cases);"
           f" mean 2D Dice {result['mean_dice_2d']:.4f} (sd {result['sd_dice_2d']:.4f})")

@@ -206,6 +206,10 @@ def _execute(config: Dict[str, Any], data: Path, out: Path, job: Job, device: st
         snn = convert_ann(folder / "best.pt", data, folder, c["timesteps"], c["scale"], c.get("percentile"),
                           job.coding, c["slices"], fold, k, seed, c.get("output_scaling", "mean"), device, log=quiet)
         result["convert_seconds"] = round(time.time() - t1, 1)
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()  # balancing at T=200 peaks at ~13 GB; give it back to sibling jobs
         result["thresholds"] = snn.threshold_dict()
         if test:
             result["ann"] = score(load_model(folder / "best.pt"))

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from .argtypes import positive_int, probability
 from .errors import HippoSNNError
+from .progress import tqdm_progress
 
 EXIT_FAILED = 2
 DEMO_T1 = Path(__file__).resolve().parent / "resources" / "demo_t1_icbm2009a_1mm.nii.gz"
@@ -223,18 +224,7 @@ def _write_all(plan: Dict[str, Path], image, result, args: argparse.Namespace) -
 def _progress(label: str, quiet: bool):
     if quiet:
         return None
-    from tqdm import tqdm
-
-    bar = tqdm(total=1000, desc=label[:30], unit="‰", leave=False, dynamic_ncols=True, file=sys.stderr)
-
-    def update(fraction: float, message: str) -> bool:
-        bar.n = int(round(1000 * fraction))
-        bar.set_postfix_str(message, refresh=False)
-        bar.refresh()
-        return True
-
-    update.close = bar.close  # type: ignore[attr-defined]
-    return update
+    return tqdm_progress(label[:30], leave=False)
 
 
 def run_segment(args: argparse.Namespace) -> int:
