@@ -115,9 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline", type=_positive_float, default=None,
                    help="start no new job after this many seconds (rerun later to finish)")
 
+    from .experiments import add_experiment_parser
     from .segment_cli import add_segment_parser
 
     add_segment_parser(sub)
+    add_experiment_parser(sub)
 
     p = sub.add_parser("crop-stats", help="how many label voxels the centre ROI crop loses")
     _add_data(p)
@@ -195,6 +197,10 @@ def _run(args: argparse.Namespace) -> int:
         from .segment_cli import run_segment
 
         return run_segment(args)
+    elif cmd == "experiment":
+        from .experiments import run_experiment
+
+        return run_experiment(args)
     elif cmd == "recipe":
         from .recipe import load_config, run_recipe, smoke_config
 
