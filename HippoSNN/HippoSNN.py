@@ -340,6 +340,7 @@ class HippoSNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     coding=node.coding,
                     seed=node.seed,
                     device=node.device,
+                    progressCallback=self._progress,
                     interactive=True,
                 )
                 node.customWeightsPath = Path(path)
@@ -702,13 +703,17 @@ class HippoSNNLogic(ScriptedLoadableModuleLogic):
         coding: str = "binary",
         seed: int = 0,
         device: Optional[str] = None,
+        progressCallback: Optional[ProgressCallback] = None,
         interactive: bool = False,
     ) -> str:
-        """Early-stop ANN->SNN conversion (threshold balancing) on training slices of an MSD-layout folder.
+        """Early-stop ANN->SNN conversion (threshold balancing) on training slices of a labelled folder.
 
         :param annWeightsPath: HippoSNN ANN model file (``hipposnn train-ann`` output or the shipped ANN).
-        :param dataFolder: folder with ``imagesTr/`` and ``labelsTr/`` (MSD layout).
+        :param dataFolder: MSD layout (``imagesTr/``, ``labelsTr/``) or a folder of image/label pairs
+            (``<case>.nii.gz`` with ``<case>_label.nii.gz`` or ``<case>_seg.nii.gz``).
         :param outputFolder: where ``converted.pt`` is written.
+        :param progressCallback: ``callback(fraction, message) -> bool``, told each balanced layer;
+            returning False cancels before anything is written.
         :return: path of the converted SNN model file.
         """
         for value, what in (
@@ -732,6 +737,7 @@ class HippoSNNLogic(ScriptedLoadableModuleLogic):
             seed=int(seed),
             device=self.resolveDevice(device),
             log=self.log,
+            progress=progressCallback,
         )
         path = os.path.join(outputFolder, "converted.pt")
         self.log(
@@ -752,7 +758,7 @@ class HippoSNNLogic(ScriptedLoadableModuleLogic):
         progressCallback: Optional[ProgressCallback] = None,
         interactive: bool = False,
     ) -> str:
-        """Spike-based fine-tuning (BPTT) of a converted SNN on an MSD-layout folder.
+        """Spike-based fine-tuning (BPTT) of a converted SNN on a labelled folder (as in :meth:`convertModel`).
 
         :param initPath: converted SNN model file; None fine-tunes the shipped SNN.
         :return: path of the best model (by validation Dice), ``best.pt`` in ``outputFolder``.

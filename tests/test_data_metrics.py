@@ -151,3 +151,87 @@ def test_nifti_4d_single_volume_is_accepted(tmp_path):
     img = nib.load(str(p))
     nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj)[..., None], np.eye(4)), str(p))
     assert load_cases(root)[0].image.ndim == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# Image/label pairs (issue 5: fine-tuning input "MSD layout or image/label pairs")
+# --------------------------------------------------------------------------------------------------
+
+
+def _pairs_from_msd(msd, folder, label_suffix=lambda i: "_label" if i % 2 == 0 else "_seg"):
+    """The same cases as ``msd`` as a flat folder of pairs (``_label`` and ``_seg`` mixed)."""
+    import shutil
+
+    folder.mkdir(parents=True)
+    for i, image in enumerate(sorted((msd / "imagesTr").glob("*.nii.gz"))):
+        name = image.name[: -len(".nii.gz")]
+        shutil.copy(image, folder / image.name)
+        shutil.copy(msd / "labelsTr" / image.name, folder / f"{name}{label_suffix(i)}.nii.gz")
+    return folder
+
+
+def test_pair_folder_and_pair_list_read_like_msd(tmp_path):
+    from hipposnn.data import fold_names
+
+    msd = make_msd_folder(tmp_path / "msd", n=5)
+    pairs = _pairs_from_msd(msd, tmp_path / "pairs")
+    listed = [(img, lab) for _, img, lab in list_cases(pairs)]
+    assert [p[1].name for p in listed][:2] == ["hippocampus_000_label.nii.gz", "hippocampus_001_seg.nii.gz"]
+    expected = load_cases(msd)
+    for source in (pairs, listed[::-1]):  # a folder, and an unsorted list of (image, label) paths
+        cases = load_cases(source)
+        assert [c.name for c in cases] == [c.name for c in expected]
+        for a, b in zip(cases, expected):
+            assert np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label)
+        assert fold_names(source, 1, k=5) == fold_names(msd, 1, k=5)
+    assert load_cases(pairs, ["hippocampus_003"])[0].name == "hippocampus_003"
+
+
+def test_pair_layout_errors(tmp_path):
+    msd = make_msd_folder(tmp_path / "msd", n=2)
+    pairs = _pairs_from_msd(msd, tmp_path / "pairs", label_suffix=lambda i: "_label")
+    (pairs / "hippocampus_001_label.nii.gz").rename(pairs / "hippocampus_001_seg.nii.gz")
+    (pairs / "hippocampus_000_seg.nii.gz").write_bytes((pairs / "hippocampus_000_label.nii.gz").read_bytes())
+    with pytest.raises(HippoSNNError, match="2 labels for hippocampus_000"):
+        list_cases(pairs)
+    (pairs / "hippocampus_000_seg.nii.gz").unlink()
+    (pairs / "hippocampus_001_seg.nii.gz").unlink()
+    with pytest.raises(HippoSNNError, match="label missing for hippocampus_001.nii.gz"):
+        list_cases(pairs)
+    assert list_cases(pairs, require_labels=False)[1][2] is None
+    (pairs / "hippocampus_001.nii.gz").unlink()
+    (pairs / "other_label.nii.gz").write_bytes(b"x")
+    with pytest.raises(HippoSNNError, match="label without an image"):
+        list_cases(pairs)
+    image = msd / "imagesTr" / "hippocampus_000.nii.gz"
+    label = msd / "labelsTr" / "hippocampus_000.nii.gz"
+    with pytest.raises(HippoSNNError, match="not found"):
+        list_cases([(image, tmp_path / "nope.nii.gz")])
+    with pytest.raises(HippoSNNError, match="unique"):
+        list_cases([(image, label), (image, label)])
+    with pytest.raises(HippoSNNError, match="empty"):
+        list_cases([])
+
+
+def test_convert_ann_on_pairs_with_progress_and_cancel(tmp_path):
+    """pipeline.convert_ann reads a pair folder, reports progress per layer and can be cancelled."""
+    from hipposnn.errors import Cancelled
+    from hipposnn.pipeline import convert_ann
+    from hipposnn.unet import UNet, UNetSpec
+    from hipposnn.weights import save_model
+
+    msd = make_msd_folder(tmp_path / "msd", n=3)
+    pairs = _pairs_from_msd(msd, tmp_path / "pairs")
+    torch.manual_seed(0)
+    save_model(UNet(UNetSpec(channels=(4, 8, 8, 8))), tmp_path / "ann.pt", {"stage": "ann"})
+    seen = []
+    settings = dict(timesteps=3, slices=2, log=lambda m: None)
+    snn = convert_ann(tmp_path / "ann.pt", pairs, tmp_path / "out", progress=lambda f, m: seen.append((f, m)) or True,
+                      **settings)
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert sum(m.startswith("balanced ") for _, m in seen) == len(snn.threshold_dict())
+    assert (tmp_path / "out" / "converted.pt").is_file()
+    with pytest.raises(Cancelled):
+        convert_ann(tmp_path / "ann.pt", pairs, tmp_path / "stopped", progress=lambda f, m: f < 0.5, **settings)
+    assert not (tmp_path / "stopped" / "converted.pt").exists()

@@ -53,6 +53,33 @@ def test_crop_mode_ann_geometry_and_summary() -> None:
     assert set(summary["timings_s"]) >= {"registration", "inference", "total"}
 
 
+def test_crop_mode_reads_crops_in_ras_order() -> None:
+    """Crop mode feeds the network the MSD file order (voxel axes = RAS), whatever the storage order.
+
+    The same asymmetric crop stored RAS (identity, like the MSD NIfTI files) and LPS (identity DICOM
+    geometry: column and row axes reversed in RAS) must give the network the same input, and the labels
+    must land on the same anatomy in each file's own grid.
+    """
+    ras = _crop_image(seed=4)
+    ras.array[5:12, 8:20, 10:18] += 80.0  # break the symmetry of the ellipsoid
+    ras = Image(array=ras.array, affine=np.eye(4), source="ras.nii.gz")
+    lps = Image(array=np.ascontiguousarray(ras.array[::-1, ::-1]), affine=np.diag([-1.0, -1.0, 1.0, 1.0]),
+                source="lps_dicom")
+    lps.affine[:3, 3] = [ras.shape[0] - 1.0, ras.shape[1] - 1.0, 0.0]  # same voxels at the same RAS points
+    settings = SegmentationSettings(roi="crop", model="ann", side="right")
+    a = segment_image(ras, settings)
+    b = segment_image(lps, settings)
+    np.testing.assert_allclose(a.roi_probabilities["right"], b.roi_probabilities["right"], atol=1e-6)
+    assert a.labels.any() and np.array_equal(b.labels, a.labels[::-1, ::-1])
+    assert b.boxes[0].qc["reversed_axes"] == [0, 1] and a.boxes[0].qc["reversed_axes"] == []
+    # A permuted storage order (axes stored z, x, y) is brought back to x, y, z.
+    from hipposnn.roi import crop_axes
+
+    affine = np.zeros((4, 4))
+    affine[0, 1] = affine[1, 2] = affine[2, 0] = affine[3, 3] = 1.0
+    assert crop_axes(affine) == ((1, 2, 0), (1, 1, 1))
+
+
 def test_snn_deterministic_and_cancellable() -> None:
     image = _crop_image(shape=(6, 40, 30))
     settings = SegmentationSettings(roi="crop", timesteps=4, seed=3, probabilities=True)

@@ -97,3 +97,34 @@ def test_process_rejects_invalid_inputs(module):
     with pytest.raises(ValueError):
         logic.process(volume, segmentation, threshold=2.0)
     assert module._versionTuple("2.5.1+cu121") == (2, 5) and module._versionTuple("10.0") == (10, 0)
+
+
+def test_convert_model_on_image_label_pairs_reports_progress(module, tmp_path):
+    """Logic.convertModel takes a folder of image/label pairs and forwards the progress callback."""
+    import shutil
+
+    import torch
+    from hipposnn.errors import Cancelled
+    from hipposnn.unet import UNet, UNetSpec
+    from hipposnn.weights import load_model, save_model
+
+    from tests.helpers import make_msd_folder
+
+    msd = make_msd_folder(tmp_path / "msd", n=3)
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for image in (msd / "imagesTr").glob("*.nii.gz"):
+        shutil.copy(image, pairs / image.name)
+        shutil.copy(msd / "labelsTr" / image.name, pairs / image.name.replace(".nii.gz", "_seg.nii.gz"))
+    torch.manual_seed(0)
+    save_model(UNet(UNetSpec(channels=(4, 8, 8, 8))), tmp_path / "ann.pt", {"stage": "ann"})
+    logic = module.HippoSNNLogic()
+    seen = []
+    path = logic.convertModel(str(tmp_path / "ann.pt"), str(pairs), str(tmp_path / "out"), timesteps=3,
+                              device="cpu", progressCallback=lambda f, m: seen.append(f) or True)
+    assert load_model(path, "snn") is not None
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+    with pytest.raises(Cancelled):
+        logic.convertModel(str(tmp_path / "ann.pt"), str(pairs), str(tmp_path / "stopped"), timesteps=3,
+                           device="cpu", progressCallback=lambda f, m: f < 0.5)
+    assert not (tmp_path / "stopped" / "converted.pt").exists()

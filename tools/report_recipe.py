@@ -19,7 +19,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
 from hipposnn import __version__  # noqa: E402
 from hipposnn.metrics import AC_PJ, MAC_PJ, ann_macs  # noqa: E402
 from hipposnn.unet import UNetSpec, describe  # noqa: E402

@@ -25,7 +25,8 @@ EXIT_USER_ERROR = 2
 
 
 def _add_data(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", required=required, type=Path, help="MSD-layout folder (imagesTr/, labelsTr/)")
+    p.add_argument("--data", required=required, type=Path,
+                   help="MSD-layout folder (imagesTr/, labelsTr/), or a folder of <case> + <case>_label NIfTI pairs")
     p.add_argument("--fold", type=int, default=None, help="cross-validation fold (default: train on all cases)")
     p.add_argument("--folds", type=_positive_int, default=5, help="number of folds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed for splits, initialisation and spikes")

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .encoding import make_generator, poisson_spikes
+from .errors import Cancelled
 from .unet import LayerDef, SpikingUNet, UNet
 
 MAX_SAMPLES = 4_000_000
@@ -53,10 +54,13 @@ def balance_thresholds(
     seed: int = 0,
     log: Optional[Callable[[str, float, float], None]] = None,
     device: str = "cpu",
+    progress: Optional[Callable[[float, str], bool]] = None,
 ) -> Dict[str, float]:
     """Set every hidden layer's threshold of ``snn`` from a run on ``images`` (N, C, H, W).
 
     Returns the thresholds. ``log(layer, raw_statistic, threshold)`` is told each layer's result.
+    ``progress(fraction, message)`` is called after each balanced layer; returning False stops with
+    :class:`~hipposnn.errors.Cancelled` (the network is then left half balanced: discard it).
     """
     if scale <= 0:
         raise ValueError("scale must be positive")
@@ -68,8 +72,10 @@ def balance_thresholds(
     sample_gen = make_generator(seed + 1, torch.device(device))
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     spikes = poisson_spikes(x, timesteps, gen, coding)
-    for name in snn.threshold_dict():
+    names = list(snn.threshold_dict())
+    for name in names:
         snn.set_threshold(name, 1.0)
+    done = []
 
     def hook(layer: LayerDef, current: Tensor) -> None:
         if percentile is None:
@@ -81,6 +87,9 @@ def balance_thresholds(
         snn.set_threshold(layer.name, theta)
         if log is not None:
             log(layer.name, raw, theta)
+        done.append(layer.name)
+        if progress is not None and progress(len(done) / max(1, len(names)), f"balanced {layer.name}") is False:
+            raise Cancelled("conversion cancelled")
 
     snn(spikes, current_hook=hook)
     return snn.threshold_dict()
@@ -97,8 +106,9 @@ def convert(
     output_scaling: str = "mean",
     log: Optional[Callable[[str, float, float], None]] = None,
     device: str = "cpu",
+    progress: Optional[Callable[[float, str], bool]] = None,
 ) -> SpikingUNet:
-    """Early-stop conversion: a spiking twin of ``ann`` with balanced thresholds."""
+    """Early-stop conversion: a spiking twin of ``ann`` with balanced thresholds (``progress``: see above)."""
     snn = SpikingUNet.from_ann(ann, output_scaling=output_scaling)
-    balance_thresholds(snn, images, timesteps, scale, percentile, coding, seed, log, device)
+    balance_thresholds(snn, images, timesteps, scale, percentile, coding, seed, log, device, progress)
     return snn

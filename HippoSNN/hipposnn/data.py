@@ -1,4 +1,8 @@
-"""MSD-layout hippocampus crops: reading, the fixed model ROI, normalisation and subject-wise folds.
+"""Hippocampus crops: reading, the fixed model ROI, normalisation and subject-wise folds.
+
+Labelled data come as an MSD-layout folder (``imagesTr/``, ``labelsTr/``), a folder of image/label
+pairs (``<case>.nii.gz`` + ``<case>_label.nii.gz`` or ``<case>_seg.nii.gz``) or a list of
+``(image, label)`` paths; :func:`list_cases` turns each into the same case list.
 
 Axis convention (the model's grid). A crop's voxel axes are used as they are stored. In the MSD
 Task04 crops axis 1 runs posterior -> anterior and axis 2 inferior -> superior; axis 0 runs
@@ -26,7 +30,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -69,33 +73,127 @@ def _load_nifti(path: Path) -> np.ndarray:
     return data
 
 
-def list_cases(root: os.PathLike, require_labels: bool = True) -> List[Tuple[str, Path, Optional[Path]]]:
-    """(name, image path, label path) for every image of an MSD-layout folder, sorted by name."""
+#: A labelled case may be given as an (image, label) pair of paths; ``DataSource`` is what every
+#: reader below accepts: an MSD-layout folder, a folder of image/label pairs, or a list of pairs.
+PairList = Sequence[Tuple["os.PathLike[str] | str", "os.PathLike[str] | str"]]
+DataSource = Union["os.PathLike[str]", str, PairList]
+#: Name endings that mark the label of ``<case>.nii.gz`` in a folder of pairs.
+LABEL_SUFFIXES = ("_label", "_seg")
+CaseList = List[Tuple[str, Path, Optional[Path]]]
+
+
+def list_cases(root: DataSource, require_labels: bool = True) -> CaseList:
+    """(name, image path, label path) of every case, sorted by name, from any of three layouts.
+
+    * an MSD-layout folder: ``imagesTr/<case>.nii.gz`` with ``labelsTr/<case>.nii.gz``;
+    * a folder of image/label pairs: ``<case>.nii.gz`` with ``<case>_label.nii.gz`` or
+      ``<case>_seg.nii.gz`` next to it (``.nii`` too), see :func:`list_pair_folder`;
+    * a list of ``(image, label)`` paths, see :func:`list_pairs`.
+
+    All layouts give the same ``Case`` data (label > 0 = hippocampus), so the training, conversion and
+    evaluation code does not care which one the user has.
+    """
+    if not isinstance(root, (str, os.PathLike)):
+        return list_pairs(root)
     root = Path(root)
-    images = root / "imagesTr"
-    labels = root / "labelsTr"
     if not root.is_dir():
         raise HippoSNNError(f"data folder not found: {root}")
+    images = root / "imagesTr"
+    labels = root / "labelsTr"
     if not images.is_dir():
-        raise HippoSNNError(f"{root} has no imagesTr/ folder (expected the MSD layout: imagesTr/, labelsTr/)")
-    found = sorted(p for p in images.iterdir() if p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith("._"))
+        if any(_is_nifti(p) for p in root.iterdir()):
+            return list_pair_folder(root, require_labels)
+        raise HippoSNNError(
+            f"{root} has no imagesTr/ folder and no image/label pairs (expected the MSD layout imagesTr/, "
+            "labelsTr/ or <case>.nii.gz with <case>_label.nii.gz)"
+        )
+    found = sorted(p for p in images.iterdir() if _is_nifti(p))
     if not found:
         raise HippoSNNError(f"no NIfTI images in {images}")
-    cases = []
+    cases: CaseList = []
     for img in found:
         lab = labels / img.name
-        if not lab.exists():
-            if require_labels:
-                raise HippoSNNError(f"label missing for {img.name} (expected {lab})")
-            lab = None
-        cases.append((_case_name(img), img, lab))
+        if not lab.exists() and require_labels:
+            raise HippoSNNError(f"label missing for {img.name} (expected {lab})")
+        cases.append((_case_name(img), img, lab if lab.exists() else None))
     return cases
 
 
-def load_cases(
-    root: os.PathLike, names: Optional[Iterable[str]] = None, require_labels: bool = True
-) -> List[Case]:
-    """Read the crops of an MSD-layout folder (optionally only ``names``)."""
+def _is_nifti(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(NIFTI_SUFFIXES) and not path.name.startswith(".")
+
+
+def list_pair_folder(root: os.PathLike, require_labels: bool = True) -> CaseList:
+    """Cases of a flat folder of pairs: ``<case>.nii[.gz]`` + ``<case>_label.nii[.gz]`` (or ``_seg``).
+
+    A file whose name (without the NIfTI suffix) ends with a label suffix is a label; every other NIfTI
+    file is an image. A label without its image, or an image with two labels, is an error rather than
+    a silently skipped case.
+    """
+    root = Path(root)
+    files = sorted(p for p in root.iterdir() if _is_nifti(p))
+    labels: Dict[str, List[Path]] = {}
+    images: Dict[str, Path] = {}
+    for path in files:
+        name = _case_name(path)
+        suffix = next((s for s in LABEL_SUFFIXES if name.endswith(s) and len(name) > len(s)), None)
+        if suffix is not None:
+            labels.setdefault(name[: -len(suffix)], []).append(path)
+        elif name in images:
+            raise HippoSNNError(f"two images for case {name} in {root}: {images[name].name}, {path.name}")
+        else:
+            images[name] = path
+    orphans = sorted(set(labels) - set(images))
+    if orphans:
+        raise HippoSNNError(f"label without an image in {root}: {labels[orphans[0]][0].name}")
+    if not images:
+        raise HippoSNNError(f"no images in {root} (only labels)")
+    cases: CaseList = []
+    for name in sorted(images):
+        found = labels.get(name, [])
+        if len(found) > 1:
+            raise HippoSNNError(f"{len(found)} labels for {images[name].name}: {', '.join(p.name for p in found)}")
+        if not found and require_labels:
+            raise HippoSNNError(
+                f"label missing for {images[name].name} (expected {name}_label.nii.gz or {name}_seg.nii.gz)"
+            )
+        cases.append((name, images[name], found[0] if found else None))
+    return cases
+
+
+def list_pairs(pairs: PairList) -> CaseList:
+    """Cases from explicit ``(image, label)`` paths; the case name is the image file name without suffix."""
+    cases: CaseList = []
+    seen: Dict[str, Path] = {}
+    try:
+        items = [(Path(img), Path(lab)) for img, lab in pairs]
+    except (TypeError, ValueError):
+        raise HippoSNNError("data must be a folder or a list of (image, label) paths") from None
+    if not items:
+        raise HippoSNNError("empty list of (image, label) pairs")
+    for img, lab in items:
+        for path in (img, lab):
+            if not path.is_file():
+                raise HippoSNNError(f"file not found: {path}")
+        name = _case_name(img)
+        if name in seen:
+            raise HippoSNNError(f"two images named {name}: {seen[name]} and {img} (case names must be unique)")
+        seen[name] = img
+        cases.append((name, img, lab))
+    return sorted(cases, key=lambda case: case[0])
+
+
+def describe_source(root: DataSource) -> str:
+    """Short text for logs and model metadata: the folder, or how many pairs and where the first is."""
+    if isinstance(root, (str, os.PathLike)):
+        return str(root)
+    pairs = list(root)
+    first = str(Path(pairs[0][0]).parent) if pairs else "-"
+    return f"{len(pairs)} image/label pairs ({first}, ...)"
+
+
+def load_cases(root: DataSource, names: Optional[Iterable[str]] = None, require_labels: bool = True) -> List[Case]:
+    """Read the crops of a data source (see :func:`list_cases`; optionally only ``names``)."""
     wanted = set(names) if names is not None else None
     out = []
     for name, img_path, lab_path in list_cases(root, require_labels):
@@ -110,7 +208,7 @@ def load_cases(
         out.append(Case(name, image, label))
     if wanted is not None and len(out) != len(wanted):
         missing = sorted(wanted - {c.name for c in out})
-        raise HippoSNNError(f"cases not found in {root}: {', '.join(missing[:5])}")
+        raise HippoSNNError(f"cases not found in {describe_source(root)}: {', '.join(missing[:5])}")
     return out
 
 
@@ -265,7 +363,7 @@ def load_folds(path: os.PathLike) -> List[Dict[str, List[str]]]:
         raise HippoSNNError(f"cannot read folds file {path}: {exc}") from None
 
 
-def fold_names(root: os.PathLike, fold: Optional[int], k: int = 5, seed: int = 0) -> Tuple[List[str], List[str]]:
+def fold_names(root: DataSource, fold: Optional[int], k: int = 5, seed: int = 0) -> Tuple[List[str], List[str]]:
     """(train, test) case names of ``fold`` (None: everything is training, nothing is tested)."""
     names = [n for n, _, _ in list_cases(root)]
     if fold is None:

@@ -4,7 +4,9 @@
 in that image's own voxel grid (0 background, 1 right, 2 left hippocampus). The steps are:
 
 1. **ROI placement** (:mod:`hipposnn.roi`): template registration ("auto"), the input taken as an
-   existing crop ("crop") or a user-given RAS centre. The auto ROI is ``ROI_WIDTH`` = 32 voxels wide,
+   existing crop ("crop": voxel axes brought to the RAS order of the MSD files, which reverses the
+   in-plane axes of DICOM series stored with identity LPS geometry, see :func:`hipposnn.roi.crop_axes`)
+   or a user-given RAS centre. The auto ROI is ``ROI_WIDTH`` = 32 voxels wide,
    not the 24 of the training crops: the network is slice-wise (one sagittal 56 x 48 slice plus its
    neighbours), so a wider box only adds slices, and on the reference whole-brain cases a 24 mm width
    left up to 7 % of the labelled hippocampus outside while 32 mm keeps >= 97 % (docs/segmentation.md).
@@ -39,7 +41,17 @@ from .data import normalise, to_slices
 from .encoding import CODINGS
 from .errors import Cancelled, HippoSNNError
 from .io import Image
-from .roi import ROI_SPACING_MM, SIDES, RoiBox, _resample, extract_roi, place_rois, recenter, register_to_template
+from .roi import (
+    ROI_SPACING_MM,
+    SIDES,
+    RoiBox,
+    _resample,
+    crop_axes,
+    extract_roi,
+    place_rois,
+    recenter,
+    register_to_template,
+)
 from .unet import SpikingUNet, UNet
 from .weights import default_model_path, model_from_payload, read_payload, sha256_file
 
@@ -57,8 +69,11 @@ LABELS = {"right": 1, "left": 2}
 FRAME_SHAPE: Tuple[int, int] = (50, 35)
 FRAME_OFFSET: Tuple[float, float] = (1.26, -2.32)
 #: Slices per SNN batch and timesteps per chunk: measured fastest on a 2-core CPU (docs/segmentation.md).
+#: With the fused C++ IF kernels (hipposnn.native) chunk 4 beats 32 (64 slices, T=32: 2.05 vs 3.37 s).
+#: The chunk does not change the result (same spike stream, probabilities equal to 4e-7); the batch does
+#: (one seeded generator per batch), so it stays 16.
 SNN_BATCH = 16
-SNN_CHUNK = 32
+SNN_CHUNK = 4
 #: A side whose final prediction is smaller than this (mm^3) is flagged: a missed or misplaced ROI.
 MIN_PLAUSIBLE_MM3 = 1000.0
 MAX_PLAUSIBLE_MM3 = 8000.0
@@ -319,9 +334,12 @@ def frame_like_training(roi: np.ndarray) -> np.ndarray:
 def _crop_shape(image: Image) -> Tuple[int, int, int]:
     """ROI for an input that already is a crop: its whole extent, in-plane at least the training 56 x 48.
 
+    Extents are taken along the model axes, i.e. after the RAS reordering of :func:`roi.crop_axes`.
+
     In-plane sizes are rounded up to a multiple of 8 (three poolings of the U-Net).
     """
-    extent = np.asarray(image.shape) * np.asarray(image.spacing) / ROI_SPACING_MM
+    perm, _ = crop_axes(image.affine)  # model axis m is the input's voxel axis perm[m]
+    extent = (np.asarray(image.shape) * np.asarray(image.spacing) / ROI_SPACING_MM)[list(perm)]
     n0 = max(3, int(math.ceil(extent[0] - 1e-3)))
     n1 = max(56, int(math.ceil(extent[1] / 8 - 1e-3)) * 8)
     n2 = max(48, int(math.ceil(extent[2] / 8 - 1e-3)) * 8)

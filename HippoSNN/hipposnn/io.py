@@ -167,20 +167,84 @@ def _sitk_to_ijk(img: sitk.Image) -> Tuple[np.ndarray, np.ndarray]:
     return np.transpose(array), np.eye(4)
 
 
+#: Names of files that a DICOM folder may hold and that must then belong to the series.
+_DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
+#: Largest relative deviation of a slice gap from the median gap before the series counts as incomplete.
+_MAX_GAP_DEVIATION = 0.1
+
+
+def _looks_like_dicom_file(path: Path) -> bool:
+    """A DICOM-named file, or any file with the 'DICM' marker after the 128-byte preamble (not DICOMDIR)."""
+    if path.name.upper() == "DICOMDIR":
+        return False
+    if path.suffix.lower() in _DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
 def _read_dicom_folder(path: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """Read the single DICOM series of a folder, refusing a damaged or incomplete series.
+
+    GDCM silently leaves out files it cannot parse (a truncated or corrupted slice) and ITK then stacks
+    the remaining slices with only a console warning, which would give a volume with a missing slice and
+    a wrong slice spacing. So every DICOM-looking file of the folder must belong to the series, and the
+    slice positions along the slice normal must be evenly spaced.
+    """
     reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(path))
-    if not series:
-        raise HippoSNNError(f"No DICOM series found in folder {path}")
-    if len(series) > 1:
-        raise HippoSNNError(f"Folder {path} holds {len(series)} DICOM series: put one series per folder")
-    # GDCM sorts the file names by slice position along the slice normal, not by file name.
-    files = reader.GetGDCMSeriesFileNames(str(path), series[0])
-    reader.SetFileNames(files)
-    img = reader.Execute()
-    if img.GetDimension() == 3 and img.GetSize()[2] == 1:
-        raise HippoSNNError(f"DICOM series in {path} has a single slice: need a 3D volume")
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; we report one line
+    try:
+        series = reader.GetGDCMSeriesIDs(str(path))
+        if not series:
+            raise HippoSNNError(f"No DICOM series found in folder {path}")
+        if len(series) > 1:
+            raise HippoSNNError(f"Folder {path} holds {len(series)} DICOM series: put one series per folder")
+        # GDCM sorts the file names by slice position along the slice normal, not by file name.
+        files = reader.GetGDCMSeriesFileNames(str(path), series[0])
+        in_series = {Path(f).resolve() for f in files}
+        left_out = sorted(
+            f.name for f in path.iterdir() if f.is_file() and f.resolve() not in in_series and _looks_like_dicom_file(f)
+        )
+        if left_out:
+            raise HippoSNNError(
+                f"DICOM series in {path} is damaged: {len(left_out)} file(s) unreadable, truncated or corrupted "
+                f"({', '.join(left_out[:3])}{', ...' if len(left_out) > 3 else ''})"
+            )
+        reader.SetFileNames(files)
+        reader.MetaDataDictionaryArrayUpdateOn()
+        img = reader.Execute()
+        if img.GetDimension() == 3 and img.GetSize()[2] == 1:
+            raise HippoSNNError(f"DICOM series in {path} has a single slice: need a 3D volume")
+        _check_slice_positions(path, reader, len(files))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
     return _sitk_to_ijk(img)
+
+
+def _check_slice_positions(path: Path, reader: sitk.ImageSeriesReader, count: int) -> None:
+    """Refuse missing or duplicated slices: positions along the slice normal must be evenly spaced."""
+    try:
+        positions = [[float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")] for i in range(count)]
+        cosines = [float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\")]
+    except (RuntimeError, ValueError):
+        return  # no usable position tags: nothing to check against
+    if len(cosines) != 6 or any(len(p) != 3 for p in positions):
+        return
+    normal = np.cross(cosines[:3], cosines[3:])
+    gaps = np.diff(np.sort(np.asarray(positions) @ normal))
+    if gaps.size == 0:
+        return
+    median = float(np.median(gaps))
+    if median <= 0 or np.any(np.abs(gaps - median) > _MAX_GAP_DEVIATION * median):
+        raise HippoSNNError(
+            f"DICOM series in {path} has missing or duplicated slices (slice gaps {gaps.min():.3g}-"
+            f"{gaps.max():.3g} mm, median {median:.3g} mm): incomplete or corrupted series"
+        )
 
 
 def _looks_like_label_map(array: np.ndarray) -> bool:

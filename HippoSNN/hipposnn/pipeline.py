@@ -1,4 +1,8 @@
-"""The three-stage pipeline on an MSD-layout folder, as functions the CLI and the Slicer logic call.
+"""The three-stage pipeline on labelled data, as functions the CLI and the Slicer logic call.
+
+``data`` is anything :func:`hipposnn.data.list_cases` reads: an MSD-layout folder, a folder of
+image/label pairs (``<case>.nii.gz`` + ``<case>_label.nii.gz`` / ``<case>_seg.nii.gz``) or a list of
+``(image, label)`` paths.
 
 Every stage reads a data folder and a fold, writes its outputs into a run folder
 (``best.pt``, ``final.pt``, ``last.pt``, ``log.csv``, ``log.json``, ``settings.json``) and returns
@@ -18,17 +22,19 @@ import numpy as np
 
 from . import __version__
 from .conversion import convert
-from .data import SliceSet, build_slices, fold_names, load_cases
-from .errors import HippoSNNError
+from .data import DataSource, SliceSet, build_slices, describe_source, fold_names, load_cases
+from .errors import Cancelled, HippoSNNError
 from .training import Progress, TrainConfig, Trainer, evaluate_slices
 from .unet import SpikingUNet, UNet, UNetSpec
 from .weights import atomic_write_text, load_model, save_model
 
 PathLike = Union[str, Path]
+#: Where labelled cases come from (see the module docstring).
+Data = DataSource
 
 
 def split_names(
-    data: PathLike, fold: Optional[int], k: int = 5, seed: int = 0, val_fraction: float = 0.1
+    data: Data, fold: Optional[int], k: int = 5, seed: int = 0, val_fraction: float = 0.1
 ) -> Tuple[List[str], List[str], List[str]]:
     """(train, validation, test) case names for ``fold`` (``None``: train on all, no test)."""
     train, test = fold_names(data, fold, k, seed)
@@ -40,16 +46,16 @@ def split_names(
     return train, val, test
 
 
-def slices_for(data: PathLike, names: Sequence[str], coding: str, context: int = 0) -> Optional[SliceSet]:
+def slices_for(data: Data, names: Sequence[str], coding: str, context: int = 0) -> Optional[SliceSet]:
     if not names:
         return None
     return build_slices(load_cases(data, names), coding, context)
 
 
-def _meta(stage: str, data: PathLike, fold: Optional[int], cfg: Optional[TrainConfig], **extra: Any) -> Dict[str, Any]:
+def _meta(stage: str, data: Data, fold: Optional[int], cfg: Optional[TrainConfig], **extra: Any) -> Dict[str, Any]:
     meta: Dict[str, Any] = {
         "stage": stage,
-        "data": str(data),
+        "data": describe_source(data),
         "fold": fold,
         "code_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -62,7 +68,7 @@ def _meta(stage: str, data: PathLike, fold: Optional[int], cfg: Optional[TrainCo
 
 
 def train_ann(
-    data: PathLike,
+    data: Data,
     out: PathLike,
     cfg: TrainConfig,
     spec: Optional[UNetSpec] = None,
@@ -90,7 +96,7 @@ def train_ann(
 
 def convert_ann(
     ann_path: PathLike,
-    data: PathLike,
+    data: Data,
     out: PathLike,
     timesteps: int = 200,
     scale: float = 0.7,
@@ -103,17 +109,30 @@ def convert_ann(
     output_scaling: str = "mean",
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    progress: Optional[Progress] = None,
 ) -> SpikingUNet:
-    """Stage 2: early-stop conversion, balancing thresholds on ``slices`` training slices."""
+    """Stage 2: early-stop conversion, balancing thresholds on ``slices`` training slices.
+
+    ``progress(fraction, message)`` is told the reading of the data and each balanced layer; returning
+    False stops with :class:`~hipposnn.errors.Cancelled` before anything is written.
+    """
+
+    def report(fraction: float, message: str) -> None:
+        if progress is not None and progress(fraction, message) is False:
+            raise Cancelled("conversion cancelled")
+
+    report(0.0, "reading the training data")
     ann = load_model(ann_path, "ann")
     assert isinstance(ann, UNet)
     train, _, _ = split_names(data, fold, folds, seed)
     train_set = build_slices(load_cases(data, train), coding, ann.spec.context)
     images = _balancing_slices(train_set, slices, seed)
+    report(0.1, f"balancing thresholds on {len(images)} slices, T={timesteps}")
     t0 = time.time()
     snn = convert(
         ann, images, timesteps, scale, percentile, coding, seed, output_scaling, device=device,
         log=lambda name, raw, theta: log(f"  {name}: statistic {raw:.4g} -> threshold {theta:.4g}"),
+        progress=None if progress is None else (lambda f, m: progress(0.1 + 0.85 * f, m)),
     )
     seconds = time.time() - t0
     meta = _meta("converted", data, fold, None, coding=coding, balance_timesteps=timesteps, scale=scale,
@@ -121,6 +140,7 @@ def convert_ann(
                  source=str(ann_path))
     out = Path(out)
     save_model(snn, out / "converted.pt", meta)
+    report(1.0, "converted")
     log(f"converted in {seconds:.1f} s -> {out / 'converted.pt'}")
     return snn
 
@@ -135,7 +155,7 @@ def _balancing_slices(train_set: SliceSet, count: int, seed: int) -> np.ndarray:
 
 
 def train_snn(
-    data: PathLike,
+    data: Data,
     out: PathLike,
     cfg: TrainConfig,
     init: Optional[PathLike] = None,
@@ -170,7 +190,7 @@ def train_snn(
 
 def evaluate_model(
     model: Union[UNet, SpikingUNet],
-    data: PathLike,
+    data: Data,
     names: Optional[Sequence[str]] = None,
     timesteps: int = 32,
     coding: str = "binary",
@@ -180,7 +200,7 @@ def evaluate_model(
     progress: Optional[Progress] = None,
     batch_size: int = 24,
 ) -> Dict[str, Any]:
-    """Score a model on an MSD-layout folder (all cases, or ``names``)."""
+    """Score a model on labelled data (all cases, or ``names``)."""
     cases = load_cases(data, names)
     if not cases:
         raise HippoSNNError(f"no cases to evaluate in {data}")
@@ -195,7 +215,7 @@ def evaluate_model(
         "coding": coding,
         "threshold": threshold,
         "seed": seed,
-        "data": str(data),
+        "data": describe_source(data),
         "n_cases": len(cases),
     }
     return result

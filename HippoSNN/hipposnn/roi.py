@@ -45,6 +45,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -324,23 +325,53 @@ def _check_side(side: str, allow_both: bool = True) -> List[str]:
     raise HippoSNNError(f"Unknown side '{side}': use {choices}")
 
 
+def crop_axes(affine: np.ndarray) -> Tuple[Tuple[int, int, int], Tuple[int, int, int]]:
+    """For crop mode: which voxel axis of the input becomes model axis 0, 1, 2, and in which direction.
+
+    The MSD training crops are NIfTI files with identity affines, i.e. their voxel axes ARE the RAS axes
+    (0: x, 1: y = posterior -> anterior, 2: z = inferior -> superior). A crop in another storage order is
+    brought to that order by taking, for each RAS axis, the voxel axis closest to it (nibabel's
+    ``io_orientation``) and reversing it when it points the other way. Identity (RAS) affines are left
+    as they are. This matters for DICOM: a series stored with the placeholder geometry "identity in LPS"
+    (e.g. ``../shared/data/dicom``) has the RAS affine diag(-1, -1, 1), so its column and row axes are
+    reversed; fed as stored, the crops correlated 0.66-0.69 with the mean MSD crop and the network found
+    386-1135 mm^3, while reoriented they correlate 0.81-0.86 (MSD crops among themselves: 0.82-0.86)
+    and give 2982-3937 mm^3 shaped like the MSD labels (docs/segmentation.md).
+
+    Returns ``(perm, signs)``: model axis m reads voxel axis ``perm[m]``, reversed when ``signs[m]`` is -1.
+    """
+    ornt = nib.orientations.io_orientation(np.asarray(affine, dtype=np.float64))
+    perm = [0, 0, 0]
+    signs = [1, 1, 1]
+    for voxel_axis, (ras_axis, flip) in enumerate(ornt):
+        perm[int(ras_axis)] = voxel_axis
+        signs[int(ras_axis)] = int(flip)
+    return (perm[0], perm[1], perm[2]), (signs[0], signs[1], signs[2])
+
+
 def _crop_box(image: Image, side: str, shape: Sequence[int]) -> RoiBox:
-    """Centre crop/pad in voxel space; the input's voxel axes are taken as the model axes."""
+    """Centre crop/pad of an input that already is a crop, its voxel axes reoriented by :func:`crop_axes`."""
+    perm, signs = crop_axes(image.affine)
     shape_arr = np.asarray(shape, dtype=np.float64)
-    img_shape = np.asarray(image.shape, dtype=np.float64)
+    img_shape = np.asarray(image.shape, dtype=np.float64)[list(perm)]  # extents along the model axes
     spacing = np.asarray(image.spacing)
     matrix = np.eye(4)
     if np.allclose(spacing, ROI_SPACING_MM, atol=1e-3):
-        # Whole-voxel offset: sampling is then an exact copy, no interpolation.
+        # Whole-voxel offsets and a signed permutation: sampling is then an exact copy, no interpolation.
         offset = np.floor((img_shape - shape_arr) / 2.0)
-        matrix[:3, 3] = offset
-        matrix = image.affine @ matrix
+        to_voxel = np.zeros((4, 4))
+        to_voxel[3, 3] = 1.0
+        for m, (p, s) in enumerate(zip(perm, signs)):
+            to_voxel[p, m] = float(s)
+            to_voxel[p, 3] = offset[m] if s > 0 else img_shape[m] - 1.0 - offset[m]
+        matrix = image.affine @ to_voxel
     else:
         unit = image.affine[:3, :3] / spacing
-        centre = image.affine[:3, :3] @ ((img_shape - 1.0) / 2.0) + image.affine[:3, 3]
-        matrix[:3, :3] = unit * ROI_SPACING_MM
+        centre = image.affine[:3, :3] @ ((np.asarray(image.shape, dtype=np.float64) - 1.0) / 2.0) + image.affine[:3, 3]
+        matrix[:3, :3] = unit[:, list(perm)] * np.asarray(signs, dtype=np.float64) * ROI_SPACING_MM
         matrix[:3, 3] = centre - matrix[:3, :3] @ ((shape_arr - 1.0) / 2.0)
-    return RoiBox(side=side, matrix=matrix, shape=tuple(int(n) for n in shape), mirrored=False, qc={"mode": "crop"})
+    qc = {"mode": "crop", "voxel_axes": list(perm), "reversed_axes": [m for m in range(3) if signs[m] < 0]}
+    return RoiBox(side=side, matrix=matrix, shape=tuple(int(n) for n in shape), mirrored=False, qc=qc)
 
 
 def place_rois(
@@ -352,8 +383,9 @@ def place_rois(
 ) -> List[RoiBox]:
     """Place the model ROI(s) in ``image``.
 
-    ``mode`` is "auto" (template registration), "crop" (the input already is a hippocampus crop in
-    model axes: one centred box, no mirroring, resampled only if the spacing is not 1 mm) or a RAS
+    ``mode`` is "auto" (template registration), "crop" (the input already is a hippocampus crop like
+    the MSD ones: one centred box, voxel axes in RAS order as in the MSD files (:func:`crop_axes`), no
+    mirroring, resampled only if the spacing is not 1 mm) or a RAS
     point (x, y, z) in mm giving the centre of one side's box, axis-aligned in scanner RAS (``side``
     must then be "right" or "left"). A precomputed ``registration`` may be passed to avoid redoing it.
     """
