@@ -465,10 +465,11 @@ def segment_image(
         steps.finish("register", "ROI placed")
 
         t0 = time.perf_counter()
-        if settings.refine and settings.roi != "crop":
+        refine = settings.refine and settings.roi != "crop"
+        if refine:
             boxes = _locate(image, boxes, settings, coding)
         timings["refine"] = time.perf_counter() - t0
-        steps.finish("locate", "ROI recentred")
+        steps.finish("locate", "ROI recentred" if refine else "ROI kept")
 
         t0 = time.perf_counter()
         rois = [extract_roi(image, box) for box in boxes]
