@@ -186,6 +186,18 @@ class HippoSNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Called when the application closes and the module widget is destroyed."""
         self.removeObservers()
 
+    def onReload(self) -> None:
+        """Called by the Reload button: reload the helper packages too (importlib; `imp` is gone in 3.12)."""
+        import importlib
+        import sys
+
+        # sys.modules keeps import order and a module is listed before the modules it imports, so
+        # the reverse order reloads dependencies before their users
+        names = [n for n in sys.modules if n.split(".")[0] in ("HippoSNNLib", "hipposnn")]
+        for name in reversed(names):
+            importlib.reload(sys.modules[name])
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def enter(self) -> None:
         """Called each time the user opens this module."""
         self.initializeParameterNode()
