@@ -7,6 +7,7 @@ is imported at start-up (torch and the core load on the first Apply).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -295,31 +296,37 @@ class HippoSNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Run the segmentation."""
         node = self._parameterNode
         self.ui.statusLabel.plainText = ""
+        with self._longTask(_("Failed to segment the hippocampus.")):
+            if not node.outputSegmentation:
+                node.outputSegmentation = slicer.mrmlScene.AddNewNodeByClass(
+                    "vtkMRMLSegmentationNode", self.ui.outputSegmentationSelector.baseName
+                )
+            result = self.logic.process(
+                node.inputVolume,
+                node.outputSegmentation,
+                roiNode=node.roiNode if node.roiMode == "user" else None,
+                side=node.side,
+                model=node.model,
+                timesteps=node.timesteps,
+                coding=node.coding,
+                threshold=node.threshold,
+                seed=node.seed,
+                device=node.device,
+                checkpoint=_pathOrNone(node.customWeightsPath),
+                progressCallback=self._progress,
+                interactive=True,
+            )
+            self._showVolumes(result["volumes_mm3"])
+            if node.roiMode == "automatic":
+                self.logic.updateRoiNodes(node.inputVolume, result["boxes"])
+
+    @contextlib.contextmanager
+    def _longTask(self, errorMessage: str):
+        """Progress bar and Cancel on, one error dialog on failure, always back to idle."""
         self._setBusy(True)
         try:
-            with slicer.util.tryWithErrorDisplay(_("Failed to segment the hippocampus."), waitCursor=True):
-                if not node.outputSegmentation:
-                    node.outputSegmentation = slicer.mrmlScene.AddNewNodeByClass(
-                        "vtkMRMLSegmentationNode", self.ui.outputSegmentationSelector.baseName
-                    )
-                result = self.logic.process(
-                    node.inputVolume,
-                    node.outputSegmentation,
-                    roiNode=node.roiNode if node.roiMode == "user" else None,
-                    side=node.side,
-                    model=node.model,
-                    timesteps=node.timesteps,
-                    coding=node.coding,
-                    threshold=node.threshold,
-                    seed=node.seed,
-                    device=node.device,
-                    checkpoint=_pathOrNone(node.customWeightsPath),
-                    progressCallback=self._progress,
-                    interactive=True,
-                )
-                self._showVolumes(result["volumes_mm3"])
-                if node.roiMode == "automatic":
-                    self.logic.updateRoiNodes(node.inputVolume, result["boxes"])
+            with slicer.util.tryWithErrorDisplay(errorMessage, waitCursor=True):
+                yield
         finally:
             self._setBusy(False)
 
@@ -341,48 +348,40 @@ class HippoSNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onConvertButton(self) -> None:
         """Convert the chosen ANN weights into an SNN by threshold balancing on the training folder."""
         node = self._parameterNode
-        self._setBusy(True)
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Conversion failed."), waitCursor=True):
-                path = self.logic.convertModel(
-                    str(node.annWeightsPath),
-                    str(node.trainingDataPath),
-                    str(node.trainingOutputPath),
-                    timesteps=node.conversionTimesteps,
-                    coding=node.coding,
-                    seed=node.seed,
-                    device=node.device,
-                    progressCallback=self._progress,
-                    interactive=True,
-                )
-                node.customWeightsPath = Path(path)
-                self.addLog(_("Converted model selected for segmentation: {path}").format(path=path))
-        finally:
-            self._setBusy(False)
+        with self._longTask(_("Conversion failed.")):
+            path = self.logic.convertModel(
+                str(node.annWeightsPath),
+                str(node.trainingDataPath),
+                str(node.trainingOutputPath),
+                timesteps=node.conversionTimesteps,
+                coding=node.coding,
+                seed=node.seed,
+                device=node.device,
+                progressCallback=self._progress,
+                interactive=True,
+            )
+            node.customWeightsPath = Path(path)
+            self.addLog(_("Converted model selected for segmentation: {path}").format(path=path))
 
     def onFineTuneButton(self) -> None:
         """Fine-tune the selected (converted) SNN on the user's labelled folder."""
         node = self._parameterNode
-        self._setBusy(True)
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Fine-tuning failed."), waitCursor=True):
-                path = self.logic.fineTuneModel(
-                    _pathOrNone(node.customWeightsPath),
-                    str(node.trainingDataPath),
-                    str(node.trainingOutputPath),
-                    epochs=node.fineTuneEpochs,
-                    timesteps=node.timesteps,
-                    coding=node.coding,
-                    seed=node.seed,
-                    device=node.device,
-                    progressCallback=self._progress,
-                    interactive=True,
-                )
-                node.customWeightsPath = Path(path)
-                node.model = "snn"
-                self.addLog(_("Fine-tuned model selected for segmentation: {path}").format(path=path))
-        finally:
-            self._setBusy(False)
+        with self._longTask(_("Fine-tuning failed.")):
+            path = self.logic.fineTuneModel(
+                _pathOrNone(node.customWeightsPath),
+                str(node.trainingDataPath),
+                str(node.trainingOutputPath),
+                epochs=node.fineTuneEpochs,
+                timesteps=node.timesteps,
+                coding=node.coding,
+                seed=node.seed,
+                device=node.device,
+                progressCallback=self._progress,
+                interactive=True,
+            )
+            node.customWeightsPath = Path(path)
+            node.model = "snn"
+            self.addLog(_("Fine-tuned model selected for segmentation: {path}").format(path=path))
 
     def onTeachingButton(self) -> None:
         """Compute and show the teaching view of the chosen ROI slice."""
