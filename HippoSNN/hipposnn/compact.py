@@ -12,7 +12,7 @@ and ``mul`` would each keep another float copy of the spikes alive for their bac
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -106,11 +106,3 @@ def compact_conv(
             return F.conv_transpose2d(x, weight, stride=stride, padding=padding)
         return F.conv2d(x, weight, stride=stride, padding=padding)
     return _CompactConv.apply(x, weight, quant, pool, mask, transposed, padding, stride)
-
-
-def check_quantisable(x: Tensor, quant: int = 1) -> Tuple[bool, float]:
-    """Whether ``x * quant`` is integral within int8 range (a debugging aid used by the tests)."""
-    scaled = x * quant
-    err = float((scaled - scaled.round()).abs().max()) if x.numel() else 0.0
-    ok = err < 1e-4 and float(scaled.abs().max() if x.numel() else 0) <= 127
-    return ok, err

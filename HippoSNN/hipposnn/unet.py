@@ -303,7 +303,6 @@ class SpikingUNet(_UNetBase):
         steps, batch = spikes.shape[0], spikes.shape[1]
         train_graph = torch.is_grad_enabled() and any(p.requires_grad for p in self.weights.values())
         p = self.spec.dropout if self.training else 0.0
-        masks: Dict[str, Tensor] = {}
         outs: Dict[str, Tensor] = {INPUT: spikes.flatten(0, 1).contiguous(memory_format=torch.channels_last)}
         # spikes per position summed over channels, one map per output, shared by counters
         counts: Dict[str, Tensor] = {}
@@ -317,7 +316,6 @@ class SpikingUNet(_UNetBase):
                 hw = (h.shape[-2] // 2, h.shape[-1] // 2) if layer.pool else tuple(h.shape[-2:])
                 mask = (torch.rand(batch, h.shape[1], *hw, device=h.device) >= p).to(h.dtype)
                 mask = mask.contiguous(memory_format=torch.channels_last)
-                masks[layer.name] = mask
             weight = self._scaled_weight(layer, 1.0 / (1.0 - p) if mask is not None else 1.0)
             if stats is not None:
                 self._count_synops(stats, layer, sum(counts[n] for n in layer.inputs))
