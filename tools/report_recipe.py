@@ -25,6 +25,17 @@ from hipposnn.unet import UNetSpec, describe  # noqa: E402
 from hipposnn.weights import MODELS_DIR, read_payload, sha256_file, write_card  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+_GPU = "recipe jobs in parallel on one NVIDIA H200 (2 calls, 484 s + 251 s wall, 14 worker processes)"
+_MSD = "boundaries follow the MSD protocol, not FreeSurfer's"
+# shipped file -> (compute, limitations)
+SHIPPED_NOTES = {
+    "hipposnn_snn": (f"{_GPU}; ANN 40 epochs (~2 min), conversion (~7 s), fine-tuning 2 epochs",
+                     f"fine-tuning was cut after 2 epochs (134 batches) by the GPU time limit; {_MSD}"),
+    "hipposnn_ann": (f"{_GPU}; 40 epochs (~2 min)", _MSD),
+    "hipposnn_snn_ternary": (f"ANN: {_GPU}, 40 epochs; conversion (78 s) and 1 epoch of fine-tuning "
+                             "(135 batches of 32, ~25 min) on the 2-core CPU: `bash tools/finetune_ternary_final.sh`",
+                             f"fine-tuned for 1 epoch only; {_MSD}"),
+}
 FIG = ROOT / "docs" / "figures"
 SLICES_PER_ROI = 24
 
@@ -214,14 +225,17 @@ def write_models_md(rows, summary, curves, config) -> None:
 
 
 def write_cards(summary, config) -> None:
-    for kind in ("snn", "ann"):
-        path = MODELS_DIR / f"hipposnn_{kind}.pt"
+    for name, (compute, limitations) in SHIPPED_NOTES.items():
+        path = MODELS_DIR / f"{name}.pt"
+        if not path.exists():
+            continue
         payload = read_payload(path)
+        kind = payload["kind"]
         meta = payload["meta"]
         coding = meta.get("coding", "binary")
         s = summary[coding]
         card = {
-            "model": f"hipposnn_{kind}.pt",
+            "model": f"{name}.pt",
             "sha256": sha256_file(path),
             "kind": kind,
             "architecture": payload["spec"],
@@ -239,26 +253,24 @@ def write_cards(summary, config) -> None:
             "training": {"recipe": config, "meta": meta},
             "cv_metrics": s,
             "code_version": f"hipposnn {__version__}, recipe run at commit a183a18",
-            "compute": "recipe jobs in parallel on one NVIDIA H200 (2 calls, 484 s + 251 s wall), 14 worker "
-                       "processes; this model: ANN 40 epochs (~2 min), conversion (~7 s), fine-tuning 2 epochs",
-            "limitations": "fine-tuning of the final SNN was cut after 2 epochs (134 batches) by the GPU time "
-                           "limit; boundaries follow the MSD protocol, not FreeSurfer's",
+            "compute": compute,
+            "limitations": limitations,
         }
-        write_card(MODELS_DIR / f"hipposnn_{kind}.json", card)
+        write_card(MODELS_DIR / f"{name}.json", card)
         ann = s["ann"]
-        md = [f"# Model card: hipposnn_{kind}.pt", "", f"- SHA-256: `{card['sha256']}`",
+        md = [f"# Model card: {name}.pt", "", f"- SHA-256: `{card['sha256']}`",
               f"- Kind: {kind.upper()}; coding: {coding}; T: {card['timesteps']}",
               f"- Architecture: {payload['spec']}", f"- Data: {card['data']}", f"- Split: {card['training_split']}",
               f"- Preprocessing: {card['preprocessing']}", f"- ROI: {card['roi']}",
               f"- Cross-validation (5 folds, {coding}): ANN 3D Dice {ann['dice_3d']:.4f} ± {ann['sd_3d']:.4f}",
               f"- Compute: {card['compute']}", f"- Code: {card['code_version']}",
               f"- Limitations: {card['limitations']}", "", "Full settings, thresholds and metrics: "
-              f"`hipposnn_{kind}.json`; tables and figures: `docs/models.md`."]
+              f"`{name}.json`; tables and figures: `docs/models.md`."]
         if s["finetuned_T32"]:
             ft = s["finetuned_T32"]
             md.insert(9, f"- Fine-tuned SNN at T=32 ({ft['folds']} of 5 folds): 3D Dice {ft['dice_3d']:.4f} ± "
                          f"{ft['sd_3d']:.4f} (ANN on the same folds {s['ann_same_folds']['dice_3d']:.4f})")
-        (MODELS_DIR / f"hipposnn_{kind}.md").write_text("\n".join(md) + "\n")
+        (MODELS_DIR / f"{name}.md").write_text("\n".join(md) + "\n")
 
 
 if __name__ == "__main__":
