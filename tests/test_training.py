@@ -154,3 +154,17 @@ def test_recipe_smoke_runs_every_stage(synth, tmp_path):
     assert tuned["test"]["mean_firing_rate"] > 0
     # a rerun finds every job done and starts nothing
     assert main(["recipe", "--config", str(config), "--data", str(synth), "--out", str(out), "--smoke"]) == 0
+
+
+def test_shipped_models_load_safely_and_coding_picks_variant():
+    from hipposnn.weights import SHIPPED_VARIANTS, default_model_path, sha256_file
+
+    for kind in ("snn", "ann"):
+        path = default_model_path(kind)
+        payload = read_payload(path)  # torch.load(weights_only=True) inside
+        card = json.loads(path.with_suffix(".json").read_text())
+        assert card["sha256"] == sha256_file(path) and card["kind"] == payload["kind"] == kind
+    assert default_model_path("snn", "binary") == default_model_path("snn")
+    ternary = default_model_path("snn", "ternary")
+    assert ternary.name == SHIPPED_VARIANTS[("snn", "ternary")]
+    assert read_payload(ternary)["meta"]["coding"] == "ternary"

@@ -242,9 +242,11 @@ def write_cards(summary, config) -> None:
             "data": "MSD Task04 Hippocampus, 200 T1 crops (../shared/data/msd_hippocampus); labels 1+2 merged",
             "training_split": "fold 'all': a seeded 10 % of the crops held out for validation (LR schedule, "
                               "best epoch), the other 90 % trained on",
-            "preprocessing": "per-crop 1st-99th percentile of non-zero voxels to [0,1] (binary coding); centre "
-                             "crop/pad to 24x56x48 voxels; sagittal slices along axis 0 with one neighbour slice "
-                             "on each side as extra channels",
+            "preprocessing": "per-crop 1st-99th percentile of non-zero voxels to [0,1]"
+                             + (", then minus the crop mean and / the 99th percentile of |x| to [-1,1]"
+                                if coding == "ternary" else "")
+                             + "; centre crop/pad to 24x56x48 voxels; sagittal slices along axis 0 with one "
+                               "neighbour slice on each side as extra channels",
             "roi": "24 x 56 x 48 voxels at 1 mm (crops); 32 x 56 x 48 for whole-brain inference",
             "coding": coding,
             "timesteps": meta.get("timesteps"),

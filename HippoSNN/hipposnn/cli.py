@@ -222,7 +222,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .pipeline import evaluate_model, split_names
     from .weights import default_model_path, model_from_payload, read_payload
 
-    path = args.checkpoint or default_model_path(args.model)
+    path = args.checkpoint or default_model_path(args.model, args.coding)
     payload = read_payload(path)
     kind = args.model if args.checkpoint is None else payload["kind"]
     model = model_from_payload(payload, kind)

@@ -218,7 +218,9 @@ def resolve_device(device: str = "cpu") -> str:
     return str(device)
 
 
-def load_segmentation_model(model: str = "snn", checkpoint: str | None = None, device: str = "cpu") -> LoadedModel:
+def load_segmentation_model(
+    model: str = "snn", checkpoint: str | None = None, device: str = "cpu", coding: str | None = None
+) -> LoadedModel:
     """Load (once per file, kind and device) the network to segment with.
 
     Cached because the Slicer module segments several scans in one session and reading/building the
@@ -228,7 +230,7 @@ def load_segmentation_model(model: str = "snn", checkpoint: str | None = None, d
     if model not in ("snn", "ann"):
         raise HippoSNNError(f"Unknown model '{model}': use snn or ann")
     device = resolve_device(device)
-    path = Path(checkpoint).expanduser() if checkpoint else default_model_path(model)
+    path = Path(checkpoint).expanduser() if checkpoint else default_model_path(model, coding)
     if not path.is_file():
         raise HippoSNNError(f"model file not found: {path}")
     key = (str(path.resolve()), model, device, path.stat().st_mtime)
@@ -443,7 +445,7 @@ def segment_image(
     try:
         t0 = time.perf_counter()
         steps.report("load", 0.0, "loading the model")
-        model = load_segmentation_model(settings.model, settings.checkpoint, settings.device)
+        model = load_segmentation_model(settings.model, settings.checkpoint, settings.device, settings.coding)
         timesteps = int(settings.timesteps or model.timesteps)
         coding = settings.coding or model.coding
         timings["model"] = time.perf_counter() - t0

@@ -120,13 +120,16 @@ def write_card(path: Union[str, Path], card: Dict[str, Any]) -> None:
 
 
 SHIPPED = {"snn": "hipposnn_snn.pt", "ann": "hipposnn_ann.pt"}
+# coding-specific variants: asking for this coding picks this file instead of the default one
+SHIPPED_VARIANTS = {("snn", "ternary"): "hipposnn_snn_ternary.pt"}
 
 
-def default_model_path(kind: str = "snn") -> Path:
-    """The shipped model of ``kind`` ('snn' or 'ann'); a clear error when it is not installed."""
+def default_model_path(kind: str = "snn", coding: Optional[str] = None) -> Path:
+    """The shipped model of ``kind`` ('snn' or 'ann'), in ``coding``'s variant when one is shipped."""
     if kind not in SHIPPED:
         raise HippoSNNError(f"unknown model {kind!r} (choose snn or ann)")
-    path = MODELS_DIR / SHIPPED[kind]
+    variant = SHIPPED_VARIANTS.get((kind, coding or ""))
+    path = MODELS_DIR / (variant or SHIPPED[kind])
     if not path.is_file():
         raise HippoSNNError(f"the shipped {kind.upper()} model is missing ({path}); pass --checkpoint FILE")
     return path
