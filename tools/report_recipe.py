@@ -226,7 +226,8 @@ def write_models_md(rows, summary, curves, config) -> None:
               "| file | kind | coding | T | how it was made |", "|---|---|---|---|---|"]
     finals = {"binary": ROOT / "docs/results/reference_run/binary/fold_all/finetune_T32/log.json",
               "ternary": ROOT / "docs/results/ternary_final/log.json"}
-    val = {c: max(e["val_dice_3d"] for e in json.loads(p.read_text())["epochs"]) for c, p in finals.items() if p.exists()}
+    val = {c: max(e["val_dice_3d"] for e in json.loads(p.read_text())["epochs"])
+           for c, p in finals.items() if p.exists()}
     if len(val) == 2:
         lines += [f"Validation 3D Dice of the final SNNs on the same held-out 10 % of the crops: binary "
                   f"{val['binary']:.4f}, ternary {val['ternary']:.4f}. Ternary is ahead in cross-validation too; it "
