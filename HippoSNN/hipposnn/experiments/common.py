@@ -130,12 +130,15 @@ class Context:
 
 # -- data -----------------------------------------------------------------------------------------
 def synthetic_msd(root: Path, n: int = 8, seed: int = 0) -> Path:
-    """A tiny MSD-layout folder: bright ellipsoids ("hippocampi") in noisy 24x56x48 crops.
+    """A tiny MSD-layout folder of 24x56x48 synthetic crops (:mod:`hipposnn.synthetic`).
 
     Deterministic and written once, so every smoke experiment of one run shares it.
     """
     if (root / "labelsTr").is_dir() and len(list((root / "labelsTr").glob("*.nii.gz"))) >= n:
         return root
+    from ..synthetic import write_synthetic_msd
+
+    return write_synthetic_msd(root, n, seed, shape=(24, 56, 48))
     import nibabel as nib
 
     rng = np.random.default_rng(seed)
