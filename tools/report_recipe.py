@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from hipposnn import __version__  # noqa: E402
 from hipposnn.metrics import AC_PJ, MAC_PJ, ann_macs  # noqa: E402
-from hipposnn.unet import UNetSpec, describe  # noqa: E402
+from hipposnn.recipe import spec_from_config  # noqa: E402
+from hipposnn.unet import describe  # noqa: E402
 from hipposnn.weights import MODELS_DIR, read_payload, sha256_file, write_card  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,9 +63,7 @@ def main() -> None:
     config = json.loads((run / "config.json").read_text())
     # the config saved last may list fewer codings than the run holds (a resumed partial run)
     config["codings"] = [c for c in ("binary", "ternary") if (run / c).is_dir()]
-    spec_cfg = dict(config["spec"])
-    context = int(spec_cfg.pop("context", 0))
-    spec = UNetSpec(in_channels=1 + 2 * context, **{**spec_cfg, "channels": tuple(spec_cfg["channels"])})
+    spec = spec_from_config(config)
     ann_roi_macs = sum(ann_macs(describe(spec), spec, 56, 48).values()) * SLICES_PER_ROI
     FIG.mkdir(parents=True, exist_ok=True)
     rows, summary = [], {}

@@ -92,6 +92,15 @@ def plan(config: Dict[str, Any]) -> List[Job]:
     return jobs
 
 
+def spec_from_config(config: Dict[str, Any]):
+    """The UNetSpec of a recipe config (its ``context`` neighbour slices become input channels)."""
+    from .unet import UNetSpec
+
+    spec_cfg = dict(config["spec"])
+    context = int(spec_cfg.pop("context", 0))
+    return UNetSpec(in_channels=1 + 2 * context, **{**spec_cfg, "channels": tuple(spec_cfg["channels"])})
+
+
 def _depends_on(job: Job) -> Optional[Job]:
     return None if job.stage == "ann" else Job("ann", job.coding, job.fold)
 
@@ -171,7 +180,6 @@ def _run_job(config: Dict[str, Any], data: str, out: str, job: Job, device: str,
 def _execute(config: Dict[str, Any], data: Path, out: Path, job: Job, device: str, threads: int) -> Dict[str, Any]:
     from .pipeline import convert_ann, evaluate_model, split_names, train_ann, train_snn
     from .training import TrainConfig
-    from .unet import UNetSpec
     from .weights import load_model
 
     seed = int(config.get("seed", 0))
@@ -179,9 +187,7 @@ def _execute(config: Dict[str, Any], data: Path, out: Path, job: Job, device: st
     fold = None if job.fold == ALL else int(job.fold)
     folder = out / job.folder
     test = split_names(data, fold, k, seed)[2] if fold is not None else []
-    spec_cfg = dict(config["spec"])
-    context = int(spec_cfg.pop("context", 0))
-    spec = UNetSpec(in_channels=1 + 2 * context, **{**spec_cfg, "channels": tuple(spec_cfg["channels"])})
+    spec = spec_from_config(config)
     quiet = lambda message: None  # noqa: E731
     t0 = time.time()
     result: Dict[str, Any] = {"job": job.folder, "stage": job.stage, "coding": job.coding, "fold": job.fold,

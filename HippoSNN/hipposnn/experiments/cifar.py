@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..encoding import make_generator, poisson_spikes
 from ..neurons import if_neuron
-from .common import Context, pyplot, write_csv
+from .common import Context, pyplot, save_figure, write_csv
 
 DEFAULT_ARCHIVE = Path(__file__).resolve().parents[4] / "shared" / "data" / "cifar10" / "cifar10-jpeg.tar.gz"
 
@@ -292,7 +292,5 @@ def table4(ctx: Context) -> Dict[str, Any]:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     ax.set_title(f"Table 4: CIFAR-10 VGG-5, binary vs ternary ({ctx.mode} setting)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(ctx.out / "exp_table4.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, ctx.out / "exp_table4.png", dpi=120)
     return {"rows": rows, "n_train": int(len(tr)), "n_test": int(len(te))}

@@ -382,6 +382,13 @@ def pyplot():
     return plt
 
 
+def save_figure(fig: Any, path: Path, dpi: int = 120) -> None:
+    """Lay out, write and release a figure (figures pile up in memory otherwise)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+
+
 def fmt_pm(mean: Optional[float], sd: Optional[float]) -> str:
     if mean is None or (isinstance(mean, float) and np.isnan(mean)):
         return "-"

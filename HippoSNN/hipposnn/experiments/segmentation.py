@@ -33,6 +33,7 @@ from .common import (
     pyplot,
     reference_finetuned,
     reference_results,
+    save_figure,
     score_probs,
     snn_at,
     write_csv,
@@ -128,9 +129,7 @@ def _bar_table(ctx: Context, rows: List[Dict[str, Any]], group: str, title: str,
         ax.set_ylabel(f"{metric.upper()} Dice")
     axes[1].legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(ctx.out / f"exp_{name}.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, ctx.out / f"exp_{name}.png", dpi=120)
 
 
 # -- Table 1 --------------------------------------------------------------------------------------
@@ -189,9 +188,7 @@ def fig3(ctx: Context) -> Dict[str, Any]:
     for ax in axes:
         ax.axis("off")
     fig.suptitle("Figure 3: outputs on one test slice (red: ground-truth outline)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(ctx.out / "exp_fig3.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, ctx.out / "exp_fig3.png", dpi=120)
     return {"rows": rows, "slice": {"case": one.names[0], "index": idx % 24}}
 
 
@@ -231,9 +228,7 @@ def fig4(ctx: Context) -> Dict[str, Any]:
     ax.legend(loc="upper left", fontsize=7)
     ax2.legend(loc="upper right", fontsize=7)
     ax.set_title("Figure 4: per-layer firing rates before and after fine-tuning", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(ctx.out / "exp_fig4.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, ctx.out / "exp_fig4.png", dpi=120)
     mask_ratio = {k: v["pred_voxels"] / max(v["true_voxels"], 1) for k, v in res.items()}
     return {"rows": rows, "dice_3d": {k: v["dice_3d"] for k, v in res.items()}, "mask_to_truth_ratio": mask_ratio,
             "T": t}
@@ -271,9 +266,7 @@ def table2(ctx: Context) -> Dict[str, Any]:
     ax.set_ylabel("3D Dice")
     ax.legend(fontsize=7)
     ax.set_title("Table 2 / Figure 5: Dice vs output threshold", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(ctx.out / "exp_table2.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, ctx.out / "exp_table2.png", dpi=120)
     return {"rows": rows, "best_threshold": best}
 
 
@@ -333,9 +326,7 @@ def fig6a(ctx: Context) -> Dict[str, Any]:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
     ax.set_title("Figure 6A: converted SNN Dice vs timesteps, by threshold scale", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(ctx.out / "exp_fig6a.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, ctx.out / "exp_fig6a.png", dpi=120)
     return {"rows": rows, "ann_dice_3d": ann_score["dice_3d"], "n_cases": len(sl.names)}
 
 
@@ -392,9 +383,7 @@ def fig6b(ctx: Context) -> Dict[str, Any]:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     ax.set_title("Figure 6B: fine-tuning vs direct training", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(ctx.out / "exp_fig6b.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, ctx.out / "exp_fig6b.png", dpi=120)
     return {"rows": table, "source": source}
 
 
