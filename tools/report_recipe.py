@@ -34,7 +34,7 @@ SHIPPED_NOTES = {
                      f"fine-tuning was cut after 2 epochs (134 batches) by the GPU time limit; {_MSD}"),
     "hipposnn_ann": (f"{_GPU}; 40 epochs (~2 min)", _MSD),
     "hipposnn_snn_ternary": (f"ANN: {_GPU}, 40 epochs; conversion (78 s) and 1 epoch of fine-tuning "
-                             "(135 batches of 32, ~25 min) on the 2-core CPU: `bash tools/finetune_ternary_final.sh`",
+                             "(135 batches of 32, 22.5 min) on the 2-core CPU: `bash tools/finetune_ternary_final.sh`",
                              f"fine-tuned for 1 epoch only; {_MSD}"),
 }
 FIG = ROOT / "docs" / "figures"
