@@ -112,7 +112,7 @@ class HippoSNNParameterNode:
     roiNode: vtkMRMLMarkupsROINode
     outputSegmentation: vtkMRMLSegmentationNode
     timesteps: Annotated[int, WithinRange(1, 1000)] = 32
-    coding: Annotated[str, Choice(["binary", "ternary"])] = "binary"
+    coding: Annotated[str, Choice(["binary", "ternary"])] = "ternary"
     threshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     model: Annotated[str, Choice(["snn", "ann"])] = "snn"
     side: Annotated[str, Choice(["both", "right", "left"])] = "both"
@@ -711,7 +711,7 @@ class HippoSNNLogic(ScriptedLoadableModuleLogic):
         outputFolder: str,
         timesteps: int = 200,
         scale: float = 0.7,
-        coding: str = "binary",
+        coding: str = "ternary",
         seed: int = 0,
         device: Optional[str] = None,
         progressCallback: Optional[ProgressCallback] = None,
@@ -763,7 +763,7 @@ class HippoSNNLogic(ScriptedLoadableModuleLogic):
         outputFolder: str,
         epochs: int = 10,
         timesteps: int = 32,
-        coding: str = "binary",
+        coding: str = "ternary",
         seed: int = 0,
         device: Optional[str] = None,
         progressCallback: Optional[ProgressCallback] = None,
@@ -781,7 +781,7 @@ class HippoSNNLogic(ScriptedLoadableModuleLogic):
         from hipposnn.training import TrainConfig
         from hipposnn.weights import default_model_path
 
-        init = initPath or str(default_model_path("snn"))
+        init = initPath or str(default_model_path("snn", coding))
         config = TrainConfig(
             stage="finetune",
             epochs=int(epochs),
@@ -807,7 +807,7 @@ class HippoSNNLogic(ScriptedLoadableModuleLogic):
         side: str = "right",
         sliceIndex: int = 12,
         timesteps: int = 32,
-        coding: str = "binary",
+        coding: str = "ternary",
         seed: int = 0,
         device: Optional[str] = None,
         checkpoint: Optional[str] = None,
@@ -821,7 +821,8 @@ class HippoSNNLogic(ScriptedLoadableModuleLogic):
         if not inputVolume:
             raise ValueError(_("Input volume is invalid"))
         self.ensureDependencies(interactive)
-        from hipposnn.roi import extract_roi, place_rois
+        from hipposnn.inference import model_inputs
+        from hipposnn.roi import place_rois
         from hipposnn.teaching import teaching_view
         from hipposnn.weights import default_model_path, load_model
 
@@ -830,15 +831,17 @@ class HippoSNNLogic(ScriptedLoadableModuleLogic):
         if not boxes:
             boxes = place_rois(image, side, "auto")
         box = boxes[0]
-        network = load_model(checkpoint or default_model_path("snn"), "snn")
+        network = load_model(checkpoint or default_model_path("snn", coding), "snn")
+        (roi,), (valid,) = model_inputs(image, [box], crop=False)  # exactly what segmentation feeds the network
         view = teaching_view(
             network,
-            extract_roi(image, box),
+            roi,
             int(sliceIndex),
             int(timesteps),
             coding,
             int(seed),
             self.resolveDevice(device),
+            valid=valid,
         )
         view.box = box
         return view

@@ -14,9 +14,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from hipposnn.inference import SegmentationSettings, segment_image  # noqa: E402
+from hipposnn import DEFAULT_CODING  # noqa: E402
+from hipposnn.inference import SegmentationSettings, model_inputs, segment_image  # noqa: E402
 from hipposnn.io import load_image  # noqa: E402
-from hipposnn.roi import extract_roi  # noqa: E402
 from hipposnn.teaching import teaching_view  # noqa: E402
 from hipposnn.weights import default_model_path, load_model  # noqa: E402
 
@@ -58,9 +58,9 @@ def main() -> None:
     plt.close(fig)
 
     box = next(b for b in result.boxes if b.side == "right")
-    roi = extract_roi(image, box)
+    (roi,), (valid,) = model_inputs(image, [box], crop=False)
     model = load_model(default_model_path("snn"), "snn")
-    view = teaching_view(model, roi, 12, 32, "binary", 0)
+    view = teaching_view(model, roi, 12, 32, DEFAULT_CODING, 0, valid=valid)
     fig, axes = plt.subplots(2, 4, figsize=(14, 7))
     axes[0, 0].imshow(view.image.T, cmap="gray", origin="lower")
     axes[0, 0].set_title("ROI slice 12 (normalised)")
@@ -82,7 +82,7 @@ def main() -> None:
     axes[1, 3].set_title(f"energy: ANN/SNN = {e['ratio_ann_to_snn']:.2f}")
     for ax in axes.flat[:7]:
         ax.axis("off")
-    fig.suptitle("HippoSNN teaching view (shipped SNN, real spikes, Colin27 right hippocampus ROI)")
+    fig.suptitle(f"HippoSNN teaching view (shipped {DEFAULT_CODING} SNN, real spikes, Colin27 right hippocampus ROI)")
     fig.tight_layout()
     fig.savefig(HERE / "Screenshot02.png", dpi=100)
     plt.close(fig)

@@ -92,6 +92,26 @@ def test_normalisation_robust_to_outliers():
         normalise(np.array([[[np.nan, 1.0]]]))
 
 
+@pytest.mark.parametrize("coding", ["binary", "ternary"])
+def test_normalise_over_content_mask_equals_normalise_then_pad(coding):
+    """Training normalises a crop, then zero-pads it; inference normalises padded ROIs over a content
+    mask. The two must agree, or ternary padding turns negative (dark tissue) at inference only."""
+    rng = np.random.default_rng(3)
+    crop = rng.gamma(4.0, 25.0, (6, 30, 20)).astype(np.float32)
+    pad = [(1, 2), (9, 17), (11, 17)]
+    padded = np.pad(crop, pad)
+    mask = np.pad(np.ones(crop.shape, bool), pad)
+    expected = np.pad(normalise(crop, coding), pad)
+    got = normalise(padded, coding, valid=mask)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    if coding == "ternary":  # what the old, mask-free path did: the padding became negative
+        assert normalise(padded, coding)[~mask].max() < -0.05 and got[~mask].max() == 0.0
+    with pytest.raises(ValueError, match="valid mask shape"):
+        normalise(padded, coding, valid=mask[:, :, :3])
+    with pytest.raises(HippoSNNError, match="outside the scan"):
+        normalise(padded, coding, valid=np.zeros_like(mask))
+
+
 def test_slices_round_trip(tmp_path):
     root = make_msd_folder(tmp_path / "d", n=2)
     s = build_slices(load_cases(root))

@@ -12,6 +12,7 @@ from hipposnn.inference import (
     SegmentationSettings,
     frame_like_training,
     load_segmentation_model,
+    model_inputs,
     roi_coverage,
     segment_image,
 )
@@ -118,6 +119,24 @@ def test_frame_and_coverage() -> None:
     affine = np.eye(4)
     affine[:3, 3] = -40.0
     assert roi_coverage(box, affine, mask) == pytest.approx(64 / 65)
+
+
+def test_model_inputs_mark_content_like_training_crops() -> None:
+    """Crop mode: the box pads the crop to the 56 x 48 plane, and only the crop's own voxels are
+    content. Whole-brain boxes: the training-like window is the content, zero outside."""
+    from hipposnn.roi import place_rois
+
+    image = _crop_image()  # 34 x 50 x 36 voxels of 1 mm
+    box = place_rois(image, "right", "crop", (34, 56, 48))[0]
+    (roi,), (valid,) = model_inputs(image, [box], crop=True)
+    assert roi.shape == valid.shape == (34, 56, 48) and valid.sum() == 34 * 50 * 36
+    assert (roi[~valid] == 0).all() and (roi[valid] > 0).all()
+    whole = RoiBox(side="left", matrix=box_matrix((0.0, 0.0, 0.0), shape=AUTO_ROI_SHAPE), shape=AUTO_ROI_SHAPE)
+    big = Image(np.full((80, 80, 80), 7.0, np.float32), np.eye(4) - np.diag([0, 0, 0, 0]))
+    big.affine[:3, 3] = -40.0
+    (roi,), (valid,) = model_inputs(big, [whole], crop=False)
+    assert valid.sum() == AUTO_ROI_SHAPE[0] * 50 * 35
+    np.testing.assert_array_equal(roi, frame_like_training(np.full(AUTO_ROI_SHAPE, 7.0, np.float32)))
 
 
 def test_centre_mode_needs_one_side() -> None:

@@ -10,4 +10,8 @@ __version__ = "0.1.0"
 
 from .errors import Cancelled, HippoSNNError
 
-__all__ = ["Cancelled", "HippoSNNError", "__version__"]
+# the input spike coding of the shipped default models: ternary spikes beat binary ones in the
+# cross-validation of every stage (docs/models.md), so the CLI, the Slicer module and training default to it
+DEFAULT_CODING = "ternary"
+
+__all__ = ["DEFAULT_CODING", "Cancelled", "HippoSNNError", "__version__"]

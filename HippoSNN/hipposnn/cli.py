@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from . import __version__
+from . import DEFAULT_CODING, __version__
 from .argtypes import percentile as _percentile
 from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
@@ -38,7 +38,8 @@ def _add_train(p: argparse.ArgumentParser, lr: float, epochs: int, batch: int) -
     p.add_argument("--epochs", type=_positive_int, default=epochs)
     p.add_argument("--batch-size", type=_positive_int, default=batch)
     p.add_argument("--lr", type=_positive_float, default=lr)
-    p.add_argument("--coding", choices=["binary", "ternary"], default="binary")
+    p.add_argument("--coding", choices=["binary", "ternary"], default=DEFAULT_CODING,
+                   help=f"input spike coding (default {DEFAULT_CODING}, that of the shipped models)")
     p.add_argument("--augment", action="store_true", help="small random in-plane affine and contrast changes")
     p.add_argument("--max-batches", type=_positive_int, default=None, help="stop after this many batches")
     p.add_argument("--eval-every", type=_positive_int, default=None, help="also validate every N batches")
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--percentile", type=_percentile, default=None,
                    help="balance on this percentile of positive currents instead of the maximum")
     p.add_argument("--slices", type=_positive_int, default=32, help="training slices used for balancing")
-    p.add_argument("--coding", choices=["binary", "ternary"], default="binary")
+    p.add_argument("--coding", choices=["binary", "ternary"], default=DEFAULT_CODING,
+                   help=f"input spike coding (default {DEFAULT_CODING}, that of the shipped models)")
     p.add_argument("--output-scaling", choices=["mean", "sum"], default="mean")
 
     p = sub.add_parser("finetune", help="stage 3: spike-based fine-tuning (BPTT) of a converted SNN")
@@ -115,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="seconds-long variant for CI")
     p.add_argument("--deadline", type=_positive_float, default=None,
                    help="start no new job after this many seconds (rerun later to finish)")
+    p.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
+                   help="run only the jobs whose folder matches one of these patterns, e.g. 'ternary/*'")
 
     from .experiments import add_experiment_parser
     from .segment_cli import add_segment_parser
@@ -209,7 +213,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.smoke:
             config = smoke_config(config)
         threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
-        run_recipe(config, args.data, args.out, args.jobs, args.device, threads, deadline=args.deadline)
+        run_recipe(config, args.data, args.out, args.jobs, args.device, threads, deadline=args.deadline,
+                   only=args.only)
         print(f"recipe finished: {args.out}")
     elif cmd == "crop-stats":
         from .data import crop_loss, load_cases

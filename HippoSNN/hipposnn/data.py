@@ -252,9 +252,26 @@ def crop_loss(cases: Sequence[Case], shape: Sequence[int] = ROI_SHAPE) -> Dict[s
     }
 
 
-def normalise(volume: np.ndarray, coding: str = "binary", low: float = 1.0, high: float = 99.0) -> np.ndarray:
-    """Per-volume robust intensity normalisation to [0, 1] (binary) or zero-mean [-1, 1] (ternary)."""
+def normalise(
+    volume: np.ndarray, coding: str = "binary", low: float = 1.0, high: float = 99.0, valid: Optional[np.ndarray] = None
+) -> np.ndarray:
+    """Per-volume robust intensity normalisation to [0, 1] (binary) or zero-mean [-1, 1] (ternary).
+
+    ``valid`` (bool mask, default all voxels): the voxels that hold image content; the statistics come
+    from them alone and every other voxel becomes 0. Training normalises each crop and *then* pads it
+    with zeros, so inference must treat its padding and framing the same way: for ternary coding a
+    zero voxel normalised with the rest would become negative, i.e. look like dark tissue.
+    """
     vol = np.asarray(volume, dtype=np.float32)
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        if valid.shape != vol.shape:
+            raise ValueError(f"valid mask shape {valid.shape} differs from the volume's {vol.shape}")
+        if not valid.any():
+            raise HippoSNNError("no image content to normalise (the ROI lies outside the scan)")
+        out = np.zeros(vol.shape, dtype=np.float32)
+        out[valid] = normalise(vol[valid], coding, low, high)
+        return out
     if not np.all(np.isfinite(vol)):
         raise HippoSNNError("image contains NaN or infinite values")
     fg = vol[vol != 0]

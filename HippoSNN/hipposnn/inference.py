@@ -316,21 +316,53 @@ def roi_coverage(box: RoiBox, image_affine: np.ndarray, mask: np.ndarray) -> flo
     return float(inside.mean())
 
 
-def frame_like_training(roi: np.ndarray) -> np.ndarray:
-    """Zero the ROI outside the MSD-like tissue window (see ``FRAME_SHAPE``), centred as in the crops.
+def training_window(shape: Sequence[int]) -> np.ndarray:
+    """Bool mask of the MSD-like tissue window (see ``FRAME_SHAPE``) in an ROI of ``shape``, placed as
+    the hippocampus sits in the training crops.
 
     Assumes the hippocampus centroid is at the ROI centre (true after registration or recentring).
     """
-    out = np.array(roi, dtype=np.float32, copy=True)
     lo = []
     for axis, (size, offset) in enumerate(zip(FRAME_SHAPE, FRAME_OFFSET), start=1):
-        centre = (out.shape[axis] - 1) / 2.0 - offset
+        centre = (shape[axis] - 1) / 2.0 - offset
         lo.append(int(round(centre - (size - 1) / 2.0)))
-    keep = np.zeros(out.shape, dtype=bool)
+    keep = np.zeros(tuple(int(n) for n in shape), dtype=bool)
     j0, k0 = max(lo[0], 0), max(lo[1], 0)
     keep[:, j0 : lo[0] + FRAME_SHAPE[0], k0 : lo[1] + FRAME_SHAPE[1]] = True
-    out[~keep] = 0.0
+    return keep
+
+
+def frame_like_training(roi: np.ndarray) -> np.ndarray:
+    """Zero the ROI outside :func:`training_window`."""
+    out = np.array(roi, dtype=np.float32, copy=True)
+    out[~training_window(out.shape)] = 0.0
     return out
+
+
+def model_inputs(image: Image, boxes: Sequence[RoiBox], crop: bool) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    """The ROIs the network sees, each with the mask of voxels that carry image content.
+
+    Whole-brain boxes are framed like the training crops (:func:`training_window`); a crop input
+    (``crop=True``) keeps its own extent, and the padding the box adds around it is not content.
+    Normalising over the masks (``data.normalise(..., valid=mask)``) then matches training, which
+    normalised each crop before zero-padding it.
+    """
+    rois, valids = [], []
+    for box in boxes:
+        roi = extract_roi(image, box)
+        if crop:
+            inside = _resample_ones(image, box) > 0.5
+        else:
+            inside = training_window(roi.shape)
+            roi[~inside] = 0.0
+        rois.append(roi)
+        valids.append(inside)
+    return rois, valids
+
+
+def _resample_ones(image: Image, box: RoiBox) -> np.ndarray:
+    ones = Image(np.ones(image.shape, dtype=np.float32), image.affine)
+    return extract_roi(ones, box)
 
 
 def _crop_shape(image: Image) -> Tuple[int, int, int]:
@@ -382,10 +414,16 @@ class _Steps:
 
 
 def _predict(
-    model: LoadedModel, rois: Sequence[np.ndarray], timesteps: int, coding: str, seed: int, progress: Progress | None
+    model: LoadedModel,
+    rois: Sequence[np.ndarray],
+    valids: Sequence[np.ndarray],
+    timesteps: int,
+    coding: str,
+    seed: int,
+    progress: Progress | None,
 ) -> List[np.ndarray]:
     """Probabilities on each ROI grid; the slices of all ROIs run together (one seeded stream)."""
-    stacks = [to_slices(normalise(roi, coding), model.context) for roi in rois]
+    stacks = [to_slices(normalise(roi, coding, valid=v), model.context) for roi, v in zip(rois, valids)]
     counts = [len(s) for s in stacks]
     if len(set(s.shape[1:] for s in stacks)) == 1:
         groups = [(np.concatenate(stacks), list(range(len(stacks))))]
@@ -474,10 +512,8 @@ def segment_image(
         steps.finish("locate", "ROI recentred" if refine else "ROI kept")
 
         t0 = time.perf_counter()
-        rois = [extract_roi(image, box) for box in boxes]
-        if settings.roi != "crop":
-            rois = [frame_like_training(roi) for roi in rois]
-        probs = _predict(model, rois, timesteps, coding, settings.seed, steps.sub("infer"))
+        rois, valids = model_inputs(image, boxes, crop=settings.roi == "crop")
+        probs = _predict(model, rois, valids, timesteps, coding, settings.seed, steps.sub("infer"))
         timings["inference"] = time.perf_counter() - t0
         steps.finish("infer", "slices segmented")
 
@@ -533,9 +569,9 @@ def segment_image(
 
 def _locate(image: Image, boxes: List[RoiBox], settings: SegmentationSettings, coding: str) -> List[RoiBox]:
     """Recentre each box on a quick ANN prediction (the registration's residual shift is mostly translation)."""
-    ann = load_segmentation_model("ann", None, settings.device)
-    rois = [frame_like_training(extract_roi(image, box)) for box in boxes]
-    probs = _predict(ann, rois, 1, "binary", settings.seed, None)
+    ann = load_segmentation_model("ann", None, settings.device, coding)
+    rois, valids = model_inputs(image, boxes, crop=False)
+    probs = _predict(ann, rois, valids, 1, ann.coding, settings.seed, None)
     return [recenter(box, prob, threshold=0.5) for box, prob in zip(boxes, probs)]
 
 

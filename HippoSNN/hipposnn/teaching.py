@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 import torch
 
+from . import DEFAULT_CODING
 from .data import normalise, to_slices
 from .encoding import CODINGS, make_generator, poisson_spikes
 from .metrics import AC_PJ, MAC_PJ, ann_macs, energy_pj
@@ -72,18 +73,27 @@ class TeachingView:
         }
 
 
-def normalised_slices(roi_volume: np.ndarray, coding: str, context: int = 0) -> np.ndarray:
-    """Normalise an ROI volume (24, 56, 48) for ``coding`` and cut it into network inputs (N, C, H, W)."""
+def normalised_slices(
+    roi_volume: np.ndarray, coding: str, context: int = 0, valid: Optional[np.ndarray] = None
+) -> np.ndarray:
+    """Normalise an ROI volume (24, 56, 48) for ``coding`` and cut it into network inputs (N, C, H, W).
+
+    ``valid``: voxels with image content (``inference.model_inputs``), as segmentation uses them.
+    """
     if coding not in CODINGS:
         raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
     volume = np.asarray(roi_volume, dtype=np.float32)
     if volume.ndim != 3:
         raise ValueError(f"expected a 3D ROI volume, got shape {volume.shape}")
-    return to_slices(normalise(volume, coding), context)
+    return to_slices(normalise(volume, coding, valid=valid), context)
 
 
 def input_spike_trains(
-    roi_volume: np.ndarray, slice_index: int, timesteps: int = DEFAULT_TIMESTEPS, seed: int = 0
+    roi_volume: np.ndarray,
+    slice_index: int,
+    timesteps: int = DEFAULT_TIMESTEPS,
+    seed: int = 0,
+    valid: Optional[np.ndarray] = None,
 ) -> Dict[str, np.ndarray]:
     """Input spike trains (T, H, W) of one slice for binary and ternary coding, as int8.
 
@@ -93,7 +103,7 @@ def input_spike_trains(
     _check_steps(timesteps)
     out: Dict[str, np.ndarray] = {}
     for coding in CODINGS:
-        slices = normalised_slices(roi_volume, coding)
+        slices = normalised_slices(roi_volume, coding, valid=valid)
         _check_index(slice_index, len(slices))
         x = torch.from_numpy(np.ascontiguousarray(slices[slice_index : slice_index + 1, 0]))
         spikes = poisson_spikes(x, timesteps, make_generator(seed), coding)
@@ -106,7 +116,7 @@ def probability_trace(
     model: SpikingUNet,
     slice_input: np.ndarray,
     timesteps: int = DEFAULT_TIMESTEPS,
-    coding: str = "binary",
+    coding: str = DEFAULT_CODING,
     seed: int = 0,
     device: Union[str, torch.device] = "cpu",
     stats: Optional[SpikeStats] = None,
@@ -155,14 +165,19 @@ def teaching_view(
     roi_volume: np.ndarray,
     slice_index: int,
     timesteps: int = DEFAULT_TIMESTEPS,
-    coding: str = "binary",
+    coding: str = DEFAULT_CODING,
     seed: int = 0,
     device: Union[str, torch.device] = "cpu",
+    valid: Optional[np.ndarray] = None,
 ) -> TeachingView:
-    """Compute the teaching view of sagittal slice ``slice_index`` of an ROI volume (model grid, raw intensities)."""
+    """Compute the teaching view of sagittal slice ``slice_index`` of an ROI volume (model grid, raw intensities).
+
+    ``valid``: the ROI's content mask from ``inference.model_inputs``, so the view shows exactly the
+    input the segmentation used.
+    """
     if not isinstance(model, SpikingUNet):
         raise TypeError("the teaching view needs the spiking network (an SNN model)")
-    slices = normalised_slices(roi_volume, coding, model.spec.context)
+    slices = normalised_slices(roi_volume, coding, model.spec.context, valid)
     _check_index(slice_index, len(slices))
     stats = SpikeStats()
     probability = probability_trace(model, slices[slice_index], timesteps, coding, seed, device, stats)
@@ -174,7 +189,7 @@ def teaching_view(
         timesteps=int(timesteps),
         seed=int(seed),
         image=np.ascontiguousarray(slices[slice_index, model.spec.context]),
-        input_spikes=input_spike_trains(roi_volume, slice_index, timesteps, seed),
+        input_spikes=input_spike_trains(roi_volume, slice_index, timesteps, seed, valid),
         probability=probability,
         firing_rates=stats.firing_rates(),
         synops=stats.synops_per_sample(),

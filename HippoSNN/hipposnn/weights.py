@@ -16,6 +16,8 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
+from . import DEFAULT_CODING
+from .encoding import CODINGS
 from .errors import HippoSNNError
 from .unet import SpikingUNet, UNet, UNetSpec
 
@@ -119,17 +121,25 @@ def write_card(path: Union[str, Path], card: Dict[str, Any]) -> None:
     atomic_write_text(Path(path), json.dumps(card, indent=2, sort_keys=True, default=str))
 
 
-SHIPPED = {"snn": "hipposnn_snn.pt", "ann": "hipposnn_ann.pt"}
-# coding-specific variants: asking for this coding picks this file instead of the default one
-SHIPPED_VARIANTS = {("snn", "ternary"): "hipposnn_snn_ternary.pt"}
+MODEL_KINDS = ("snn", "ann")
+
+
+def shipped_name(kind: str, coding: str) -> str:
+    return f"hipposnn_{kind}_{coding}.pt"
 
 
 def default_model_path(kind: str = "snn", coding: Optional[str] = None) -> Path:
-    """The shipped model of ``kind`` ('snn' or 'ann'), in ``coding``'s variant when one is shipped."""
-    if kind not in SHIPPED:
+    """The shipped model of ``kind`` ('snn' or 'ann') for ``coding`` (default: :data:`DEFAULT_CODING`).
+
+    Both codings are shipped for both kinds because a model only works with the input normalisation
+    and spike coding it was trained with.
+    """
+    if kind not in MODEL_KINDS:
         raise HippoSNNError(f"unknown model {kind!r} (choose snn or ann)")
-    variant = SHIPPED_VARIANTS.get((kind, coding or ""))
-    path = MODELS_DIR / (variant or SHIPPED[kind])
+    coding = coding or DEFAULT_CODING
+    if coding not in CODINGS:
+        raise HippoSNNError(f"unknown spike coding {coding!r} (choose binary or ternary)")
+    path = MODELS_DIR / shipped_name(kind, coding)
     if not path.is_file():
         raise HippoSNNError(f"the shipped {kind.upper()} model is missing ({path}); pass --checkpoint FILE")
     return path
