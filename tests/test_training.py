@@ -12,6 +12,7 @@ import pytest
 import torch
 from hipposnn.cli import main
 from hipposnn.data import build_slices, load_cases
+from hipposnn.errors import HippoSNNError
 from hipposnn.training import TrainConfig, Trainer
 from hipposnn.unet import SpikingUNet, UNet, UNetSpec
 from hipposnn.weights import load_model, read_payload
@@ -154,17 +155,64 @@ def test_recipe_smoke_runs_every_stage(synth, tmp_path):
     assert tuned["test"]["mean_firing_rate"] > 0
     # a rerun finds every job done and starts nothing
     assert main(["recipe", "--config", str(config), "--data", str(synth), "--out", str(out), "--smoke"]) == 0
+    # a checkpoint brought back from another machine (imported.json, no last.pt) is scored, not retrained
+    folder = out / "binary" / "fold_0" / "finetune_T4"
+    (folder / "result.json").unlink()
+    for name in ("last.pt", "final.pt"):
+        (folder / name).unlink()
+    (folder / "imported.json").write_text('{"from": "test"}')
+    stamp = (folder / "best.pt").stat().st_mtime_ns
+    assert main(["recipe", "--config", str(config), "--data", str(synth), "--out", str(out), "--smoke"]) == 0
+    rescored = json.loads((folder / "result.json").read_text())
+    assert rescored["imported"] and rescored["test"] == tuned["test"]
+    assert (folder / "best.pt").stat().st_mtime_ns == stamp and not (folder / "last.pt").exists()
+
+
+def test_recipe_only_runs_the_chosen_jobs_and_the_ann_they_start_from(synth, tmp_path, capsys):
+    config = Path(__file__).resolve().parents[1] / "configs" / "reference.json"
+    out = tmp_path / "recipe"
+    base = ["recipe", "--config", str(config), "--data", str(synth), "--out", str(out), "--smoke", "--threads", "1"]
+    assert main(base + ["--only", "*/fold_1/finetune_*"]) == 0
+    assert json.loads((out / "jobs.json").read_text())["finished"] == ["binary/fold_1/ann",
+                                                                       "binary/fold_1/finetune_T4"]
+    assert not (out / "binary" / "fold_0").exists()
+    assert main(base + ["--only", "nothing/*"]) == 2
+    assert "matches no job" in capsys.readouterr().err
+
+
+def test_recipe_worker_stops_when_the_recipe_process_is_gone(monkeypatch):
+    from hipposnn.recipe import parent_watch
+
+    alive = parent_watch(os.getppid())
+    assert alive(0.5, "epoch 1") is True
+    monkeypatch.setattr(os, "getppid", lambda: 1)  # re-parented: the recipe process was killed
+    assert alive(0.5, "epoch 1") is False
+
+
+def test_recipe_plan_leaves_out_direct_training_with_zero_epochs():
+    from hipposnn.recipe import load_config, plan
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "reference.json")
+    assert any(job.stage == "direct" for job in plan(config))
+    config["direct"]["epochs"] = 0
+    jobs = plan(config)
+    assert jobs and not any(job.stage == "direct" for job in jobs)
 
 
 def test_shipped_models_load_safely_and_coding_picks_variant():
-    from hipposnn.weights import SHIPPED_VARIANTS, default_model_path, sha256_file
+    from hipposnn import DEFAULT_CODING
+    from hipposnn.weights import default_model_path, sha256_file
 
     for kind in ("snn", "ann"):
-        path = default_model_path(kind)
-        payload = read_payload(path)  # torch.load(weights_only=True) inside
-        card = json.loads(path.with_suffix(".json").read_text())
-        assert card["sha256"] == sha256_file(path) and card["kind"] == payload["kind"] == kind
-    assert default_model_path("snn", "binary") == default_model_path("snn")
-    ternary = default_model_path("snn", "ternary")
-    assert ternary.name == SHIPPED_VARIANTS[("snn", "ternary")]
-    assert read_payload(ternary)["meta"]["coding"] == "ternary"
+        for coding in ("binary", "ternary"):
+            path = default_model_path(kind, coding)
+            payload = read_payload(path)  # torch.load(weights_only=True) inside
+            card = json.loads(path.with_suffix(".json").read_text())
+            assert card["sha256"] == sha256_file(path) and card["kind"] == payload["kind"] == kind
+            assert payload["meta"]["coding"] == card["coding"] == coding
+        assert default_model_path(kind) == default_model_path(kind, DEFAULT_CODING)
+    # the SNN was converted from the ANN of its coding: same architecture, same parameter names
+    snn, ann = (read_payload(default_model_path(k)) for k in ("snn", "ann"))
+    assert snn["spec"] == ann["spec"] and set(snn["weights"]) == set(ann["weights"])
+    with pytest.raises(HippoSNNError, match="unknown spike coding"):
+        default_model_path("snn", "quaternary")

@@ -1,9 +1,12 @@
-"""Turn a recipe run (logs and results, no weights needed) into docs/models.md, figures and model cards.
+"""Turn recipe runs (logs and results, no weights needed) into docs/models.md, figures and model cards.
 
-Usage: python tools/report_recipe.py RUN_DIR CV_EVAL_JSON
-  RUN_DIR       a `hipposnn recipe` run folder (docs/results/reference_run holds the shipped one)
-  CV_EVAL_JSON  scores of fine-tuned fold models on their test folds (tools/eval_cv_models.py)
-Writes docs/models.md, docs/figures/*.png and HippoSNN/hipposnn/models/hipposnn_{snn,ann}.{json,md}.
+Usage: python tools/report_recipe.py REFERENCE_RUN CV_RUN
+  REFERENCE_RUN  the `hipposnn recipe` run of configs/reference.json on a lent GPU
+                 (docs/results/reference_run): learning curves of fine-tuning vs direct training
+  CV_RUN         the run that completed the cross-validation (configs/cv_cpu.json, docs/results/cv_run):
+                 per-fold ANN, converted and fine-tuned test scores; folds missing there are read from
+                 REFERENCE_RUN
+Writes docs/models.md, docs/figures/*.png and HippoSNN/hipposnn/models/hipposnn_{snn,ann}_{coding}.{json,md}.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from hipposnn import __version__  # noqa: E402
+from hipposnn import DEFAULT_CODING, __version__  # noqa: E402
 from hipposnn.metrics import AC_PJ, MAC_PJ, ann_macs  # noqa: E402
 from hipposnn.recipe import spec_from_config  # noqa: E402
 from hipposnn.unet import describe  # noqa: E402
@@ -30,12 +33,13 @@ _GPU = "recipe jobs in parallel on one NVIDIA H200 (2 calls, 484 s + 251 s wall,
 _MSD = "boundaries follow the MSD protocol, not FreeSurfer's"
 # shipped file -> (compute, limitations)
 SHIPPED_NOTES = {
-    "hipposnn_snn": (f"{_GPU}; ANN 40 epochs (~2 min), conversion (~7 s), fine-tuning 2 epochs",
-                     f"fine-tuning was cut after 2 epochs (134 batches) by the GPU time limit; {_MSD}"),
-    "hipposnn_ann": (f"{_GPU}; 40 epochs (~2 min)", _MSD),
     "hipposnn_snn_ternary": (f"ANN: {_GPU}, 40 epochs; conversion (78 s) and 1 epoch of fine-tuning "
                              "(135 batches of 32, 22.5 min) on the 2-core CPU: `bash tools/finetune_ternary_final.sh`",
                              f"fine-tuned for 1 epoch only; {_MSD}"),
+    "hipposnn_ann_ternary": (f"{_GPU}; 40 epochs (~2 min); best epoch 31 by validation Dice", _MSD),
+    "hipposnn_snn_binary": (f"{_GPU}; ANN 40 epochs (~2 min), conversion (~7 s), fine-tuning 2 epochs",
+                            f"fine-tuning was cut after 2 epochs (134 batches) by the GPU time limit; {_MSD}"),
+    "hipposnn_ann_binary": (f"{_GPU}; 40 epochs (~2 min); best epoch 35 by validation Dice", _MSD),
 }
 FIG = ROOT / "docs" / "figures"
 SLICES_PER_ROI = 24
@@ -57,36 +61,67 @@ def pooled(results: List[Dict[str, Any]]) -> Dict[str, float]:
     return out
 
 
+def _fold_results(runs: List[Path], coding: str, stage: str) -> List[Dict[str, Any]]:
+    """Per fold, the result.json of ``stage`` from the first run that has it."""
+    out = []
+    for fold in range(5):
+        for run in runs:
+            path = run / coding / f"fold_{fold}" / stage / "result.json"
+            if path.exists():
+                out.append(json.loads(path.read_text()))
+                break
+    return out
+
+
+def _imported_epoch(run: Path, result: Dict[str, Any]) -> Any:
+    """The epoch of a fine-tuned checkpoint imported from another run (None: trained in this run)."""
+    note = run / result["job"] / "imported.json"
+    return json.loads(note.read_text()).get("best_epoch", "?") if note.exists() else None
+
+
 def main() -> None:
-    run, cv_path = Path(sys.argv[1]), Path(sys.argv[2])
-    cv = json.loads(cv_path.read_text())
-    config = json.loads((run / "config.json").read_text())
-    # the config saved last may list fewer codings than the run holds (a resumed partial run)
-    config["codings"] = [c for c in ("binary", "ternary") if (run / c).is_dir()]
+    reference, cv_run = Path(sys.argv[1]), Path(sys.argv[2])
+    config = json.loads((reference / "config.json").read_text())
+    config["codings"] = [c for c in ("binary", "ternary") if (reference / c).is_dir()]
     spec = spec_from_config(config)
     ann_roi_macs = sum(ann_macs(describe(spec), spec, 56, 48).values()) * SLICES_PER_ROI
     FIG.mkdir(parents=True, exist_ok=True)
     rows, summary = [], {}
     for coding in config["codings"]:
-        ann_res = [json.loads(p.read_text()) for p in sorted(run.glob(f"{coding}/fold_[0-9]/ann/result.json"))]
+        ann_res = _fold_results([cv_run, reference], coding, "ann")
         ann = pooled([r["ann"] for r in ann_res])
         conv = {t: pooled([r["converted"][t] for r in ann_res]) for t in ann_res[0]["converted"]}
-        ft_keys = sorted(k for k in cv if k.startswith(f"{coding}/") and k.endswith("@T32"))
-        ft = pooled([cv[k] for k in ft_keys]) if ft_keys else None
-        ft_ann = pooled([r["ann"] for r in ann_res if any(f"fold_{r['fold']}/" in k for k in ft_keys)])
-        summary[coding] = {"ann": ann, "converted": conv, "finetuned_T32": ft, "ann_same_folds": ft_ann,
-                           "finetuned_folds": [k.split("/")[1] for k in ft_keys]}
+        ft_res = _fold_results([cv_run], coding, "finetune_T32")
+        ft_folds = {r["fold"] for r in ft_res}
+        ft = pooled([r["test"] for r in ft_res]) if ft_res else None
+        ft_by_t = ({t: pooled([r["test_by_T"][t] for r in ft_res]) for t in ft_res[0]["test_by_T"]}
+                   if ft_res else {})
+        ft_ann = pooled([r["ann"] for r in ann_res if r["fold"] in ft_folds]) if ft_res else None
+        summary[coding] = {"ann": ann, "converted": conv, "finetuned_T32": ft, "finetuned_by_T": ft_by_t,
+                           "ann_same_folds": ft_ann, "finetuned_folds": sorted(ft_folds),
+                           "finetuned_per_fold": {r["fold"]: {"dice_3d": r["test"]["mean_dice_3d"],
+                                                              "ann_dice_3d": next(a["ann"]["mean_dice_3d"]
+                                                                                  for a in ann_res
+                                                                                  if a["fold"] == r["fold"]),
+                                                              "imported": _imported_epoch(cv_run, r)}
+                                                  for r in ft_res}}
         rows.append((coding, "ANN", "-", ann, ann_roi_macs * MAC_PJ))
         for t in ("200", "32"):
             rows.append((coding, "converted (early stop, balanced at T=200)", t, conv[t],
                          conv[t]["synops_roi"] * AC_PJ))
         if ft is not None:
-            rows.append((coding, f"fine-tuned ({len(ft_keys)}/5 folds)", "32", ft, ft["synops_roi"] * AC_PJ))
-            rows.append((coding, f"ANN on the same {len(ft_keys)} folds", "-", ft_ann, ann_roi_macs * MAC_PJ))
+            n = len(ft_res)
+            rows.append((coding, f"fine-tuned ({n}/5 folds)", "32", ft, ft["synops_roi"] * AC_PJ))
+            if n < 5:
+                rows.append((coding, f"ANN on the same {n} folds", "-", ft_ann, ann_roi_macs * MAC_PJ))
+            for t in ("16", "64"):
+                if t in ft_by_t:
+                    rows.append((coding, f"fine-tuned at T=32, run at T={t}", t, ft_by_t[t],
+                                 ft_by_t[t]["synops_roi"] * AC_PJ))
 
-    curves = learning_curves(run, config)
+    curves = learning_curves(reference, config)
     dice_vs_t(summary)
-    rates_plot(run, cv)
+    rates_plot(cv_run)
     write_models_md(rows, summary, curves, config)
     write_cards(summary, config)
 
@@ -133,36 +168,36 @@ def learning_curves(run: Path, config: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def dice_vs_t(summary: Dict[str, Any]) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for coding, colour in zip(summary, ("tab:blue", "tab:orange")):
         conv = summary[coding]["converted"]
         ts = sorted(int(t) for t in conv)
-        ax.plot(ts, [conv[str(t)]["dice_3d"] for t in ts], "o-", color=colour, label=f"converted, {coding}")
+        ax.plot(ts, [conv[str(t)]["dice_3d"] for t in ts], "o--", color=colour, label=f"converted, {coding}")
         ax.axhline(summary[coding]["ann"]["dice_3d"], color=colour, ls=":", lw=1, label=f"ANN, {coding}")
-        ft = summary[coding]["finetuned_T32"]
+        ft = summary[coding]["finetuned_by_T"]
         if ft:
-            ax.plot([32], [ft["dice_3d"]], "*", ms=14, color=colour, label=f"fine-tuned at T=32, {coding}")
-    ax.set(xscale="log", xlabel="timesteps T", ylabel="test 3D Dice (CV)", title="Dice vs T")
+            ts = sorted(int(t) for t in ft)
+            n = summary[coding]["finetuned_T32"]["folds"]
+            ax.plot(ts, [ft[str(t)]["dice_3d"] for t in ts], "*-", ms=11, color=colour,
+                    label=f"fine-tuned at T=32, {coding} ({n} folds)")
+    ax.set(xscale="log", xlabel="timesteps T at inference", ylabel="test 3D Dice (CV)", title="Dice vs T")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(FIG / "dice_vs_T.png", dpi=110)
     plt.close(fig)
 
 
-def rates_plot(run: Path, cv: Dict[str, Any]) -> None:
-    key = next((k for k in sorted(cv) if k.startswith("binary/") and k.endswith("@T32")), None)
-    if key is None:
-        return
-    fold = key.split("/")[1]
-    before = json.loads((run / "binary" / fold / "ann" / "result.json").read_text())["converted"]["32"]
-    after = cv[key]
-    layers = list(before["firing_rates"])
+def rates_plot(cv_run: Path, coding: str = "ternary", fold: str = "fold_0") -> None:
+    before = json.loads((cv_run / coding / fold / "ann" / "result.json").read_text())
+    after = json.loads((cv_run / coding / fold / "finetune_T32" / "result.json").read_text())["test"]
+    rates0 = before["converted"]["32"]["firing_rates"]
+    layers = list(rates0)
     x = np.arange(len(layers))
     fig, ax = plt.subplots(figsize=(10, 3.8))
-    ax.bar(x - 0.2, [before["firing_rates"][n] for n in layers], 0.4, label="converted (T=32)")
+    ax.bar(x - 0.2, [rates0[n] for n in layers], 0.4, label="converted (T=32)")
     ax.bar(x + 0.2, [after["firing_rates"][n] for n in layers], 0.4, label="fine-tuned (T=32)")
     ax.set_xticks(x, layers, rotation=60, fontsize=8)
-    ax.set(ylabel="spikes per neuron per step", title=f"Per-layer firing rates, binary coding, {fold} test crops")
+    ax.set(ylabel="spikes per neuron per step", title=f"Per-layer firing rates, {coding} coding, {fold} test crops")
     ax.legend()
     fig.tight_layout()
     fig.savefig(FIG / "firing_rates.png", dpi=110)
@@ -173,19 +208,64 @@ def _fmt(r: Dict[str, float]) -> str:
     return f"{r['dice_3d']:.4f} ± {r['sd_3d']:.4f} | {r['dice_2d']:.4f} ± {r['sd_2d']:.4f}"
 
 
+def _status_line(summary: Dict[str, Any]) -> str:
+    parts = []
+    for coding, s in summary.items():
+        folds = s["finetuned_folds"]
+        parts.append(f"{coding}: fine-tuned SNN scored on {len(folds)} of 5 folds ({', '.join(folds) or 'none'})")
+    return "**Coverage of the cross-validation.** ANN and converted SNN: all 5 folds, both codings; " + "; ".join(
+        parts) + ". Direct training: validation curves only (its checkpoints did not come back from the GPU)."
+
+
+def _choice_lines(summary: Dict[str, Any], val: Dict[str, float]) -> List[str]:
+    """Why the default is what it is, from the numbers (coding by CV; T by CV of the fine-tuned nets)."""
+    b, t = summary.get("binary"), summary.get("ternary")
+    lines = ["**Default: ternary coding, T = 32.** Cross-validation (the only basis for settings) puts ternary ahead "
+             f"of binary for the ANN ({t['ann']['dice_3d']:.4f} vs {b['ann']['dice_3d']:.4f}), the converted SNN at "
+             f"T = 200 ({t['converted']['200']['dice_3d']:.4f} vs {b['converted']['200']['dice_3d']:.4f}) and at "
+             f"T = 32 ({t['converted']['32']['dice_3d']:.4f} vs {b['converted']['32']['dice_3d']:.4f})"]
+    if t["finetuned_T32"] and b["finetuned_T32"]:
+        lines[-1] += (f", and the fine-tuned SNN at T = 32 ({t['finetuned_T32']['dice_3d']:.4f}, "
+                      f"{t['finetuned_T32']['folds']} folds, vs {b['finetuned_T32']['dice_3d']:.4f}, "
+                      f"{b['finetuned_T32']['folds']} folds)")
+    lines[-1] += "."
+    if val:
+        lines[-1] += (" Validation 3D Dice of the two final SNNs on the same held-out 10 % of the crops: "
+                      + ", ".join(f"{c} {v:.4f}" for c, v in sorted(val.items())) + ".")
+    by_t = t.get("finetuned_by_T") or {}
+    if "16" in by_t and "32" in by_t:
+        lines[-1] += (f" T: the T = 32 fine-tuned nets run at T = 16 score {by_t['16']['dice_3d']:.4f} and at "
+                      f"T = 64 {by_t['64']['dice_3d']:.4f} (vs {by_t['32']['dice_3d']:.4f} at 32). Nets fine-tuned "
+                      "at T = 16 (binary, 4 folds, GPU run) reached best validation Dice 0.892-0.905, 0.003-0.005 "
+                      "below T = 32 on the same folds, but their checkpoints did not come back to be scored on the "
+                      "test folds; T = 32 is therefore the lowest T the cross-validation supports so far, and T = 16 "
+                      "the next candidate.")
+    return lines + [""]
+
+
 def write_models_md(rows, summary, curves, config) -> None:
     lines = [
         "# Reference models",
         "",
-        "Produced by `hipposnn recipe --config configs/reference.json --data ../shared/data/msd_hippocampus`",
-        "(run on a lent NVIDIA H200 with `tools/device_recipe.sh`; raw logs and results in",
-        "`docs/results/reference_run/`), scored with `python tools/eval_cv_models.py` and reported with",
-        "`python tools/report_recipe.py docs/results/reference_run docs/results/cv_finetuned_eval.json`.",
+        "Two runs of the same recipe code produced these numbers:",
         "",
-        "**Status: partial.** The GPU run was cut at its time limit: every ANN and every early-stop",
-        "conversion of the 5-fold CV finished (both codings); the fine-tuning and direct-training jobs ran",
-        "2-7 epochs; fine-tuned checkpoints of only some folds came back and were scored on their test",
-        "folds. The numbers below say how many folds each row covers.",
+        "1. `hipposnn recipe --config configs/reference.json --data ../shared/data/msd_hippocampus --out RUN`",
+        "   on a lent NVIDIA H200 (`tools/device_recipe.sh`; logs and results in `docs/results/reference_run/`):",
+        "   every ANN and early-stop conversion of the 5 folds for both codings, the final models, and the",
+        "   fine-tuning and direct-training learning curves (both cut at 2-7 epochs by the GPU time limit).",
+        "2. `hipposnn recipe --config configs/cv_cpu.json --data ../shared/data/msd_hippocampus --out runs/cv_cpu",
+        "   --jobs 2 --threads 1 --only 'ternary/*' 'binary/fold_[0-3]/*'` on the 2-core CPU (results in",
+        "   `docs/results/cv_run/`): it completed the cross-validation of the fine-tuned SNNs. The ANN and",
+        "   converted checkpoints of folds 0-3 and the fine-tuned checkpoints that came back from the GPU",
+        "   (binary folds 0 and 3, ternary folds 0 and 2; their epochs are in the per-fold table) were copied",
+        "   into the run folder with an `imported.json` note and only scored; fold 4's ANN was retrained",
+        "   (its GPU checkpoint did not come back); the other folds were fine-tuned for 1 epoch (54 batches",
+        "   of 64 slices at T = 32: the GPU curves are flat after it, see below). Without the imported files",
+        "   the same command trains everything on a CPU (about 1 h per fold and coding on 2 cores).",
+        "",
+        "Report: `python tools/report_recipe.py docs/results/reference_run docs/results/cv_run`.",
+        "",
+        _status_line(summary),
         "",
         "## Cross-validation (subject-wise 5 folds, 200 MSD crops, Dice loss, test folds only)",
         "",
@@ -220,18 +300,22 @@ def write_models_md(rows, summary, curves, config) -> None:
         best = f"{c['direct_best']:.3f}" if c["direct_best"] is not None else "-"
         lines.append(f"| {key.rsplit('/', 1)[0]} | {c['target']:.3f} | {c['finetune_batches']} | {direct} | {best} |")
     lines += ["", "## Firing rates before and after fine-tuning", "", "![firing rates](figures/firing_rates.png)", ""]
-    lines += ["## Shipped models", "", "In `HippoSNN/hipposnn/models/`, each with a JSON and a Markdown model card "
-              "(SHA-256, data, split, preprocessing, thresholds, settings, CV metrics, compute, limitations):", "",
-              "| file | kind | coding | T | how it was made |", "|---|---|---|---|---|"]
+    lines += ["## Fine-tuned SNN per fold (test 3D Dice at T = 32)", "",
+              "| coding | fold | fine-tuned SNN | its ANN | difference | checkpoint |", "|---|---|---|---|---|---|"]
+    for coding, s in summary.items():
+        for fold, r in sorted(s["finetuned_per_fold"].items()):
+            origin = f"GPU run, epoch {r['imported']}" if r["imported"] is not None else "CPU, 1 epoch"
+            lines.append(f"| {coding} | {fold} | {r['dice_3d']:.4f} | {r['ann_dice_3d']:.4f} | "
+                         f"{r['dice_3d'] - r['ann_dice_3d']:+.4f} | {origin} |")
     finals = {"binary": ROOT / "docs/results/reference_run/binary/fold_all/finetune_T32/log.json",
               "ternary": ROOT / "docs/results/ternary_final/log.json"}
     val = {c: max(e["val_dice_3d"] for e in json.loads(p.read_text())["epochs"])
            for c, p in finals.items() if p.exists()}
-    if len(val) == 2:
-        lines += [f"Validation 3D Dice of the final SNNs on the same held-out 10 % of the crops: binary "
-                  f"{val['binary']:.4f}, ternary {val['ternary']:.4f}. Ternary is ahead in cross-validation too; it "
-                  "ships as the `--coding ternary` variant and should become the default once the whole-brain "
-                  "numbers (docs/segmentation.md, measured with the binary model) are re-measured with it.", ""]
+    lines += ["", "## Shipped models", ""]
+    lines += _choice_lines(summary, val)
+    lines += ["In `HippoSNN/hipposnn/models/`, each with a JSON and a Markdown model card "
+              "(SHA-256, data, split, preprocessing, thresholds, settings, CV metrics, compute, limitations):", "",
+              "| file | kind | coding | T | how it was made |", "|---|---|---|---|---|"]
     for name, (compute, limitations) in SHIPPED_NOTES.items():
         path = MODELS_DIR / f"{name}.pt"
         if path.exists():
@@ -262,10 +346,12 @@ def write_cards(summary, config) -> None:
             "preprocessing": "per-crop 1st-99th percentile of non-zero voxels to [0,1]"
                              + (", then minus the crop mean and / the 99th percentile of |x| to [-1,1]"
                                 if coding == "ternary" else "")
-                             + "; centre crop/pad to 24x56x48 voxels; sagittal slices along axis 0 with one "
-                               "neighbour slice on each side as extra channels",
+                             + "; centre crop/pad to 24x56x48 voxels (padding 0 after normalisation; inference "
+                               "normalises over the ROI's content voxels only, to match); sagittal slices along "
+                               "axis 0 with one neighbour slice on each side as extra channels",
             "roi": "24 x 56 x 48 voxels at 1 mm (crops); 32 x 56 x 48 for whole-brain inference",
             "coding": coding,
+            "default": coding == DEFAULT_CODING,
             "timesteps": meta.get("timesteps"),
             "thresholds": payload.get("thresholds"),
             "output_scaling": payload.get("output_scaling"),
@@ -278,7 +364,8 @@ def write_cards(summary, config) -> None:
         write_card(MODELS_DIR / f"{name}.json", card)
         ann = s["ann"]
         md = [f"# Model card: {name}.pt", "", f"- SHA-256: `{card['sha256']}`",
-              f"- Kind: {kind.upper()}; coding: {coding}; T: {card['timesteps']}",
+              f"- Kind: {kind.upper()}; coding: {coding}; T: {card['timesteps']}; "
+              + ("the default model of its kind" if coding == DEFAULT_CODING else f"used with `--coding {coding}`"),
               f"- Architecture: {payload['spec']}", f"- Data: {card['data']}", f"- Split: {card['training_split']}",
               f"- Preprocessing: {card['preprocessing']}", f"- ROI: {card['roi']}",
               f"- Cross-validation (5 folds, {coding}): ANN 3D Dice {ann['dice_3d']:.4f} ± {ann['sd_3d']:.4f}",
@@ -287,8 +374,10 @@ def write_cards(summary, config) -> None:
               f"`{name}.json`; tables and figures: `docs/models.md`."]
         if s["finetuned_T32"]:
             ft = s["finetuned_T32"]
-            md.insert(9, f"- Fine-tuned SNN at T=32 ({ft['folds']} of 5 folds): 3D Dice {ft['dice_3d']:.4f} ± "
-                         f"{ft['sd_3d']:.4f} (ANN on the same folds {s['ann_same_folds']['dice_3d']:.4f})")
+            md.insert(10, f"- Fine-tuned SNN at T=32 ({ft['folds']} of 5 folds): 3D Dice {ft['dice_3d']:.4f} ± "
+                         f"{ft['sd_3d']:.4f} (ANN on the same folds {s['ann_same_folds']['dice_3d']:.4f}); "
+                         f"early-stop converted SNN at T=200 {s['converted']['200']['dice_3d']:.4f}, "
+                         f"at T=32 {s['converted']['32']['dice_3d']:.4f}")
         (MODELS_DIR / f"{name}.md").write_text("\n".join(md) + "\n")
 
 

@@ -6,15 +6,20 @@ in the config and every fold (plus "all" = the final model on every crop):
 1. ANN training, then early-stop conversion (threshold balancing at the config's T) and the
    converted SNN's Dice-vs-T curve on the fold's test crops;
 2. SNN fine-tuning from the converted net at each fine-tuning T of the config;
-3. direct SNN training from random weights at the default T with the same batch budget (folds only).
+3. direct SNN training from random weights at the default T with the same batch budget (folds only;
+   ``"direct": {"epochs": 0}`` leaves it out).
 
 Jobs run in parallel worker processes (``--jobs``); each writes ``result.json`` when done, so an
-interrupted recipe rerun skips finished jobs and resumes unfinished training from ``last.pt``.
+interrupted recipe rerun skips finished jobs and resumes unfinished training from ``last.pt``. A
+training folder that holds ``final.pt`` (training finished, scoring did not) or ``imported.json`` (a
+``best.pt`` brought back from another machine's run, with a note of where it came from) is scored,
+not retrained.
 :mod:`hipposnn.report` turns the run folder into tables, plots and model cards.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import time
@@ -83,7 +88,7 @@ def plan(config: Dict[str, Any]) -> List[Job]:
     for coding in config["codings"]:
         for fold in folds:
             jobs.append(Job("finetune", coding, fold, default_t))
-            if fold != ALL:
+            if fold != ALL and int(config["direct"].get("epochs", 1)) > 0:
                 jobs.append(Job("direct", coding, fold, default_t))
     for coding in config["codings"]:
         for t in config["finetune"]["timesteps"]:
@@ -107,17 +112,25 @@ def _depends_on(job: Job) -> Optional[Job]:
 
 def run_recipe(
     config: Dict[str, Any], data: os.PathLike, out: os.PathLike, jobs: int = 2, device: str = "cpu",
-    threads: int = 1, log=print, deadline: Optional[float] = None,
+    threads: int = 1, log=print, deadline: Optional[float] = None, only: Optional[List[str]] = None,
 ) -> Dict[str, Any]:
     """Run every job of ``config`` (skipping finished ones); returns {job folder: result}.
 
     ``deadline`` (seconds): start no new job after it; finished jobs are kept, so rerunning the
-    same command later completes the rest.
+    same command later completes the rest. ``only``: shell patterns of job folders
+    (``ternary/*``, ``*/fold_[0-3]/*``) to restrict the run to when compute is short; the ANN job a
+    chosen job starts from is always included.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", json.dumps(config, indent=1))
     todo = plan(config)
+    if only:
+        chosen = {j for j in todo if any(fnmatch.fnmatchcase(j.folder, pattern) for pattern in only)}
+        if not chosen:
+            raise HippoSNNError(f"--only {' '.join(only)} matches no job of this recipe")
+        chosen |= {d for d in map(_depends_on, chosen) if d is not None}  # a fine-tuning needs its ANN
+        todo = [j for j in todo if j in chosen]
     results: Dict[str, Any] = {}
     done = set()
     for job in todo:
@@ -165,19 +178,35 @@ def run_recipe(
     return results
 
 
+def parent_watch(parent: int):
+    """A progress callback that cancels the job once the recipe process that started it is gone.
+
+    Killing the recipe process (not its process group) leaves its worker processes running; a rerun
+    would then start a second writer on the same job folder. A worker whose parent died is
+    re-parented, so its parent PID changes: the next progress report then stops the job.
+    """
+
+    def alive(fraction: float = 0.0, message: str = "") -> bool:
+        return os.getppid() == parent
+
+    return alive
+
+
 def _run_job(config: Dict[str, Any], data: str, out: str, job: Job, device: str, threads: int) -> Tuple[bool, Any]:
     try:
         import torch
 
         torch.set_num_threads(threads)
-        result = _execute(config, Path(data), Path(out), job, device, threads)
+        result = _execute(config, Path(data), Path(out), job, device, threads, parent_watch(os.getppid()))
         atomic_write_text(Path(out) / job.folder / "result.json", json.dumps(result, indent=1))
         return True, result
     except BaseException:  # report any failure to the parent, keep other jobs going
         return False, traceback.format_exc()
 
 
-def _execute(config: Dict[str, Any], data: Path, out: Path, job: Job, device: str, threads: int) -> Dict[str, Any]:
+def _execute(
+    config: Dict[str, Any], data: Path, out: Path, job: Job, device: str, threads: int, progress=None
+) -> Dict[str, Any]:
     from .pipeline import convert_ann, evaluate_model, split_names, train_ann, train_snn
     from .training import TrainConfig
     from .weights import load_model
@@ -205,12 +234,13 @@ def _execute(config: Dict[str, Any], data: Path, out: Path, job: Job, device: st
         cfg = TrainConfig(stage="ann", epochs=a["epochs"], batch_size=a["batch_size"], lr=a["lr"], loss=a["loss"],
                           coding=job.coding, seed=seed, augment=a.get("augment", False), device=device,
                           threads=threads, plateau_patience=a.get("plateau_patience", 3))
-        train_ann(data, folder, cfg, spec, fold, k, resume=(folder / "last.pt").exists(), log=quiet)
+        train_ann(data, folder, cfg, spec, fold, k, resume=(folder / "last.pt").exists(), log=quiet, progress=progress)
         result["ann_seconds"] = round(time.time() - t0, 1)
         c = config["convert"]
         t1 = time.time()
         snn = convert_ann(folder / "best.pt", data, folder, c["timesteps"], c["scale"], c.get("percentile"),
-                          job.coding, c["slices"], fold, k, seed, c.get("output_scaling", "mean"), device, log=quiet)
+                          job.coding, c["slices"], fold, k, seed, c.get("output_scaling", "mean"), device, log=quiet,
+                          progress=progress)
         result["convert_seconds"] = round(time.time() - t1, 1)
         if device.startswith("cuda"):
             import torch
@@ -227,12 +257,17 @@ def _execute(config: Dict[str, Any], data: Path, out: Path, job: Job, device: st
                           augment=s.get("augment", False), eval_every=s.get("eval_every"), device=device,
                           threads=threads, plateau_patience=s.get("plateau_patience", 2))
         init = out / job.coding / f"fold_{job.fold}" / "ann" / "converted.pt" if job.stage == "finetune" else None
-        train_snn(data, folder, cfg, init, spec, fold, k, resume=(folder / "last.pt").exists(), log=quiet)
-        result["train_seconds"] = round(time.time() - t0, 1)
+        if (folder / "final.pt").exists() or (folder / "imported.json").exists():
+            result["imported"] = (folder / "imported.json").exists()
+        else:
+            train_snn(data, folder, cfg, init, spec, fold, k, resume=(folder / "last.pt").exists(), log=quiet,
+                      progress=progress)
+            result["train_seconds"] = round(time.time() - t0, 1)
         result["log"] = json.loads((folder / "log.json").read_text())
         if test:
             model = load_model(folder / "best.pt")
             result["test"] = score(model, job.timesteps)
-            result["test_by_T"] = {str(t): score(model, t) for t in config["eval"].get("finetune_timesteps", [])}
+            result["test_by_T"] = {str(t): result["test"] if int(t) == job.timesteps else score(model, t)
+                                   for t in config["eval"].get("finetune_timesteps", [])}
     result["seconds"] = round(time.time() - t0, 1)
     return result

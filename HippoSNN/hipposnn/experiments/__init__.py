@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-from .paths import DEFAULT_CHECKPOINTS, DEFAULT_CV_EVAL, DEFAULT_DATA, DEFAULT_RUN
+from .paths import DEFAULT_CHECKPOINTS, DEFAULT_CV_RUN, DEFAULT_DATA, DEFAULT_RUN
 
 if TYPE_CHECKING:
     from .common import Context
@@ -67,7 +67,7 @@ def add_experiment_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", default="hipposnn_experiments", help="output folder (default: %(default)s)")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="MSD-layout hippocampus folder")
     p.add_argument("--reference-run", default=str(DEFAULT_RUN), help="recipe run whose results are reused")
-    p.add_argument("--cv-eval", default=str(DEFAULT_CV_EVAL), help="fine-tuned fold scores (JSON) to reuse")
+    p.add_argument("--cv-run", default=str(DEFAULT_CV_RUN), help="CV run folder whose fine-tuned fold scores to reuse")
     p.add_argument("--checkpoints", default=str(DEFAULT_CHECKPOINTS), help="fold checkpoints of the reference run")
     p.add_argument("--cifar", default=None, help="CIFAR-10 JPEG archive (table4)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -81,7 +81,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     names = NAMES if args.name == "all" else [args.name]
     for name in names:
         summary = run_one(
-            name, mode, Path(args.out), data=args.data, run_dir=args.reference_run, cv_eval=args.cv_eval,
+            name, mode, Path(args.out), data=args.data, run_dir=args.reference_run, cv_run=args.cv_run,
             checkpoints=args.checkpoints, device=args.device, seed=args.seed, cifar=getattr(args, "cifar", None),
         )
         print(f"{name} ({mode}): {summary['seconds']:.0f} s -> {args.out}/{name}.csv, exp_{name}.png")
@@ -89,7 +89,7 @@ def run_experiment(args: argparse.Namespace) -> int:
 
 
 def run_one(name: str, mode: str = "reduced", out: Path = Path("hipposnn_experiments"), *,
-            data: Optional[str] = None, run_dir: Optional[str] = None, cv_eval: Optional[str] = None,
+            data: Optional[str] = None, run_dir: Optional[str] = None, cv_run: Optional[str] = None,
             checkpoints: Optional[str] = None, device: str = "cpu", seed: int = 0, cifar: Optional[str] = None,
             log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Run one experiment in ``mode`` and write its CSV, PNG and summary JSON into ``out``."""
@@ -102,7 +102,7 @@ def run_one(name: str, mode: str = "reduced", out: Path = Path("hipposnn_experim
         raise ValueError(f"mode must be one of {MODES}")
     set_threads()
     kwargs: Dict[str, Any] = {"device": device, "seed": seed, "log": log}
-    for key, value in (("data", data), ("run_dir", run_dir), ("cv_eval", cv_eval), ("checkpoints", checkpoints)):
+    for key, value in (("data", data), ("run_dir", run_dir), ("cv_run", cv_run), ("checkpoints", checkpoints)):
         if value is not None:
             kwargs[key] = Path(value)
     ctx = Context(name, mode, Path(out), **kwargs)

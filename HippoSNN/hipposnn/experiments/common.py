@@ -35,7 +35,7 @@ from ..unet import SpikeStats, SpikingUNet, UNet, UNetSpec, describe
 from ..weights import atomic_write_text, load_model
 
 MODES = ("smoke", "reduced", "full")
-from .paths import DEFAULT_CHECKPOINTS, DEFAULT_CV_EVAL, DEFAULT_DATA, DEFAULT_RUN, REPO_ROOT  # noqa: E402,F401
+from .paths import DEFAULT_CHECKPOINTS, DEFAULT_CV_RUN, DEFAULT_DATA, DEFAULT_RUN, REPO_ROOT  # noqa: E402,F401
 
 SLICES_PER_ROI = 24
 
@@ -53,13 +53,14 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
         "direct": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "timesteps": 4, "max_batches": 2, "eval_every": 1},
         "losses": ["bce", "dice", "bce_dice"], "convert_T": 8, "snn_T": 4,
         "thresholds": [0.1, 0.3, 0.48, 0.6], "fig6a_T": [4, 8, 16], "fig6a_scales": [0.7, 1.0],
-        "fig6a_cases": 2, "reuse_reference": False,
+        "fig6a_cases": 2, "reuse_reference": False, "table1_finetune_batches": None,
     },
     "reduced": {
         "description": ("real MSD crops, fold 0 only, evaluated on the first 10 test subjects "
                         "(240 slices; fig6a: 2 subjects); "
-                        "reference-run checkpoints and results reused; BCE and BCE-Dice models trained for "
-                        "4 ANN epochs + 36 fine-tuning batches"),
+                        "reference-run checkpoints and results reused; where models are trained here: "
+                        "4 ANN epochs + 36 fine-tuning batches (table1: all three losses trained alike, "
+                        "4 ANN epochs + 18 fine-tuning batches)"),
         "folds": [0], "k": 5, "eval_cases": 10,
         "spec": _REFERENCE_SPEC,
         "ann": {"epochs": 4, "batch_size": 32, "lr": 1e-3, "augment": True, "plateau_patience": 4},
@@ -71,7 +72,7 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
         "losses": ["bce", "dice", "bce_dice"], "convert_T": 200, "snn_T": 32,
         "thresholds": [round(0.1 + 0.02 * i, 2) for i in range(26)],
         "fig6a_T": [8, 16, 32, 64, 128, 200, 256, 400, 600, 800, 1000], "fig6a_scales": [0.5, 0.7, 1.0],
-        "fig6a_cases": 2, "reuse_reference": True,
+        "fig6a_cases": 2, "reuse_reference": True, "table1_finetune_batches": 18,
     },
     "full": {
         "description": ("the paper's setting: 5 folds, all test subjects, ANN 100 epochs, SNN 35 epochs, "
@@ -88,6 +89,7 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
         "thresholds": [round(0.1 + 0.02 * i, 2) for i in range(26)],
         "fig6a_T": [8, 16, 32, 64, 128, 200, 256, 400, 600, 800, 1000, 1500, 2000, 2500],
         "fig6a_scales": [0.5, 0.6, 0.7, 0.8, 0.9, 1.0], "fig6a_cases": None, "reuse_reference": False,
+        "table1_finetune_batches": None,
     },
 }
 
@@ -101,7 +103,7 @@ class Context:
     out: Path
     data: Path = DEFAULT_DATA
     run_dir: Path = DEFAULT_RUN
-    cv_eval: Path = DEFAULT_CV_EVAL
+    cv_run: Path = DEFAULT_CV_RUN
     checkpoints: Path = DEFAULT_CHECKPOINTS
     device: str = "cpu"
     seed: int = 0
@@ -170,17 +172,19 @@ def eval_slices(ctx: Context, fold: int, coding: str, context: int) -> SliceSet:
 
 
 # -- models ---------------------------------------------------------------------------------------
-def fold_models(ctx: Context, coding: str, fold: int, loss: str = "dice") -> Dict[str, Any]:
+def fold_models(ctx: Context, coding: str, fold: int, loss: str = "dice", reuse: bool = True) -> Dict[str, Any]:
     """Paths of the ANN, converted and fine-tuned SNN of one fold, reusing or training them.
 
     Reduced mode reuses the reference run's checkpoints (trained with the Dice loss) where they
-    exist; anything missing is trained here with this mode's settings under ``out/_models``.
+    exist, unless ``reuse`` is False (a comparison that needs every model trained alike); anything
+    missing is trained here with this mode's settings under ``out/_models``.
     """
     s = ctx.settings
     ref = ctx.checkpoints / coding / f"fold_{fold}"
-    work = ctx.out / "_models" / ctx.mode / coding / loss / f"fold_{fold}"
+    tag = "" if reuse else "_same_budget"
+    work = ctx.out / "_models" / f"{ctx.mode}{tag}" / coding / loss / f"fold_{fold}"
     found: Dict[str, Any] = {"source": {}}
-    reuse = s["reuse_reference"] and loss == "dice"
+    reuse = reuse and s["reuse_reference"] and loss == "dice"
     candidates = {
         "ann": [ref / "ann" / "best.pt"] if reuse else [],
         "converted": [ref / "ann" / "converted.pt"] if reuse else [],
@@ -321,17 +325,24 @@ def pool_results(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def reference_results(ctx: Context, coding: str) -> List[Dict[str, Any]]:
-    """The reference run's per-fold ``ann/result.json`` of ``coding`` (folds 0-4 that finished)."""
-    return [json.loads(p.read_text()) for p in sorted(ctx.run_dir.glob(f"{coding}/fold_[0-9]/ann/result.json"))]
+    """Per fold, the stored ``ann/result.json`` of ``coding``: from the CV run where it retrained the
+    fold, else from the reference run (folds that finished)."""
+    out = []
+    for fold in range(5):
+        for run in (ctx.cv_run, ctx.run_dir):
+            path = run / coding / f"fold_{fold}" / "ann" / "result.json"
+            if path.exists():
+                out.append(json.loads(path.read_text()))
+                break
+    return out
 
 
 def reference_finetuned(ctx: Context, coding: str, timesteps: int = 32) -> Dict[str, Dict[str, Any]]:
-    """Test scores of the reference run's fine-tuned fold models (``runs/cv_finetuned_eval.json``)."""
-    if not ctx.cv_eval.exists():
-        return {}
-    data = json.loads(ctx.cv_eval.read_text())
-    suffix = f"@T{timesteps}"
-    return {k.split("/")[1]: v for k, v in data.items() if k.startswith(f"{coding}/") and k.endswith(suffix)}
+    """Test scores of the cross-validated fine-tuned fold models ({"fold_k": scores}) from the CV run."""
+    out = {}
+    for path in sorted(ctx.cv_run.glob(f"{coding}/fold_[0-9]/finetune_T{timesteps}/result.json")):
+        out[path.parent.parent.name] = json.loads(path.read_text())["test"]
+    return out
 
 
 # -- output ---------------------------------------------------------------------------------------
