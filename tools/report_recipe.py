@@ -121,6 +121,7 @@ def main() -> None:
 
     curves = learning_curves(reference, config)
     dice_vs_t(summary)
+    dice_vs_energy(summary, ann_roi_macs * MAC_PJ / 1e6)
     rates_plot(cv_run)
     write_models_md(rows, summary, curves, config)
     write_cards(summary, config)
@@ -184,6 +185,31 @@ def dice_vs_t(summary: Dict[str, Any]) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(FIG / "dice_vs_T.png", dpi=110)
+    plt.close(fig)
+
+
+def dice_vs_energy(summary: Dict[str, Any], ann_energy_uj: float) -> None:
+    """The trade-off the energy target asks for when it is missed: Dice against estimated energy per ROI."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for coding, colour in zip(summary, ("tab:blue", "tab:orange")):
+        s = summary[coding]
+        for key, style, label in (("converted", "o--", "converted"), ("finetuned_by_T", "*-", "fine-tuned at T=32")):
+            pts = s.get(key) or {}
+            ts = sorted(int(t) for t in pts if "synops_roi" in pts[t])
+            if not ts:
+                continue
+            e = [pts[str(t)]["synops_roi"] * AC_PJ / 1e6 for t in ts]
+            d = [pts[str(t)]["dice_3d"] for t in ts]
+            ax.plot(e, d, style, color=colour, ms=9 if "*" in style else 5, label=f"{label}, {coding}")
+            for x, y, t in zip(e, d, ts):
+                ax.annotate(f"T={t}", (x, y), fontsize=6, xytext=(3, -8), textcoords="offset points")
+        ax.plot([ann_energy_uj], [s["ann"]["dice_3d"]], "s", color=colour, label=f"ANN, {coding}")
+    ax.axvline(0.5 * ann_energy_uj, color="grey", ls=":", lw=1, label="target: 0.5 x ANN energy")
+    ax.set(xscale="log", xlabel="estimated energy per ROI (µJ, 45 nm)", ylabel="test 3D Dice (CV)",
+           title="Dice vs energy per ROI", ylim=(0.0, 0.95))
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(FIG / "dice_vs_energy.png", dpi=110)
     plt.close(fig)
 
 
@@ -283,7 +309,8 @@ def write_models_md(rows, summary, curves, config) -> None:
         sops = f"{r['synops_roi'] / 1e9:.2f} G" if "synops_roi" in r else "-"
         lines.append(f"| {coding} | {name} | {t} | {_fmt(r).split(' | ')[0]} | {_fmt(r).split(' | ')[1]} | {rate}"
                      f" | {sops} | {e / 1e6:.1f} |")
-    lines += ["", "![Dice vs T](figures/dice_vs_T.png)", "", "Converted SNN, test 3D Dice by T (all 5 folds):", ""]
+    lines += ["", "![Dice vs T](figures/dice_vs_T.png) ![Dice vs energy](figures/dice_vs_energy.png)", "",
+              "Converted SNN, test 3D Dice by T (all 5 folds):", ""]
     ts = sorted(summary[next(iter(summary))]["converted"], key=int)
     lines.append("| coding | " + " | ".join(f"T={t}" for t in ts) + " |")
     lines.append("|---|" + "---|" * len(ts))
