@@ -141,23 +141,6 @@ def synthetic_msd(root: Path, n: int = 8, seed: int = 0) -> Path:
     from ..synthetic import write_synthetic_msd
 
     return write_synthetic_msd(root, n, seed, shape=(24, 56, 48))
-    import nibabel as nib
-
-    rng = np.random.default_rng(seed)
-    shape = (24, 56, 48)
-    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
-    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).astype(np.float32)
-    for i in range(n):
-        centre = np.array(shape) / 2 + rng.uniform(-2, 2, 3)
-        radii = np.array([7.0, 16.0, 9.0]) * rng.uniform(0.8, 1.2, 3)
-        inside = (((grid - centre) / radii) ** 2).sum(-1) <= 1.0
-        image = rng.normal(40, 8, shape).astype(np.float32)
-        image[inside] *= 2.5
-        nib.save(nib.Nifti1Image(image, np.eye(4)), str(root / "imagesTr" / f"hippocampus_{i:03d}.nii.gz"))
-        nib.save(nib.Nifti1Image(inside.astype(np.uint8), np.eye(4)),
-                 str(root / "labelsTr" / f"hippocampus_{i:03d}.nii.gz"))
-    return root
 
 
 def eval_names(ctx: Context, fold: int) -> List[str]:
