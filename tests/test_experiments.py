@@ -47,3 +47,21 @@ def test_every_experiment_smoke(tmp_path: Path) -> None:
     t4 = list(csv.DictReader(open(tmp_path / "table4.csv")))
     assert {r["coding"] for r in t4} == {"binary", "ternary"}
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in t4)
+
+
+def test_fold_models_resumes_an_interrupted_training(tmp_path: Path) -> None:
+    """best.pt appears after the first epoch: a training cut short must be resumed, not taken as done,
+    and everything downstream of a retrained ANN made again."""
+    from hipposnn.experiments.common import Context, fold_models
+
+    ctx = Context("table1", "smoke", tmp_path, log=lambda msg: None)
+    first = fold_models(ctx, "binary", 0, "bce", reuse=False)
+    work = first["ann"].parent.parent
+    assert all((work / d / "final.pt").exists() for d in ("ann", "finetune"))
+    stamps = {p: p.stat().st_mtime_ns for p in (first["converted"], first["finetuned"])}
+    fold_models(ctx, "binary", 0, "bce", reuse=False)  # everything finished: nothing is redone
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    (work / "ann" / "final.pt").unlink()  # as if the ANN run had been stopped after its best epoch
+    again = fold_models(ctx, "binary", 0, "bce", reuse=False)
+    assert (work / "ann" / "final.pt").exists()
+    assert all(p.stat().st_mtime_ns > stamps[p] for p in (again["converted"], again["finetuned"]))

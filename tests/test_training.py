@@ -153,6 +153,9 @@ def test_recipe_smoke_runs_every_stage(synth, tmp_path):
     assert set(ann["converted"]) == {"4", "8"} and 0 <= ann["ann"]["mean_dice_3d"] <= 1
     tuned = json.loads((out / "binary" / "fold_0" / "finetune_T4" / "result.json").read_text())
     assert tuned["test"]["mean_firing_rate"] > 0
+    # direct training is scored on the test fold at its own T only (Dice by T is a fine-tuning figure)
+    direct = json.loads((out / "binary" / "fold_0" / "direct_T4" / "result.json").read_text())
+    assert direct["test"]["mean_firing_rate"] > 0 and "test_by_T" not in direct
     # a rerun finds every job done and starts nothing
     assert main(["recipe", "--config", str(config), "--data", str(synth), "--out", str(out), "--smoke"]) == 0
     # a checkpoint brought back from another machine (imported.json, no last.pt) is scored, not retrained

@@ -118,16 +118,38 @@ def main() -> None:
                 if t in ft_by_t:
                     rows.append((coding, f"fine-tuned at T=32, run at T={t}", t, ft_by_t[t],
                                  ft_by_t[t]["synops_roi"] * AC_PJ))
+        rows.extend(_direct_rows(summary[coding], coding, cv_run, ft_res))
 
-    curves = learning_curves(reference, config)
+    curves = learning_curves(reference, config, "learning_curves.png", "GPU run")
+    cv_curves = learning_curves(cv_run, config, "learning_curves_cv.png", "CPU run, same budget")
     dice_vs_t(summary)
     dice_vs_energy(summary, ann_roi_macs * MAC_PJ / 1e6)
     rates_plot(cv_run)
-    write_models_md(rows, summary, curves, config)
+    write_models_md(rows, summary, curves, cv_curves, config)
     write_cards(summary, config)
 
 
-def learning_curves(run: Path, config: Dict[str, Any]) -> Dict[str, Any]:
+def _direct_rows(s: Dict[str, Any], coding: str, cv_run: Path, ft_res: List[Dict[str, Any]]) -> List[Any]:
+    """Directly trained SNN (random start, the fine-tuning's batch budget and T), with the fine-tuned
+    SNN pooled over the same folds beside it when direct training covers fewer folds."""
+    dt_res = _fold_results([cv_run], coding, "direct_T32")
+    if not dt_res:
+        return []
+    folds = {r["fold"] for r in dt_res}
+    dt = pooled([r["test"] for r in dt_res])
+    ft_same = [r for r in ft_res if r["fold"] in folds]
+    s["direct_T32"] = dt
+    s["direct_folds"] = sorted(folds)
+    for r in dt_res:
+        s["finetuned_per_fold"].setdefault(r["fold"], {})["direct_dice_3d"] = r["test"]["mean_dice_3d"]
+    rows = [(coding, f"directly trained, same budget ({len(dt_res)}/5 folds)", "32", dt, dt["synops_roi"] * AC_PJ)]
+    if len(ft_same) != len(ft_res) and len(ft_same) == len(dt_res):
+        ft = pooled([r["test"] for r in ft_same])
+        rows.append((coding, f"fine-tuned on the same {len(ft_same)} folds", "32", ft, ft["synops_roi"] * AC_PJ))
+    return rows
+
+
+def learning_curves(run: Path, config: Dict[str, Any], name: str, label: str) -> Dict[str, Any]:
     """Validation Dice vs batches of fine-tuning and direct training; ANN validation Dice vs epoch."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     reach: Dict[str, Any] = {}
@@ -146,10 +168,10 @@ def learning_curves(run: Path, config: Dict[str, Any]) -> Dict[str, Any]:
                 reach[f"{p.parent.parent.name}/{coding}/{stage}"] = {"batches": b, "dice": d}
     axes[0].set(title="ANN: validation 3D Dice per epoch (blue binary, orange ternary)", xlabel="epoch",
                 ylabel="3D Dice", ylim=(0.6, 0.95))
-    axes[1].set(title="SNN at T=32: fine-tuning (solid) vs direct training (dashed)", xlabel="training batches",
+    axes[1].set(title=f"SNN at T=32 ({label}): fine-tuning (solid) vs direct (dashed)", xlabel="training batches",
                 ylabel="validation 3D Dice", ylim=(0.0, 0.95))
     fig.tight_layout()
-    fig.savefig(FIG / "learning_curves.png", dpi=110)
+    fig.savefig(FIG / name, dpi=110)
     plt.close(fig)
     # batches to reach 95 % of the fine-tuned net's final validation Dice
     out: Dict[str, Any] = {}
@@ -159,6 +181,8 @@ def learning_curves(run: Path, config: Dict[str, Any]) -> Dict[str, Any]:
         target = 0.95 * ft["dice"][-1]
         ft_batches = next(b for b, d in zip(ft["batches"], ft["dice"]) if d >= target)
         direct = reach.get(key.replace("finetune_T32", "direct_T32"))
+        if direct is None and "same budget" in label:
+            continue  # this run compares like with like only where it trained both
         direct_batches = None
         if direct:
             direct_batches = next((b for b, d in zip(direct["batches"], direct["dice"]) if d >= target), None)
@@ -239,8 +263,11 @@ def _status_line(summary: Dict[str, Any]) -> str:
     for coding, s in summary.items():
         folds = s["finetuned_folds"]
         parts.append(f"{coding}: fine-tuned SNN scored on {len(folds)} of 5 folds ({', '.join(folds) or 'none'})")
+    direct = [f"{coding} {len(s['direct_folds'])} of 5 ({', '.join(s['direct_folds'])})"
+              for coding, s in summary.items() if s.get("direct_folds")]
     return "**Coverage of the cross-validation.** ANN and converted SNN: all 5 folds, both codings; " + "; ".join(
-        parts) + ". Direct training: validation curves only (its checkpoints did not come back from the GPU)."
+        parts) + ". Direct training with the fine-tuning's budget, scored on the test folds: " + (
+        "; ".join(direct) if direct else "none (validation curves of the GPU run only)") + "."
 
 
 def _choice_lines(summary: Dict[str, Any], val: Dict[str, float]) -> List[str]:
@@ -269,7 +296,18 @@ def _choice_lines(summary: Dict[str, Any], val: Dict[str, float]) -> List[str]:
     return lines + [""]
 
 
-def write_models_md(rows, summary, curves, config) -> None:
+def _reach_table(curves: Dict[str, Any]) -> List[str]:
+    lines = ["| fold / coding | target Dice | fine-tuning | direct training | direct: best Dice within its batches |",
+             "|---|---|---|---|---|"]
+    for key, c in sorted(curves.items()):
+        d = c["direct_batches"]
+        direct = f"{d}" if d is not None else (f"not reached in {c['direct_budget']}" if c["direct_budget"] else "-")
+        best = f"{c['direct_best']:.3f}" if c["direct_best"] is not None else "-"
+        lines.append(f"| {key.rsplit('/', 1)[0]} | {c['target']:.3f} | {c['finetune_batches']} | {direct} | {best} |")
+    return lines
+
+
+def write_models_md(rows, summary, curves, cv_curves, config) -> None:
     lines = [
         "# Reference models",
         "",
@@ -318,22 +356,26 @@ def write_models_md(rows, summary, curves, config) -> None:
         conv = summary[coding]["converted"]
         lines.append(f"| {coding} | " + " | ".join(f"{conv[t]['dice_3d']:.3f}" for t in ts) + " |")
     lines += ["", "## Fine-tuning vs direct training", "", "![learning curves](figures/learning_curves.png)", "",
-              "Batches (of 64 slices, T = 32) to reach 95 % of the fine-tuned net's last validation Dice:", "",
-              "| fold / coding | target Dice | fine-tuning | direct training | direct: best Dice within its batches |",
-              "|---|---|---|---|---|"]
-    for key, c in sorted(curves.items()):
-        d = c["direct_batches"]
-        direct = f"{d}" if d is not None else (f"not reached in {c['direct_budget']}" if c["direct_budget"] else "-")
-        best = f"{c['direct_best']:.3f}" if c["direct_best"] is not None else "-"
-        lines.append(f"| {key.rsplit('/', 1)[0]} | {c['target']:.3f} | {c['finetune_batches']} | {direct} | {best} |")
+              "Batches (of 64 slices, T = 32) to reach 95 % of the fine-tuned net's last validation Dice, GPU run "
+              "(direct training given up to 8 epochs, cut earlier by the time limit):", ""]
+    lines += _reach_table(curves)
+    if cv_curves:
+        lines += ["", "CPU run, direct training given exactly the fine-tuning's budget (1 epoch = 54 batches of 64 "
+                  "at T = 32, validation every 18 batches; its test scores are the 'directly trained' rows above):",
+                  "", "![learning curves, CPU run](figures/learning_curves_cv.png)", ""]
+        lines += _reach_table(cv_curves)
     lines += ["", "## Firing rates before and after fine-tuning", "", "![firing rates](figures/firing_rates.png)", ""]
     lines += ["## Fine-tuned SNN per fold (test 3D Dice at T = 32)", "",
-              "| coding | fold | fine-tuned SNN | its ANN | difference | checkpoint |", "|---|---|---|---|---|---|"]
+              "| coding | fold | fine-tuned SNN | its ANN | difference | checkpoint | directly trained (same budget) |",
+              "|---|---|---|---|---|---|---|"]
     for coding, s in summary.items():
         for fold, r in sorted(s["finetuned_per_fold"].items()):
+            if "dice_3d" not in r:
+                continue
             origin = f"GPU run, epoch {r['imported']}" if r["imported"] is not None else "CPU, 1 epoch"
+            direct = f"{r['direct_dice_3d']:.4f}" if "direct_dice_3d" in r else "-"
             lines.append(f"| {coding} | {fold} | {r['dice_3d']:.4f} | {r['ann_dice_3d']:.4f} | "
-                         f"{r['dice_3d'] - r['ann_dice_3d']:+.4f} | {origin} |")
+                         f"{r['dice_3d'] - r['ann_dice_3d']:+.4f} | {origin} | {direct} |")
     finals = {"binary": ROOT / "docs/results/reference_run/binary/fold_all/finetune_T32/log.json",
               "ternary": ROOT / "docs/results/ternary_final/log.json"}
     val = {c: max(e["val_dice_3d"] for e in json.loads(p.read_text())["epochs"])
@@ -405,6 +447,10 @@ def write_cards(summary, config) -> None:
                          f"{ft['sd_3d']:.4f} (ANN on the same folds {s['ann_same_folds']['dice_3d']:.4f}); "
                          f"early-stop converted SNN at T=200 {s['converted']['200']['dice_3d']:.4f}, "
                          f"at T=32 {s['converted']['32']['dice_3d']:.4f}")
+        if s.get("direct_T32"):
+            dt = s["direct_T32"]
+            md.insert(11, f"- Directly trained SNN at T=32, same batch budget as fine-tuning ({dt['folds']} of 5 "
+                          f"folds): 3D Dice {dt['dice_3d']:.4f} ± {dt['sd_3d']:.4f}")
         (MODELS_DIR / f"{name}.md").write_text("\n".join(md) + "\n")
 
 

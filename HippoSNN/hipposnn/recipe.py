@@ -267,7 +267,8 @@ def _execute(
         if test:
             model = load_model(folder / "best.pt")
             result["test"] = score(model, job.timesteps)
-            result["test_by_T"] = {str(t): result["test"] if int(t) == job.timesteps else score(model, t)
-                                   for t in config["eval"].get("finetune_timesteps", [])}
+            if job.stage == "finetune":  # Dice by T is a fine-tuning figure; direct training is scored at its T
+                result["test_by_T"] = {str(t): result["test"] if int(t) == job.timesteps else score(model, t)
+                                       for t in config["eval"].get("finetune_timesteps", [])}
     result["seconds"] = round(time.time() - t0, 1)
     return result

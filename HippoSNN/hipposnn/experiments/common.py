@@ -178,18 +178,23 @@ def fold_models(ctx: Context, coding: str, fold: int, loss: str = "dice", reuse:
         if hit is not None:
             found[key] = hit
             found["source"][key] = "reference run checkpoint"
+    # best.pt exists from the first epoch on; only final.pt says a training ran to its end, so an
+    # interrupted one is resumed from last.pt rather than taken as done
+    retrained = False
     if "ann" not in found:
         path = work / "ann" / "best.pt"
-        if not path.exists():
+        if not (work / "ann" / "final.pt").exists():
             t0 = time.time()
             cfg = TrainConfig(**{**s["ann"], "loss": loss, "coding": coding, "seed": ctx.seed, "device": ctx.device})
-            train_ann(ctx.data, work / "ann", cfg, ctx.spec, fold, s["k"], log=_quiet(ctx))
+            train_ann(ctx.data, work / "ann", cfg, ctx.spec, fold, s["k"], resume=(work / "ann" / "last.pt").exists(),
+                      log=_quiet(ctx))
             ctx.note(f"trained ANN {coding}/{loss}/fold {fold} in {time.time() - t0:.0f} s")
+            retrained = True
         found["ann"] = path
         found["source"]["ann"] = f"trained here ({ctx.mode} setting)"
     if "converted" not in found:
         path = work / "converted" / "converted.pt"
-        if not path.exists():
+        if retrained or not path.exists():
             c = s["convert"]
             convert_ann(found["ann"], ctx.data, path.parent, c["timesteps"], c["scale"], c["percentile"], coding,
                         c["slices"], fold, s["k"], ctx.seed, device=ctx.device, log=_quiet(ctx))
@@ -197,11 +202,12 @@ def fold_models(ctx: Context, coding: str, fold: int, loss: str = "dice", reuse:
         found["source"]["converted"] = f"converted here ({ctx.mode} setting)"
     if "finetuned" not in found:
         path = work / "finetune" / "best.pt"
-        if not path.exists():
+        if retrained or not (path.parent / "final.pt").exists():
             t0 = time.time()
             cfg = TrainConfig(**{**s["finetune"], "loss": loss, "coding": coding, "seed": ctx.seed,
                                  "device": ctx.device})
-            train_snn(ctx.data, path.parent, cfg, init=found["converted"], fold=fold, folds=s["k"], log=_quiet(ctx))
+            train_snn(ctx.data, path.parent, cfg, init=found["converted"], fold=fold, folds=s["k"],
+                      resume=not retrained and (path.parent / "last.pt").exists(), log=_quiet(ctx))
             ctx.note(f"fine-tuned {coding}/{loss}/fold {fold} in {time.time() - t0:.0f} s")
         found["finetuned"] = path
         found["source"]["finetuned"] = f"fine-tuned here ({ctx.mode} setting)"
