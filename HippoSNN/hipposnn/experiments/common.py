@@ -53,14 +53,13 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
         "direct": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "timesteps": 4, "max_batches": 2, "eval_every": 1},
         "losses": ["bce", "dice", "bce_dice"], "convert_T": 8, "snn_T": 4,
         "thresholds": [0.1, 0.3, 0.48, 0.6], "fig6a_T": [4, 8, 16], "fig6a_scales": [0.7, 1.0],
-        "fig6a_cases": 2, "reuse_reference": False, "table1_finetune_batches": None,
+        "fig6a_cases": 2, "reuse_reference": False,
     },
     "reduced": {
         "description": ("real MSD crops, fold 0 only, evaluated on the first 10 test subjects "
                         "(240 slices; fig6a: 2 subjects); "
                         "reference-run checkpoints and results reused; where models are trained here: "
-                        "4 ANN epochs + 36 fine-tuning batches (table1: all three losses trained alike, "
-                        "4 ANN epochs + 18 fine-tuning batches)"),
+                        "4 ANN epochs + 36 fine-tuning batches (table1 trains all three losses this way)"),
         "folds": [0], "k": 5, "eval_cases": 10,
         "spec": _REFERENCE_SPEC,
         "ann": {"epochs": 4, "batch_size": 32, "lr": 1e-3, "augment": True, "plateau_patience": 4},
@@ -72,7 +71,7 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
         "losses": ["bce", "dice", "bce_dice"], "convert_T": 200, "snn_T": 32,
         "thresholds": [round(0.1 + 0.02 * i, 2) for i in range(26)],
         "fig6a_T": [8, 16, 32, 64, 128, 200, 256, 400, 600, 800, 1000], "fig6a_scales": [0.5, 0.7, 1.0],
-        "fig6a_cases": 2, "reuse_reference": True, "table1_finetune_batches": 18,
+        "fig6a_cases": 2, "reuse_reference": True,
     },
     "full": {
         "description": ("the paper's setting: 5 folds, all test subjects, ANN 100 epochs, SNN 35 epochs, "
@@ -89,7 +88,6 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
         "thresholds": [round(0.1 + 0.02 * i, 2) for i in range(26)],
         "fig6a_T": [8, 16, 32, 64, 128, 200, 256, 400, 600, 800, 1000, 1500, 2000, 2500],
         "fig6a_scales": [0.5, 0.6, 0.7, 0.8, 0.9, 1.0], "fig6a_cases": None, "reuse_reference": False,
-        "table1_finetune_batches": None,
     },
 }
 

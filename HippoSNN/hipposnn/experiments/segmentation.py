@@ -9,7 +9,6 @@ evaluate``, so a number here can be checked with the CLI.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from functools import reduce
 from typing import Any, Dict, List
 
@@ -139,11 +138,8 @@ def table1(ctx: Context) -> Dict[str, Any]:
 
     Every loss gets the same training budget (the Dice models are retrained too rather than taken
     from the longer reference run, which would favour the Dice loss); the reference run's Dice-loss
-    rows are listed beside them for scale. Reduced mode trims fine-tuning to ``table1_finetune_batches``.
+    rows are listed beside them for scale.
     """
-    s = ctx.settings
-    if s.get("table1_finetune_batches"):
-        ctx = replace(ctx, settings={**s, "finetune": {**s["finetune"], "max_batches": s["table1_finetune_batches"]}})
     rows: List[Dict[str, Any]] = []
     for loss in ctx.settings["losses"]:
         if ctx.settings["reuse_reference"] and loss == "dice":
