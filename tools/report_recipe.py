@@ -166,10 +166,10 @@ def learning_curves(run: Path, config: Dict[str, Any], name: str, label: str) ->
                 d = [r["val_dice_3d"] for r in c]
                 axes[1].plot(b, d, style, color=colour, alpha=0.6, lw=1)
                 reach[f"{p.parent.parent.name}/{coding}/{stage}"] = {"batches": b, "dice": d}
-    axes[0].set(title="ANN: validation 3D Dice per epoch (blue binary, orange ternary)", xlabel="epoch",
+    axes[0].set(title="ANN: validation 3D Dice per epoch\n(blue binary, orange ternary)", xlabel="epoch",
                 ylabel="3D Dice", ylim=(0.6, 0.95))
-    axes[1].set(title=f"SNN at T=32 ({label}): fine-tuning (solid) vs direct (dashed)", xlabel="training batches",
-                ylabel="validation 3D Dice", ylim=(0.0, 0.95))
+    axes[1].set(title=f"SNN at T=32, {label}:\nfine-tuning (solid) vs direct training (dashed)",
+                xlabel="training batches", ylabel="validation 3D Dice", ylim=(0.0, 0.95))
     fig.tight_layout()
     fig.savefig(FIG / name, dpi=110)
     plt.close(fig)
@@ -326,6 +326,9 @@ def write_models_md(rows, summary, curves, cv_curves, config) -> None:
         "   (its GPU checkpoint did not come back); the other folds were fine-tuned for 1 epoch (54 batches",
         "   of 64 slices at T = 32: the GPU curves are flat after it, see below). Without the imported files",
         "   the same command trains everything on a CPU (about 1 h per fold and coding on 2 cores).",
+        "   Direct training with the fine-tuning's budget (`\"direct\": {\"epochs\": 1}`, 54 batches of 64 at",
+        "   T = 32 from random weights) was added to the same run folder afterwards with `--only",
+        "   'ternary/fold_*/direct_T32' 'binary/fold_[03]/direct_T32'` (about 24 min per fold on one core).",
         "",
         "Report: `python tools/report_recipe.py docs/results/reference_run docs/results/cv_run`.",
         "",
