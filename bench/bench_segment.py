@@ -1,0 +1,64 @@
+"""Time whole-brain segmentation step by step (registration, inference, total) against the targets.
+
+The tests check what segmentation returns; how long it takes depends on the machine and its load, so
+it is measured here, not asserted in a test. Each case runs in this process after one warm-up run
+(which loads the model and the template), ``--repeats`` times; the best and median are reported.
+
+    python bench/bench_segment.py                       # the FreeSurfer cases in ../shared/data/wholebrain
+    python bench/bench_segment.py --threads 2 --repeats 3 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+from hipposnn.inference import SegmentationSettings, segment_image
+from hipposnn.io import load_image
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = {"fst-sub-01": "T1.mgz", "fst-sub-02": "T1.mgz", "bert": "norm.mgz"}
+TARGETS = {"registration": 10.0, "total": 10.0}  # seconds on a 2-core CPU (docs/segmentation.md)
+
+
+def time_case(path: Path, settings: SegmentationSettings, repeats: int) -> Dict[str, Dict[str, float]]:
+    image = load_image(path)
+    runs: List[Dict[str, float]] = [segment_image(image, settings).timings for _ in range(repeats)]
+    return {step: {"best": min(r[step] for r in runs), "median": statistics.median(r[step] for r in runs)}
+            for step in runs[0]}
+
+
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "wholebrain"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", help="write the timings here")
+    args = parser.parse_args(argv)
+    data = Path(args.data)
+    cases = {name: data / name / image for name, image in CASES.items() if (data / name / image).exists()}
+    if not cases:
+        print(f"no whole-brain cases under {data} (see ../shared/data/README)", file=sys.stderr)
+        return 1
+    settings = SegmentationSettings(threads=args.threads)
+    segment_image(load_image(next(iter(cases.values()))), settings)  # warm-up: model, template, caches
+    results = {name: time_case(path, settings, args.repeats) for name, path in cases.items()}
+    print(f"threads {args.threads}, load average {os.getloadavg()[0]:.1f}; seconds, best (median)")
+    for name, steps in results.items():
+        cells = []
+        for step, t in steps.items():
+            flag = " over target" if step in TARGETS and t["best"] > TARGETS[step] else ""
+            cells.append(f"{step} {t['best']:.2f} ({t['median']:.2f}){flag}")
+        print(f"{name:12s} " + ", ".join(cells))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"threads": args.threads, "cases": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
