@@ -121,7 +121,7 @@ def main() -> None:
         rows.extend(_direct_rows(summary[coding], coding, cv_run, ft_res))
 
     curves = learning_curves(reference, config, "learning_curves.png", "GPU run")
-    cv_curves = learning_curves(cv_run, config, "learning_curves_cv.png", "CPU run, same budget")
+    cv_curves = learning_curves(cv_run, config, "learning_curves_cv.png", "CPU run, same budget", paired_only=True)
     dice_vs_t(summary)
     dice_vs_energy(summary, ann_roi_macs * MAC_PJ / 1e6)
     rates_plot(cv_run)
@@ -149,8 +149,11 @@ def _direct_rows(s: Dict[str, Any], coding: str, cv_run: Path, ft_res: List[Dict
     return rows
 
 
-def learning_curves(run: Path, config: Dict[str, Any], name: str, label: str) -> Dict[str, Any]:
-    """Validation Dice vs batches of fine-tuning and direct training; ANN validation Dice vs epoch."""
+def learning_curves(run: Path, config: Dict[str, Any], name: str, label: str,
+                    paired_only: bool = False) -> Dict[str, Any]:
+    """Validation Dice vs batches of fine-tuning and direct training; ANN validation Dice vs epoch.
+
+    ``paired_only``: list only folds where this run trained both (a same-budget comparison)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     reach: Dict[str, Any] = {}
     for coding, colour in zip(config["codings"], ("tab:blue", "tab:orange")):
@@ -181,8 +184,8 @@ def learning_curves(run: Path, config: Dict[str, Any], name: str, label: str) ->
         target = 0.95 * ft["dice"][-1]
         ft_batches = next(b for b, d in zip(ft["batches"], ft["dice"]) if d >= target)
         direct = reach.get(key.replace("finetune_T32", "direct_T32"))
-        if direct is None and "same budget" in label:
-            continue  # this run compares like with like only where it trained both
+        if direct is None and paired_only:
+            continue
         direct_batches = None
         if direct:
             direct_batches = next((b for b, d in zip(direct["batches"], direct["dice"]) if d >= target), None)
