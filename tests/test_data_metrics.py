@@ -52,7 +52,38 @@ def test_corrupt_file_is_a_user_error(tmp_path):
     root = make_msd_folder(tmp_path / "d", n=1)
     path = root / "imagesTr" / "hippocampus_000.nii.gz"
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(HippoSNNError, match="cannot read"):
+    with pytest.raises(HippoSNNError, match="(?i)cannot read"):
+        load_cases(root)
+
+
+def test_foreign_label_values_are_refused_not_binarised(tmp_path):
+    root = make_msd_folder(tmp_path / "d", n=2)
+    path = root / "labelsTr" / "hippocampus_001.nii.gz"
+    img = nib.load(str(path))
+    lab = np.asarray(img.dataobj).copy()
+    lab[0, 0, :3] = 3  # a foreign structure: must not become hippocampus
+    nib.save(nib.Nifti1Image(lab, img.affine), str(path))
+    with pytest.raises(HippoSNNError) as info:
+        load_cases(root)
+    message = str(info.value)
+    assert str(path) in message and "0, 1, 2, 3" in message and "\n" not in message
+    nib.save(nib.Nifti1Image((lab > 0).astype(np.uint8), img.affine), str(path))  # binary 0/1 masks are fine
+    assert set(np.unique(load_cases(root)[1].label)) == {0, 1}
+
+
+def test_training_reads_images_like_inference(tmp_path):
+    """One reader: a crop's image is what io.load_image (the inference reader) gives, float32, same order."""
+    from hipposnn.io import load_image
+
+    root = make_msd_folder(tmp_path / "d", n=1)
+    path = root / "imagesTr" / "hippocampus_000.nii.gz"
+    raw = np.asarray(nib.load(str(path)).dataobj)
+    nib.save(nib.Nifti1Image((raw * 10).astype(np.int16), np.eye(4)), str(path))  # an integer crop
+    case = load_cases(root)[0]
+    assert case.image.dtype == np.float32 and case.image.shape == raw.shape
+    assert np.array_equal(case.image, load_image(path).array)
+    nib.save(nib.Nifti1Image(np.zeros(raw.shape, np.float32), np.eye(4)), str(path))  # T1 checks apply too
+    with pytest.raises(HippoSNNError, match="constant"):
         load_cases(root)
 
 

@@ -58,19 +58,41 @@ def _case_name(path: Path) -> str:
     return name
 
 
-def _load_nifti(path: Path) -> np.ndarray:
-    import nibabel as nib
+#: The label values of the MSD Task04 crops: 0 background, 1 anterior, 2 posterior hippocampus.
+LABEL_VALUES = (0, 1, 2)
+
+
+def _load_image(path: Path) -> np.ndarray:
+    """A crop as float32, read exactly as inference reads a T1 (:func:`hipposnn.io.load_image`)."""
+    from .io import load_image
 
     try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel raises many types for damaged files
-        raise HippoSNNError(f"cannot read {path}: {exc}") from None
+        return load_image(path).array
+    except HippoSNNError as exc:
+        raise HippoSNNError(f"{exc} [{path}]") from None
+
+
+def _load_label(path: Path) -> np.ndarray:
+    """A label map as the binary hippocampus mask (uint8, label > 0); any value but 0, 1, 2 is refused.
+
+    A foreign label (another structure, a 0/255 mask, an interpolated float map) would otherwise
+    silently become hippocampus.
+    """
+    from .io import read_volume
+
+    data, _ = read_volume(path)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise HippoSNNError(f"{path} is not a 3D image (shape {data.shape})")
-    return data
+        raise HippoSNNError(f"{path} is not a 3D label map (shape {data.shape})")
+    values = np.unique(data)
+    extra = values[~np.isin(values, LABEL_VALUES)]
+    if extra.size:
+        shown = ", ".join(f"{v:g}" for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
+        raise HippoSNNError(
+            f"{path}: label values {shown}; expected only 0 (background), 1 and 2 (hippocampus, as in MSD Task04)"
+        )
+    return (data > 0).astype(np.uint8)
 
 
 #: A labelled case may be given as an (image, label) pair of paths; ``DataSource`` is what every
@@ -199,10 +221,10 @@ def load_cases(root: DataSource, names: Optional[Iterable[str]] = None, require_
     for name, img_path, lab_path in list_cases(root, require_labels):
         if wanted is not None and name not in wanted:
             continue
-        image = _load_nifti(img_path).astype(np.float32)
+        image = _load_image(img_path)
         label = None
         if lab_path is not None:
-            label = (_load_nifti(lab_path) > 0).astype(np.uint8)
+            label = _load_label(lab_path)
             if label.shape != image.shape:
                 raise HippoSNNError(f"{name}: label shape {label.shape} differs from image shape {image.shape}")
         out.append(Case(name, image, label))

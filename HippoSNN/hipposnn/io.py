@@ -310,6 +310,18 @@ def load_image(path: PathLike) -> Image:
     SimpleITK otherwise; ITK geometry is converted to the RAS affine convention of the core.
     """
     path = Path(path).expanduser()
+    array, affine = read_volume(path)
+    return validate_image(array, affine, str(path))
+
+
+def read_volume(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
+    """``(array (i, j, k) as stored, voxel-to-RAS affine)`` of any image file or DICOM folder, unvalidated.
+
+    The one reader of the package: :func:`load_image` adds the T1 checks to it and is what training
+    (:func:`hipposnn.data.load_cases`) and inference read images with; label maps, which those checks
+    refuse, are read with this directly. Unreadable files raise a one-line :class:`HippoSNNError`.
+    """
+    path = Path(path).expanduser()
     if not path.exists():
         raise HippoSNNError(f"Input not found: {path}")
     try:
@@ -334,7 +346,7 @@ def load_image(path: PathLike) -> Image:
         raise HippoSNNError(
             f"Cannot read {path.name}: file is unreadable, truncated or corrupted ({reason[:120]})"
         ) from None
-    return validate_image(array, affine, str(path))
+    return array, affine
 
 
 # --------------------------------------------------------------------------------------------------
