@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, Tuple, Union
 
-import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -146,6 +145,8 @@ def _suffix(path: Path) -> str:
 
 
 def _read_nibabel(path: Path) -> Tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib  # only where files are read: Slicer's Python has no nibabel, and needs none
+
     img = nib.load(str(path))
     data = np.asarray(img.dataobj)
     return data, np.asarray(img.affine, dtype=np.float64)
@@ -421,6 +422,8 @@ def save_image(
     except OSError as exc:
         raise HippoSNNError(f"Cannot write in {folder}: {exc.strerror}") from None
     os.close(fd)
+    import nibabel as nib  # imported where files are written (see _read_nibabel)
+
     try:
         if suffix in (".nii", ".nii.gz"):
             img = nib.Nifti1Image(data, affine)
