@@ -41,6 +41,8 @@ from .data import normalise, to_slices
 from .encoding import CODINGS
 from .errors import Cancelled, HippoSNNError
 from .io import Image
+from .options import AUTO_ROI_SHAPE, check_device, validate_threshold
+from .options import resolve_device as _resolve_device
 from .roi import (
     ROI_SPACING_MM,
     SIDES,
@@ -57,9 +59,8 @@ from .weights import default_model_path, model_from_payload, read_payload, sha25
 
 Progress = Callable[[float, str], bool]
 
-#: Auto-ROI grid (voxels at 1 mm): axis 0 lateral->medial (slices), 1 posterior->anterior, 2 inferior->superior.
-ROI_WIDTH = 32
-AUTO_ROI_SHAPE: Tuple[int, int, int] = (ROI_WIDTH, 56, 48)
+#: Auto-ROI grid: ``AUTO_ROI_SHAPE`` = (``ROI_WIDTH``, 56, 48) voxels at 1 mm, defined in hipposnn.options
+#: (imported above) so that the Slicer module reads the same numbers without importing torch.
 LABELS = {"right": 1, "left": 2}
 #: In-plane tissue window (axes 1, 2) the network is shown, and where the hippocampus sits in it. The
 #: training crops are ~35 x 50 x 35 mm (median of the 200 MSD crops) zero-padded to 56 x 48, with the
@@ -108,10 +109,8 @@ class SegmentationSettings:
             raise HippoSNNError(f"timesteps must be a positive whole number, got {self.timesteps!r}")
         if self.coding is not None and self.coding not in CODINGS:
             raise HippoSNNError(f"Unknown coding '{self.coding}': use binary or ternary")
-        if not 0.0 < float(self.threshold) < 1.0:
-            raise HippoSNNError(f"threshold must lie between 0 and 1, got {self.threshold}")
-        if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):
-            raise HippoSNNError(f"Unknown device '{self.device}': use cpu, cuda or auto")
+        validate_threshold(self.threshold)  # the one rule (hipposnn.options), shared with Slicer
+        check_device(self.device)
         if isinstance(self.roi, str):
             if self.roi not in ("auto", "crop"):
                 raise HippoSNNError(f"Unknown ROI mode '{self.roi}': use auto, crop or a centre x,y,z")
@@ -208,14 +207,11 @@ _CACHE_LOCK = threading.Lock()
 
 
 def resolve_device(device: str = "cpu") -> str:
-    """'auto' picks CUDA when available; asking for CUDA without it is a user error, not a silent fallback."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise HippoSNNError("CUDA was requested but no CUDA GPU is available: use --device cpu or auto")
-    if device != "cpu" and not str(device).startswith("cuda"):
-        raise HippoSNNError(f"Unknown device '{device}': use cpu, cuda or auto")
-    return str(device)
+    """'auto' picks CUDA when available; asking for CUDA without it is a user error, not a silent fallback.
+
+    The rule lives in :func:`hipposnn.options.resolve_device` (shared with the Slicer module).
+    """
+    return _resolve_device(device)
 
 
 def load_segmentation_model(

@@ -1,0 +1,67 @@
+"""Rules for the user's segmentation options, in one place for the command line, the API and Slicer.
+
+Each rule is written once here and called by :class:`hipposnn.inference.SegmentationSettings`, the
+CLI and the 3D Slicer module, so that a value accepted in one place is accepted everywhere. This
+module imports neither torch nor numpy nor nibabel: the Slicer module reads it at start-up.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Tuple
+
+from .errors import HippoSNNError
+
+#: Auto-ROI grid (voxels at 1 mm): axis 0 lateral->medial (the slices), 1 posterior->anterior,
+#: 2 inferior->superior. 32 slices, not the 24 of the training crops (see hipposnn.inference).
+ROI_WIDTH = 32
+AUTO_ROI_SHAPE: Tuple[int, int, int] = (ROI_WIDTH, 56, 48)
+
+#: The output threshold is a probability strictly between 0 and 1 (0 would keep every voxel of the
+#: box, 1 none). User interfaces offer this closed range, which lies inside the open one.
+THRESHOLD_RANGE: Tuple[float, float] = (0.01, 0.99)
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def validate_threshold(value: object) -> float:
+    """The threshold as a float; :class:`HippoSNNError` unless it lies strictly between 0 and 1."""
+    try:
+        threshold = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise HippoSNNError(f"threshold must be a number between 0 and 1, got {value!r}") from None
+    if not (math.isfinite(threshold) and 0.0 < threshold < 1.0):
+        raise HippoSNNError(f"threshold must lie strictly between 0 and 1, got {value}")
+    return threshold
+
+
+def check_device(device: Optional[str]) -> str:
+    """The device name ('auto' for None or ''); :class:`HippoSNNError` for a name no run could use."""
+    name = "auto" if device in (None, "") else str(device)
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise HippoSNNError(f"Unknown device '{name}': use cpu, cuda or auto")
+    return name
+
+
+def _torch_cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_device(device: Optional[str] = "cpu", cuda_available: Optional[Callable[[], bool]] = None) -> str:
+    """'auto' (or None) picks CUDA when a CUDA GPU is usable, else the CPU; 'cpu' stays.
+
+    Asking for 'cuda' (or 'cuda:N') without a usable GPU is a user error, not a silent fallback: a run
+    that the user asked to put on the GPU would otherwise take many times longer without saying why.
+    ``cuda_available`` replaces the torch query (tests, callers that already know).
+    """
+    name = check_device(device)
+    if name == "cpu":
+        return name
+    available = (cuda_available or _torch_cuda_available)()
+    if name == "auto":
+        return "cuda" if available else "cpu"
+    if not available:
+        raise HippoSNNError("CUDA was requested but no CUDA GPU is available: use device cpu or auto")
+    return name

@@ -1,0 +1,51 @@
+"""hipposnn.options: each user-option rule in one place, shared by the CLI, the API and the Slicer module."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hipposnn.errors import HippoSNNError
+from hipposnn.options import AUTO_ROI_SHAPE, THRESHOLD_RANGE, resolve_device, validate_threshold
+
+
+def test_threshold_rule_is_strictly_inside_0_1_everywhere():
+    from hipposnn.inference import SegmentationSettings
+
+    for bad in (0, 0.0, 1, 1.0, -0.1, 1.5, float("nan"), "x", None):
+        with pytest.raises(HippoSNNError):
+            validate_threshold(bad)
+        if not isinstance(bad, str) and bad is not None:
+            with pytest.raises(HippoSNNError):
+                SegmentationSettings(threshold=bad).validate()
+    assert validate_threshold("0.5") == 0.5
+    low, high = THRESHOLD_RANGE
+    assert validate_threshold(low) == low and validate_threshold(high) == high  # the UI's closed range is valid
+
+
+def test_device_rule_cuda_missing_is_an_error_not_a_fallback():
+    assert resolve_device("auto", lambda: False) == "cpu"
+    assert resolve_device(None, lambda: True) == "cuda"
+    assert resolve_device("cpu", lambda: True) == "cpu"
+    assert resolve_device("cuda:1", lambda: True) == "cuda:1"
+    for wanted in ("cuda", "cuda:0"):
+        with pytest.raises(HippoSNNError, match="CUDA was requested"):
+            resolve_device(wanted, lambda: False)
+    with pytest.raises(HippoSNNError, match="Unknown device"):
+        resolve_device("tpu", lambda: True)
+
+
+def test_inference_uses_the_options_rules():
+    from hipposnn import inference
+
+    assert inference.AUTO_ROI_SHAPE is AUTO_ROI_SHAPE
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(HippoSNNError, match="CUDA was requested"):
+            inference.resolve_device("cuda")
+
+
+def test_options_imports_neither_torch_nor_numpy():
+    code = "import sys; import hipposnn.options; print(sorted({'torch', 'numpy', 'nibabel'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
