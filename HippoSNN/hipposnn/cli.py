@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coding", choices=["binary", "ternary"], default=DEFAULT_CODING,
                    help=f"input spike coding (default {DEFAULT_CODING}, that of the shipped models)")
     p.add_argument("--output-scaling", choices=["mean", "sum"], default="mean")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
 
     p = sub.add_parser("finetune", help="stage 3: spike-based fine-tuning (BPTT) of a converted SNN")
     _add_data(p)
@@ -180,7 +181,8 @@ def _run(args: argparse.Namespace) -> int:
         from .pipeline import convert_ann
 
         convert_ann(args.checkpoint, args.data, args.out, args.timesteps, args.threshold_scale, args.percentile,
-                    args.coding, args.slices, args.fold, args.folds, args.seed, args.output_scaling)
+                    args.coding, args.slices, args.fold, args.folds, args.seed, args.output_scaling,
+                    device=args.device, progress=tqdm_progress("convert"))
     elif cmd in ("finetune", "train-snn"):
         from .pipeline import train_snn
         from .unet import UNetSpec

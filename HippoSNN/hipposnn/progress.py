@@ -1,15 +1,41 @@
-"""Terminal progress bars for the core's ``progress(fraction, message) -> bool`` callbacks."""
+"""Terminal progress bars for the core's ``progress(fraction, message) -> bool`` callbacks.
+
+With the environment variable ``HIPPOSNN_PROGRESS=lines`` the command line prints one machine-readable
+line per report instead of a bar, ``hipposnn-progress: <fraction> <message>`` on stdout: the 3D Slicer
+module runs training in a child process and reads these lines (HippoSNNLib/trainingLogic.py).
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
 ProgressCallback = Callable[[float, str], bool]
 
+#: Start of a progress line in ``HIPPOSNN_PROGRESS=lines`` mode.
+LINE_PREFIX = "hipposnn-progress:"
+
+
+def line_progress(desc: str) -> ProgressCallback:
+    """Progress as ``hipposnn-progress: 0.4200 <desc>: <message>`` lines on stdout (flushed)."""
+
+    def update(fraction: float, message: str) -> bool:
+        value = min(max(float(fraction), 0.0), 1.0)
+        print(f"{LINE_PREFIX} {value:.4f} {desc}: {message}", flush=True)
+        return True
+
+    update.close = lambda: None  # type: ignore[attr-defined]
+    return update
+
 
 def tqdm_progress(desc: str, leave: bool = True) -> ProgressCallback:
-    """A tqdm bar in percent, with the latest message as postfix; ``callback.close()`` ends it."""
+    """A tqdm bar in percent, with the latest message as postfix; ``callback.close()`` ends it.
+
+    Progress lines instead of a bar when ``HIPPOSNN_PROGRESS=lines`` (see the module docstring).
+    """
+    if os.environ.get("HIPPOSNN_PROGRESS") == "lines":
+        return line_progress(desc)
     from tqdm import tqdm
 
     bar = tqdm(total=100, desc=desc, unit="%", leave=leave, dynamic_ncols=True, file=sys.stderr,
