@@ -136,7 +136,8 @@ def _bad_cases(tmp_path: Path):
         "2D": _write_nifti(tmp_path / "flat.nii.gz", good[:, :, 0]),
         "4D with 2": _write_nifti(tmp_path / "four.nii.gz", np.stack([good, good], axis=-1)),
         "label map": _write_nifti(tmp_path / "labels.nii.gz", labels),
-        "constant": _write_nifti(tmp_path / "const.nii.gz", np.full((8, 8, 8), 7, np.float32)),
+        "constant": _write_nifti(tmp_path / "const.nii.gz", np.full((20, 20, 20), 7, np.float32)),
+        "too small": _write_nifti(tmp_path / "small.nii.gz", _t1_like(shape=(10, 10, 10))),
         "NaN": _write_nifti(tmp_path / "nan.nii.gz", nan),
         "tiny spacing": _write_nifti(tmp_path / "tiny.nii.gz", good, np.diag([0.05, 1, 1, 1])),
         "huge spacing": _write_nifti(tmp_path / "huge.nii.gz", good, np.diag([1, 1, 20, 1])),
@@ -167,7 +168,8 @@ EXPECTED = {
     "unsupported": "Unsupported file type",
     "truncated": "truncated",
     "corrupted": "corrupted",
-    "corrupted nrrd": "",
+    "corrupted nrrd": "Cannot read garbage.nrrd: file is unreadable, truncated or corrupted",
+    "too small": "too small (10 x 10 x 10 voxels): need at least 16 voxels along each axis",
 }
 
 
@@ -179,6 +181,59 @@ def test_bad_inputs_raise_one_line_errors(tmp_path, case):
     message = str(info.value)
     assert EXPECTED[case] in message
     assert "\n" not in message
+
+
+def _brain_like(shape=(40, 44, 36), seed=0) -> np.ndarray:
+    """A T1-like head: a uniform (0) background around an ellipsoid with MRI-like texture (0..255)."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).astype(np.float64)
+    centre = (np.asarray(shape, dtype=np.float64) - 1) / 2
+    radius = ((grid - centre[:, None, None, None]) ** 2 / (0.4 * np.asarray(shape))[:, None, None, None] ** 2).sum(0)
+    head = radius < 1.0
+    data = np.zeros(shape)
+    data[head] = 60 + 30 * np.sin(grid[0][head] / 3) + 20 * np.cos(grid[1][head] / 4) + rng.normal(0, 12, head.sum())
+    return np.clip(np.round(data), 0, 255)
+
+
+def test_integer_t1_with_nonzero_background_is_not_a_label_map(tmp_path):
+    """Issue 12 item 9: T1 - 300 (integer, background -300 everywhere) was refused as "a label map"."""
+    brain = _brain_like()
+    assert load_image(_write_nifti(tmp_path / "t1.nii.gz", brain.astype(np.uint8))).shape == brain.shape
+    shifted = load_image(_write_nifti(tmp_path / "shifted.nii.gz", (brain - 300).astype(np.int16)))
+    assert float(shifted.array.min()) == -300.0
+    labels = np.full((30, 30, 30), 5, np.int16)  # a label map whose background is not 0 is still one
+    labels[5:15, 5:15, 5:15] = 17
+    labels[15:25, 5:15, 5:15] = 53
+    with pytest.raises(HippoSNNError, match="label map"):
+        load_image(_write_nifti(tmp_path / "labels.nii.gz", labels))
+
+
+def test_scaled_int16_and_zscored_t1_load(tmp_path):
+    """int16 with scl_inter = -100 and a z-scored float T1 are valid T1 images (issue 12 item 9)."""
+    brain = _brain_like()
+    img = nib.Nifti1Image(brain.astype(np.int16), np.eye(4))
+    img.header.set_slope_inter(1.0, -100.0)
+    path = tmp_path / "inter.nii.gz"
+    nib.save(img, str(path))
+    loaded = load_image(path)
+    assert np.array_equal(loaded.array, (brain - 100).astype(np.float32))
+    z = (brain - brain.mean()) / brain.std()
+    loaded = load_image(_write_nifti(tmp_path / "z.nii.gz", z.astype(np.float32)))
+    assert loaded.array.min() < 0 < loaded.array.max()
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    """Issue 12 item 2: outputs were 0600 (mkstemp's mode survived the rename)."""
+    previous = os.umask(0o022)
+    try:
+        path = save_image(_t1_like(), np.eye(4), tmp_path / "out.nii.gz")
+        assert path.stat().st_mode & 0o777 == 0o644
+        os.umask(0o027)
+        path = save_image(_t1_like(), np.eye(4), tmp_path / "out.mha")
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(previous)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mha", "out.nii.gz"]
 
 
 def test_degenerate_affine_is_rejected(tmp_path):

@@ -54,6 +54,43 @@ def test_segment_ok_outputs_and_geometry(tmp_path, capsys) -> None:
     assert code == 0, err
 
 
+def test_inputs_with_the_same_name_keep_their_own_outputs(tmp_path, capsys) -> None:
+    """Issue 12 item 6: a/T1 and b/T1 (or T1.nii and T1.nii.gz) wrote one label map over the other."""
+    for folder, seed in (("a", 0), ("b", 1)):
+        (tmp_path / folder).mkdir()
+        _t1(tmp_path / folder / "T1.nii.gz", seed=seed)
+    (tmp_path / "c").mkdir()
+    _t1(tmp_path / "c" / "T1.nii.gz", seed=2)
+    _t1(tmp_path / "c" / "T1.nii", seed=3)
+    inputs = [str(tmp_path / p) for p in ("a/T1.nii.gz", "b/T1.nii.gz", "c/T1.nii.gz", "c/T1.nii", "a/T1.nii.gz")]
+    out = tmp_path / "out"
+    code, stdout, err = _run(capsys, *inputs, "-o", str(out), "--json", *FAST)
+    assert code == 0, err
+    stems = ["a_T1", "b_T1", "c_T1_niigz", "c_T1_nii"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{s}_hippo_labels.nii.gz" for s in stems] + [f"{s}_hippo.json" for s in stems])
+    for stem, source in zip(stems, inputs):
+        assert json.loads((out / f"{stem}_hippo.json").read_text())["input"] == source
+    assert stdout.count(" ok ") == 4 and stdout.count("note: several inputs") == 4  # a/T1 once, not twice
+    # the names depend only on the inputs: the same command finds its outputs and refuses to replace them
+    code, _, err = _run(capsys, *inputs[:2], "-o", str(out), *FAST)
+    assert code != 0 and "a_T1_hippo_labels.nii.gz exists: pass --overwrite" in err
+
+
+def test_outputs_follow_the_umask(tmp_path, capsys) -> None:
+    """Issue 12 item 2: every output was 0600, unreadable to the rest of a lab."""
+    src = _t1(tmp_path / "a.nii.gz")
+    out = tmp_path / "out"
+    previous = os.umask(0o022)
+    try:
+        code, _, err = _run(capsys, str(src), "-o", str(out), "--json", "--png", "--probabilities", *FAST)
+    finally:
+        os.umask(previous)
+    assert code == 0, err
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert len(modes) == 4 and set(modes.values()) == {0o644}, modes
+
+
 def _bad_inputs(folder: Path):
     good = _t1(folder / "good.nii.gz")
     truncated = folder / "truncated.nii.gz"
@@ -108,7 +145,7 @@ def test_bad_input_one_line_no_output(tmp_path, capsys, name) -> None:
     lines = _error_lines(err)
     assert len(lines) == 1 and expected[name] in lines[0], err
     assert "Traceback" not in err
-    assert not any(out.iterdir())
+    assert not out.exists()  # the output folder this run created is removed again (issue 12 item 10)
 
 
 def test_batch_keeps_going_and_reports(tmp_path, capsys) -> None:
@@ -124,7 +161,7 @@ def test_batch_keeps_going_and_reports(tmp_path, capsys) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["one_hippo_labels.nii.gz", "two_hippo_labels.nii.gz"]
 
 
-def test_output_paths_refused(tmp_path, capsys) -> None:
+def test_output_paths_refused(tmp_path, capsys, monkeypatch) -> None:
     src = _t1(tmp_path / "a.nii.gz")
     # Output equal to an input: the labels file of "a_hippo_labels" would overwrite that input.
     clash = shutil.copy(src, tmp_path / "a_hippo_labels.nii.gz")
@@ -136,13 +173,11 @@ def test_output_paths_refused(tmp_path, capsys) -> None:
     assert code != 0 and "is a file" in err
     locked = tmp_path / "locked"
     locked.mkdir()
-    os.chmod(locked, 0o500)
-    try:
-        if not os.access(locked, os.W_OK):
-            code, _, err = _run(capsys, str(src), "-o", str(locked), *FAST)
-            assert code != 0 and "not writable" in err
-    finally:
-        os.chmod(locked, 0o700)
+    # os.access, not chmod: as root (how CI runs) permissions would not stop the writing
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    code, _, err = _run(capsys, str(src), "-o", str(locked), *FAST)
+    assert code != 0 and "not writable" in err and len(_error_lines(err)) == 1
 
 
 def test_write_failure_leaves_nothing(tmp_path, capsys, monkeypatch) -> None:
@@ -156,7 +191,7 @@ def test_write_failure_leaves_nothing(tmp_path, capsys, monkeypatch) -> None:
     out = tmp_path / "out"
     code, _, err = _run(capsys, str(src), "-o", str(out), "--png", "--json", *FAST)
     assert code != 0 and len(_error_lines(err)) == 1 and "No space left" in err
-    assert not any(out.iterdir())
+    assert not out.exists()
 
 
 def test_demo_runs(tmp_path, capsys) -> None:
@@ -241,4 +276,4 @@ def test_damaged_dicom_series_one_line_no_output(shared_data, tmp_path, capfd, d
     lines = _error_lines(err)
     assert len(lines) == 1 and expected in lines[0], err
     assert "Traceback" not in err and "WARNING" not in err
-    assert not any(out.iterdir())
+    assert not out.exists()

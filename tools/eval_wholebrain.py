@@ -16,10 +16,10 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from hipposnn.atomicio import atomic_write_text
 from hipposnn.inference import SegmentationSettings, roi_coverage, segment_image
 from hipposnn.io import load_image
 from hipposnn.metrics import dice
-from hipposnn.weights import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 # case -> (T1 file, label file, right label, left label)

@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["all", "test"], default="all",
                    help="score all cases, or only the --fold test cases")
     p.add_argument("--json", type=Path, default=None, help="write the scores to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--device", default="cpu")
 
     p = sub.add_parser("folds", help="write the subject-wise K-fold split to JSON")
@@ -229,10 +230,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .pipeline import evaluate_model, split_names
     from .weights import default_model_path, model_from_payload, read_payload
 
+    if args.json is not None:
+        from .outputs import check_output_file
+
+        check_output_file(args.json, args.overwrite)  # before the evaluation, not after it
     path = args.checkpoint or default_model_path(args.model, args.coding)
     payload = read_payload(path)
-    kind = args.model if args.checkpoint is None else payload["kind"]
-    model = model_from_payload(payload, kind)
+    kind = args.model if args.checkpoint is None else payload.get("kind")
+    model = model_from_payload(payload, kind, source=str(path))
     meta: Dict[str, Any] = payload.get("meta", {})
     coding = args.coding or meta.get("coding", "binary")
     timesteps = args.timesteps or int(meta.get("timesteps", 32))
@@ -247,8 +252,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"mean 3D Dice {result['mean_dice_3d']:.4f} (sd {result['sd_dice_3d']:.4f}, {len(result['cases'])} cases);"
           f" mean 2D Dice {result['mean_dice_2d']:.4f} (sd {result['sd_dice_2d']:.4f})")
     if args.json is not None:
-        from .weights import atomic_write_text
+        from .atomicio import atomic_write_text
 
+        if args.json.exists() and not args.overwrite:  # appeared while evaluating
+            raise HippoSNNError(f"Output {args.json} exists: pass --overwrite to replace it")
         atomic_write_text(args.json, json.dumps(result, indent=1))
     return 0
 

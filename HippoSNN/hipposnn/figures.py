@@ -16,7 +16,7 @@ from typing import Dict, Union
 
 import numpy as np
 
-from .weights import atomic_write_bytes
+from .atomicio import atomic_write_bytes
 
 _COLOURS = {1: (1.0, 0.25, 0.2), 2: (0.2, 0.6, 1.0)}
 _HALF_FOV_MM = 40.0
@@ -36,8 +36,12 @@ def overlay_png(
     path: Union[str, os.PathLike[str]],
     values: Dict[str, int] | None = None,
     title: str = "",
+    atomic: bool = True,
 ) -> Path:
-    """Write a PNG with one row per side present: sagittal, coronal and axial slices through its centroid."""
+    """Write a PNG with one row per side present: sagittal, coronal and axial slices through its centroid.
+
+    Written atomically, or directly to ``path`` with ``atomic=False`` (the caller uses a temporary name).
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -87,5 +91,8 @@ def overlay_png(
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     out = Path(path)
-    atomic_write_bytes(out, buffer.getvalue())
+    if atomic:
+        atomic_write_bytes(out, buffer.getvalue())
+    else:
+        out.write_bytes(buffer.getvalue())
     return out

@@ -237,7 +237,7 @@ def load_segmentation_model(
     kind = model
     if checkpoint and model == "snn" and payload.get("kind") == "ann":
         raise HippoSNNError(f"{path.name} holds an ANN: pass --model ann or convert it first")
-    network = model_from_payload(payload, kind)
+    network = model_from_payload(payload, kind, source=str(path))
     network.eval()
     network.to(device)
     meta = payload.get("meta", {}) or {}
@@ -439,7 +439,7 @@ def _predict(
         )
         start = 0
         for i in members:
-            out[i] = np.moveaxis(probs[start : start + counts[i], 0], 0, 0)
+            out[i] = probs[start : start + counts[i], 0]
             start += counts[i]
     return [np.asarray(p) for p in out]
 

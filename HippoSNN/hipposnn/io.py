@@ -14,7 +14,6 @@ such case stops with a :class:`~hipposnn.errors.HippoSNNError` that says what is
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, Tuple, Union
@@ -22,6 +21,7 @@ from typing import Iterable, Sequence, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
+from .atomicio import atomic_write
 from .errors import HippoSNNError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -35,6 +35,9 @@ SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".nrrd", ".mha")
 
 MIN_SPACING_MM = 0.1
+#: Smallest image accepted, along every axis: the smallest MSD training crop is 31 x 40 x 24 voxels, and
+#: a smaller scan cannot hold a hippocampus (registration's image pyramid also needs a few voxels).
+MIN_VOXELS_PER_AXIS = 16
 MAX_SPACING_MM = 10.0
 #: A label map has integer values, few distinct values and large uniform regions; an MRI does not.
 #: Measured on the reference data: among non-background neighbour pairs, 78-89 % are equal in label
@@ -255,14 +258,18 @@ def _looks_like_label_map(array: np.ndarray) -> bool:
         flat = flat[:: flat.size // _SAMPLE_VOXELS + 1]
     if not np.all(np.equal(np.mod(flat, 1), 0)):
         return False
-    if np.unique(flat).size > _LABEL_MAX_DISTINCT:
+    values, counts = np.unique(flat, return_counts=True)
+    if values.size > _LABEL_MAX_DISTINCT:
         return False
+    # The background is the most frequent value, not necessarily 0: an integer T1 may have been
+    # shifted (T1 - 300) or rescaled, and its uniform background then must not count as a label.
+    background = values[int(np.argmax(counts))]
     a, b = array[1:], array[:-1]
-    nonzero = (a != 0) | (b != 0)
-    n = int(nonzero.sum())
+    foreground = (a != background) | (b != background)
+    n = int(foreground.sum())
     if n == 0:
         return True
-    return float(((a == b) & nonzero).sum()) / n > _LABEL_NEIGHBOUR_EQUAL
+    return float(((a == b) & foreground).sum()) / n > _LABEL_NEIGHBOUR_EQUAL
 
 
 def validate_image(array: np.ndarray, affine: np.ndarray, source: str) -> Image:
@@ -280,6 +287,10 @@ def validate_image(array: np.ndarray, affine: np.ndarray, source: str) -> Image:
         raise HippoSNNError(f"{name} is {array.ndim}D (shape {array.shape}): need a 3D volume")
     if min(array.shape) < 3:
         raise HippoSNNError(f"{name} has shape {array.shape}: too thin to be a 3D volume")
+    if min(array.shape) < MIN_VOXELS_PER_AXIS:
+        shown = " x ".join(str(n) for n in array.shape)
+        raise HippoSNNError(f"{name} is too small ({shown} voxels): need at least {MIN_VOXELS_PER_AXIS} voxels "
+                            "along each axis (a whole-brain T1, or a hippocampus crop with --roi crop)")
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
         raise HippoSNNError(f"{name} has voxel type {array.dtype}: need real scalar values")
     affine = np.asarray(affine, dtype=np.float64)
@@ -376,7 +387,7 @@ def check_output_path(path: PathLike, inputs: Iterable[PathLike] = (), overwrite
     if not os.access(folder, os.W_OK | os.X_OK):
         raise HippoSNNError(f"Output folder is not writable: {folder}")
     if out.exists() and not overwrite:
-        raise HippoSNNError(f"Output {out} exists: pass overwrite to replace it")
+        raise HippoSNNError(f"Output {out} exists: pass --overwrite to replace it")
     return out
 
 
@@ -393,13 +404,15 @@ def save_image(
     affine: np.ndarray | None,
     path: PathLike,
     like: Image | None = None,
+    atomic: bool = True,
 ) -> Path:
     """Write a 3D array atomically; the format follows the extension.
 
     Integer or boolean arrays in 0..255 (label maps) are stored as uint8, anything else as float32.
     ``affine`` may be None when ``like`` gives the geometry. The file is first written to a temporary
-    name in the destination folder and then renamed, so a crash never leaves a half-written output
-    under the final name.
+    name in the destination folder and then renamed (:mod:`hipposnn.atomicio`), so a crash never
+    leaves a half-written output under the final name; ``atomic=False`` writes ``path`` directly, for
+    a caller that already writes to a temporary name (:class:`~hipposnn.atomicio.OutputGroup`).
     """
     out = Path(path).expanduser()
     if affine is None:
@@ -416,37 +429,26 @@ def save_image(
     suffix = _suffix(out)
     if suffix not in WRITE_SUFFIXES:
         raise HippoSNNError(f"Cannot write '{out.name}': output must end in {', '.join(WRITE_SUFFIXES)}")
-    folder = out.resolve().parent
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=str(folder))
-    except OSError as exc:
-        raise HippoSNNError(f"Cannot write in {folder}: {exc.strerror}") from None
-    os.close(fd)
-    import nibabel as nib  # imported where files are written (see _read_nibabel)
 
-    try:
+    def write(name: str) -> None:
+        import nibabel as nib  # imported where files are written (see _read_nibabel)
+
         if suffix in (".nii", ".nii.gz"):
             img = nib.Nifti1Image(data, affine)
             img.header.set_xyzt_units("mm")
             img.set_qform(affine, code=1)
             img.set_sform(affine, code=1)
-            nib.save(img, tmp_name)
+            nib.save(img, name)
         elif suffix == ".mgz":
-            nib.save(nib.MGHImage(data, affine), tmp_name)
+            nib.save(nib.MGHImage(data, affine), name)
         else:
-            sitk.WriteImage(to_sitk(data, affine), tmp_name, True)
-        os.replace(tmp_name, out)
-    except OSError as exc:
-        _remove_quietly(tmp_name)
-        raise HippoSNNError(f"Cannot write {out}: {exc.strerror or exc}") from None
-    except BaseException:
-        _remove_quietly(tmp_name)
-        raise
-    return out
+            sitk.WriteImage(to_sitk(data, affine), name, True)
 
-
-def _remove_quietly(name: str) -> None:
     try:
-        os.remove(name)
-    except OSError:
-        pass
+        if atomic:
+            atomic_write(out, write, mkdir=False)
+        else:
+            write(str(out))
+    except OSError as exc:
+        raise HippoSNNError(f"Cannot write {out}: {exc.strerror or exc}") from None
+    return out

@@ -13,16 +13,17 @@ enclosed volume (vtkMassProperties) is compared with the voxel count: a differen
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Tuple, Union
 
 import numpy as np
 
+from .atomicio import atomic_write
 from .errors import HippoSNNError
 
 MESH_SUFFIXES = (".vtk", ".vtp", ".ply", ".stl", ".obj")
 LPS_SUFFIXES = (".stl", ".obj")
+#: Relative difference between mesh and voxel volume above which a surface counts as broken (a QC warning).
 VOLUME_TOLERANCE = 0.15
 _SMOOTH_ITERATIONS = 20
 _SMOOTH_PASSBAND = 0.1
@@ -92,37 +93,39 @@ def check_mesh_suffix(path: Union[str, os.PathLike]) -> str:
     return suffix
 
 
-def write_mesh(poly, path: Union[str, os.PathLike]) -> Path:
-    """Write atomically (temporary name in the same folder, then rename); format from the extension."""
+def write_mesh(poly, path: Union[str, os.PathLike], atomic: bool = True) -> Path:
+    """Write atomically (temporary name in the same folder, then rename); format from the extension.
+
+    ``atomic=False`` writes ``path`` directly (the caller already writes to a temporary name).
+    """
     import vtk
 
     out = Path(path)
     suffix = check_mesh_suffix(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=suffix, dir=str(out.parent))
-    os.close(fd)
-    try:
-        if suffix == ".vtk":
-            writer = vtk.vtkPolyDataWriter()
-            writer.SetHeader("SPACE=RAS")
-            writer.SetFileTypeToBinary()
-        elif suffix == ".vtp":
-            writer = vtk.vtkXMLPolyDataWriter()
-        elif suffix == ".ply":
-            writer = vtk.vtkPLYWriter()
-        elif suffix == ".stl":
-            writer = vtk.vtkSTLWriter()
-            writer.SetFileTypeToBinary()
-        else:
-            writer = vtk.vtkOBJWriter()
-        writer.SetInputData(poly)
-        writer.SetFileName(tmp)
+    if suffix == ".vtk":
+        writer = vtk.vtkPolyDataWriter()
+        writer.SetHeader("SPACE=RAS")
+        writer.SetFileTypeToBinary()
+    elif suffix == ".vtp":
+        writer = vtk.vtkXMLPolyDataWriter()
+    elif suffix == ".ply":
+        writer = vtk.vtkPLYWriter()
+    elif suffix == ".stl":
+        writer = vtk.vtkSTLWriter()
+        writer.SetFileTypeToBinary()
+    else:
+        writer = vtk.vtkOBJWriter()
+    writer.SetInputData(poly)
+
+    def write(name: str) -> None:
+        writer.SetFileName(name)
         if not writer.Write():
             raise HippoSNNError(f"Cannot write mesh {out}")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    if atomic:
+        atomic_write(out, write, mkdir=False)
+    else:
+        write(str(out))
     return out
 
 

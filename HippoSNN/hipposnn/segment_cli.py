@@ -1,35 +1,38 @@
 """``hipposnn segment``: whole-brain T1 scans to hippocampus label maps, from the command line.
 
-Per input ``NAME`` the output folder receives ``NAME_hippo_labels<ext>`` (always), and on request
-``NAME_hippo_prob<ext>`` (``--probabilities``), ``NAME_hippo_{right,left}<mesh ext>`` (``--mesh``) and
-``NAME_hippo.json`` (``--json``). ``<ext>`` follows the input (.nii.gz for NIfTI and DICOM, .mgz for
-MGZ, .nrrd for NRRD, .mha for MHA/MHD) so that the label map opens over the scan in the user's tools.
-
-Failure policy: every output path of an input is checked before the work starts; all files of one
-input are written to temporary names and renamed only when all succeeded, so a failure leaves no
-partial output. A failing input does not stop the others; the exit code is non-zero if any failed.
+Argument parsing, input discovery and the printed report only. The output files, their names (inputs
+with the same name get distinct ones) and the all-or-nothing writing live in :mod:`hipposnn.outputs`;
+the segmentation in :mod:`hipposnn.inference`. A failing input does not stop the others; the exit code
+is non-zero if any failed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from .argtypes import positive_int, probability
 from .errors import HippoSNNError
+from .outputs import (
+    IMAGE_SUFFIXES,
+    OutputOptions,
+    check_plan,
+    output_names,
+    output_stem,
+    plan_outputs,
+    prepare_folder,
+    remove_if_empty,
+    unique_inputs,
+    write_outputs,
+)
 from .progress import tqdm_progress
 
 EXIT_FAILED = 2
 DEMO_T1 = Path(__file__).resolve().parent / "resources" / "demo_t1_icbm2009a_1mm.nii.gz"
 DEMO_OUT = "hipposnn_demo"
-_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd")
-_OUT_SUFFIX = {".nii.gz": ".nii.gz", ".nii": ".nii.gz", ".mgz": ".mgz", ".mgh": ".mgz", ".nrrd": ".nrrd",
-               ".nhdr": ".nrrd", ".mha": ".mha", ".mhd": ".mha"}
 
 
 def _roi(text: str) -> object:
@@ -77,18 +80,6 @@ def add_segment_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _stem(path: Path) -> Tuple[str, str]:
-    """(output name stem, output image suffix) for an input file or DICOM folder."""
-    name = path.name
-    lower = name.lower()
-    for suffix in _IMAGE_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)], _OUT_SUFFIX[suffix]
-    if path.is_dir():
-        return name, ".nii.gz"
-    return path.stem, ".nii.gz"
-
-
 def _is_dicom_folder(path: Path) -> bool:
     return any(p.is_file() and (p.suffix.lower() in (".dcm", ".ima") or p.suffix == "") for p in path.iterdir())
 
@@ -99,7 +90,7 @@ def expand_inputs(items: Sequence[str]) -> List[Path]:
     for item in items:
         path = Path(item).expanduser()
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(_IMAGE_SUFFIXES)
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
                            and not p.name.startswith("."))
             subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
             if files:
@@ -125,102 +116,6 @@ def _settings(args: argparse.Namespace):
     return settings
 
 
-def _planned(path: Path, out_dir: Path, args: argparse.Namespace) -> Dict[str, Path]:
-    stem, ext = _stem(path)
-    plan = {"labels": out_dir / f"{stem}_hippo_labels{ext}"}
-    if args.probabilities:
-        plan["probabilities"] = out_dir / f"{stem}_hippo_prob{ext}"
-    if args.mesh:
-        sides = ("right", "left") if args.side == "both" else (args.side,)
-        for side in sides:
-            plan[f"mesh_{side}"] = out_dir / f"{stem}_hippo_{side}{args.mesh_ext}"
-    if args.json:
-        plan["json"] = out_dir / f"{stem}_hippo.json"
-    if args.png:
-        plan["png"] = out_dir / f"{stem}_hippo_overlay.png"
-    return plan
-
-
-def _check_plan(plan: Dict[str, Path], inputs: Sequence[Path], overwrite: bool) -> None:
-    from .io import check_output_path
-
-    resolved_inputs = {p.resolve() for p in inputs}
-    for key, path in plan.items():
-        if key == "labels" or key == "probabilities":
-            check_output_path(path, inputs, overwrite)
-            continue
-        if path.resolve() in resolved_inputs:
-            raise HippoSNNError(f"Output {path} is also an input: choose another output folder")
-        if path.exists() and not overwrite:
-            raise HippoSNNError(f"Output {path} exists: pass --overwrite to replace it")
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial{os.getpid()}")
-
-
-def _write_all(plan: Dict[str, Path], image, result, args: argparse.Namespace) -> Dict[str, str]:
-    """Write every output under a temporary name, then rename them all; remove everything on failure."""
-    from .inference import LABELS
-    from .io import save_image
-
-    temps: Dict[str, Path] = {}
-    renamed: List[Path] = []
-    extra: Dict[str, Any] = {}
-    try:
-        for key, final in plan.items():
-            if key in ("json", "png") or key.startswith("mesh_"):
-                continue
-            tmp = final.with_name(f".{os.getpid()}.{final.name}")
-            data = result.labels if key == "labels" else result.probabilities
-            save_image(data, image.affine, tmp, like=image)
-            temps[key] = tmp
-        if args.mesh:
-            from .mesh import surfaces, write_mesh
-
-            meshes = surfaces(result.labels, image.affine, {s: LABELS[s] for s in result.volumes_mm3}, args.mesh_ext)
-            extra["meshes"] = {side: check for side, (_, check) in meshes.items()}
-            for side, (poly, check) in meshes.items():
-                if check["relative_difference"] > 0.15:
-                    difference = 100 * check["relative_difference"]
-                    result.qc["warnings"].append(f"{side} mesh volume differs from voxels by {difference:.0f} %")
-                final = plan[f"mesh_{side}"]
-                tmp = final.with_name(f".{os.getpid()}.{final.stem}{final.suffix}")
-                write_mesh(poly, tmp)
-                temps[f"mesh_{side}"] = tmp
-        if args.png:
-            from .figures import overlay_png
-
-            final = plan["png"]
-            tmp = final.with_name(f".{os.getpid()}.{final.name}")
-            overlay_png(image.array, result.labels, image.affine, tmp, title=Path(image.source).name)
-            temps["png"] = tmp
-        if args.json:
-            from .weights import atomic_write_bytes
-
-            summary = result.summary()
-            summary.update(extra)
-            summary["input"] = str(image.source)
-            summary["outputs"] = {k: str(v) for k, v in plan.items()}
-            final = plan["json"]
-            tmp = final.with_name(f".{os.getpid()}.{final.name}")
-            atomic_write_bytes(tmp, json.dumps(summary, indent=1).encode("utf-8"))
-            temps["json"] = tmp
-        for key, tmp in list(temps.items()):
-            os.replace(tmp, plan[key])
-            renamed.append(plan[key])
-            del temps[key]
-    except BaseException as exc:
-        for leftover in list(temps.values()) + renamed:
-            if leftover.exists():
-                leftover.unlink()
-        if isinstance(exc, OSError):
-            raise HippoSNNError(f"Cannot write the outputs of {Path(image.source).name}: "
-                                f"{exc.strerror or exc}") from None
-        raise
-    return {k: str(v) for k, v in plan.items()}
-
-
 def _progress(label: str, quiet: bool):
     if quiet:
         return None
@@ -229,15 +124,12 @@ def _progress(label: str, quiet: bool):
 
 def run_segment(args: argparse.Namespace) -> int:
     """Segment every input; print one line per input and a summary table; 0 only if all succeeded."""
-    from .inference import segment_image
-    from .io import load_image
-
-    args.mesh_ext = None
+    mesh_ext = None
     if args.mesh:
         from .mesh import check_mesh_suffix
 
         ext = args.mesh if args.mesh.startswith(".") else f".{args.mesh}"
-        args.mesh_ext = check_mesh_suffix(f"x{ext}")
+        mesh_ext = check_mesh_suffix(f"x{ext}")
     inputs: List[Path] = expand_inputs(args.inputs)
     if args.demo:
         if not DEMO_T1.is_file():
@@ -247,61 +139,71 @@ def run_segment(args: argparse.Namespace) -> int:
         args.json = True
     if not inputs:
         raise HippoSNNError("No input given: pass T1 files or folders, or --demo")
+    inputs = unique_inputs(inputs)
     out_dir = Path(args.output or (DEMO_OUT if args.demo else "")).expanduser()
     if not args.output and not args.demo:
         raise HippoSNNError("No output folder given: pass -o OUT")
     settings = _settings(args)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise HippoSNNError(f"Output {out_dir} is a file: give a folder")
-    if not out_dir.exists():
-        if not out_dir.resolve().parent.is_dir():
-            raise HippoSNNError(f"Cannot create output folder {out_dir}: its parent folder does not exist")
-        try:
-            out_dir.mkdir()
-        except OSError as exc:
-            raise HippoSNNError(f"Cannot create output folder {out_dir}: {exc.strerror or exc}") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise HippoSNNError(f"Output folder is not writable: {out_dir}")
+    options = OutputOptions(probabilities=args.probabilities, mesh_ext=mesh_ext, json=args.json, png=args.png,
+                            sides=("right", "left") if args.side == "both" else (args.side,))
+    plans = plan_outputs(inputs, out_dir, options)
+    shown_names = [path.name for path in inputs]
+    for i, (path, name) in enumerate(zip(inputs, output_names(inputs))):
+        if name != output_stem(path)[0]:
+            shown_names[i] = str(path)
+            print(f"note: several inputs are named like {path.name}: the outputs of {path} are named {name}_hippo_*")
+    created = prepare_folder(out_dir)
+    try:
+        failed = _segment_all(inputs, shown_names, plans, out_dir, settings, options, args)
+    finally:
+        if created:
+            remove_if_empty(out_dir)
+    if args.demo and not failed:
+        print(f"demo outputs in {out_dir}/ (labels, JSON summary and PNG overlay)")
+    return EXIT_FAILED if failed else 0
+
+
+def _segment_all(inputs, shown_names, plans, out_dir, settings, options, args) -> int:
+    """Segment the inputs one after the other; print a line each (and a table); return how many failed."""
+    from .inference import segment_image
+    from .io import load_image
 
     rows: List[Tuple[str, str, str, str, str]] = []
     failed = 0
-    for path in inputs:
+    for path, shown, plan in zip(inputs, shown_names, plans):
         start = time.perf_counter()
         bar = None
         try:
-            plan = _planned(path, out_dir, args)
-            _check_plan(plan, inputs, args.overwrite)
+            check_plan(plan, inputs, args.overwrite)
             t0 = time.perf_counter()
             image = load_image(path)
             read_s = time.perf_counter() - t0
             bar = _progress(path.name, args.quiet)
             result = segment_image(image, settings, progress=bar)
             t0 = time.perf_counter()
-            _write_all(plan, image, result, args)
+            mesh_warnings = write_outputs(plan, image, result, options)
             write_s = time.perf_counter() - t0
             total = time.perf_counter() - start
             vols = ", ".join(f"{s} {v:.0f}" for s, v in result.volumes_mm3.items())
             t = result.timings
-            print(f"{path.name}: {vols} mm3 | {total:.1f} s (read {read_s:.1f}, registration "
+            print(f"{shown}: {vols} mm3 | {total:.1f} s (read {read_s:.1f}, registration "
                   f"{t.get('registration', 0) + t.get('refine', 0):.1f}, inference {t.get('inference', 0):.1f}, "
                   f"write {write_s:.1f}) | quality {result.qc['quality']}")
-            for warning in result.qc["warnings"]:
+            for warning in list(result.qc["warnings"]) + mesh_warnings:
                 print(f"  warning: {warning}")
-            shown = {s: f"{v:.0f}" for s, v in result.volumes_mm3.items()}
-            rows.append((path.name, "ok", shown.get("right", "-"), shown.get("left", "-"), result.qc["quality"]))
+            volumes = {s: f"{v:.0f}" for s, v in result.volumes_mm3.items()}
+            rows.append((shown, "ok", volumes.get("right", "-"), volumes.get("left", "-"), result.qc["quality"]))
         except HippoSNNError as exc:
             failed += 1
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            print(f"hipposnn: error: {path.name}: {message}", file=sys.stderr)
-            rows.append((path.name, "FAILED", "-", "-", message[:60]))
+            print(f"hipposnn: error: {shown}: {message}", file=sys.stderr)
+            rows.append((shown, "FAILED", "-", "-", message[:60]))
         finally:
             if bar is not None:
                 bar.close()  # type: ignore[attr-defined]
     if len(inputs) > 1 or failed:
         _print_table(rows)
-    if args.demo and not failed:
-        print(f"demo outputs in {out_dir}/ (labels, JSON summary and PNG overlay)")
-    return EXIT_FAILED if failed else 0
+    return failed
 
 
 def _print_table(rows: Sequence[Tuple[str, str, str, str, str]]) -> None:
@@ -310,8 +212,3 @@ def _print_table(rows: Sequence[Tuple[str, str, str, str, str]]) -> None:
     for row in [header] + list(rows):
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
 
-
-def main(argv: List[str] | None = None) -> int:  # pragma: no cover - convenience for python -m
-    from .cli import main as cli_main
-
-    return cli_main(["segment", *(argv or [])])

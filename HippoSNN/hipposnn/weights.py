@@ -9,41 +9,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import torch
 
 from . import DEFAULT_CODING
+from .atomicio import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported for training, data, recipe
 from .encoding import CODINGS
 from .errors import HippoSNNError
 from .unet import SpikingUNet, UNet, UNetSpec
 
 FORMAT = "hipposnn-model/1"
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -82,12 +60,47 @@ def save_model(model: Model, path: Union[str, Path], meta: Optional[Dict[str, An
     atomic_torch_save(model_payload(model, meta), Path(path))
 
 
-def read_payload(path: Union[str, Path]) -> Dict[str, Any]:
+def card_path(path: Union[str, Path]) -> Path:
+    """The model card (JSON) that describes the model file ``path``: same name, ``.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def is_shipped(path: Union[str, Path]) -> bool:
+    """Whether ``path`` is one of the model files shipped in :data:`MODELS_DIR`."""
+    return Path(path).resolve().parent == MODELS_DIR.resolve()
+
+
+def _check_shipped(path: Path, data: bytes) -> None:
+    """A shipped model must have the SHA-256 its card records: a damaged or altered file is refused."""
+    card = card_path(path)
+    try:
+        expected = json.loads(card.read_text(encoding="utf-8")).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        expected = None
+    if not expected:
+        raise HippoSNNError(f"the card of the shipped model {path.name} ({card.name}) is missing or has no "
+                            "sha256: reinstall hipposnn")
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise HippoSNNError(f"the shipped model {path.name} does not match the SHA-256 in its card "
+                            "(damaged or modified file): reinstall hipposnn")
+
+
+def read_payload(path: Union[str, Path], verify: bool = True) -> Dict[str, Any]:
+    """Read a model file safely (``weights_only``); a shipped model is checked against its card first.
+
+    ``verify=False`` skips that check (only for the tool that writes new shipped models and their cards).
+    """
     path = Path(path)
     if not path.is_file():
         raise HippoSNNError(f"model file not found: {path}")
     try:
-        payload = torch.load(str(path), map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HippoSNNError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    if verify and is_shipped(path):
+        _check_shipped(path, data)
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise HippoSNNError(f"cannot load model file {path}: not a readable HippoSNN model ({reason[:160]})") from None
@@ -96,25 +109,44 @@ def read_payload(path: Union[str, Path]) -> Dict[str, Any]:
     return payload
 
 
-def model_from_payload(payload: Dict[str, Any], kind: Optional[str] = None) -> Model:
-    """Build the ANN or SNN stored in ``payload``; ``kind='ann'`` from an SNN file gives its weights as ANN."""
-    spec = UNetSpec.from_dict(payload["spec"])
-    stored = payload["kind"]
+def _mismatch(exc: BaseException) -> str:
+    """One line out of a ``load_state_dict`` / spec error (they list every key on its own line)."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, KeyError):
+        text = f"missing entry {text}"
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+def model_from_payload(payload: Dict[str, Any], kind: Optional[str] = None, source: str = "") -> Model:
+    """Build the ANN or SNN stored in ``payload``; ``kind='ann'`` from an SNN file gives its weights as ANN.
+
+    A payload whose architecture (spec), weights and thresholds do not fit together is a user error
+    (:class:`HippoSNNError`, one line), not a traceback.
+    """
+    where = f"model file {source}" if source else "model file"
+    stored = payload.get("kind")
+    if stored not in MODEL_KINDS:
+        raise HippoSNNError(f"{where} holds an unknown model kind {stored!r}")
     kind = kind or stored
-    if kind == "snn":
-        model: Model = SpikingUNet(spec, output_scaling=payload.get("output_scaling", "mean"))
-        for name, value in (payload.get("thresholds") or {}).items():
-            model.set_threshold(name, float(value))
-        if stored != "snn":
-            raise HippoSNNError("this file holds an ANN; convert it first (hipposnn convert)")
-    else:
-        model = UNet(spec)
-    model.weights.load_state_dict(payload["weights"])
+    if kind == "snn" and stored != "snn":
+        raise HippoSNNError("this file holds an ANN; convert it first (hipposnn convert)")
+    try:
+        spec = UNetSpec.from_dict(payload["spec"])
+        if kind == "snn":
+            model: Model = SpikingUNet(spec, output_scaling=payload.get("output_scaling", "mean"))
+            for name, value in (payload.get("thresholds") or {}).items():
+                model.set_threshold(name, float(value))
+        else:
+            model = UNet(spec)
+        model.weights.load_state_dict(payload["weights"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise HippoSNNError(f"{where} is inconsistent: its weights do not match its architecture "
+                            f"({_mismatch(exc)})") from None
     return model
 
 
 def load_model(path: Union[str, Path], kind: Optional[str] = None) -> Model:
-    return model_from_payload(read_payload(path), kind)
+    return model_from_payload(read_payload(path), kind, source=str(path))
 
 
 def write_card(path: Union[str, Path], card: Dict[str, Any]) -> None:

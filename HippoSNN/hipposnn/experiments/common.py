@@ -26,13 +26,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..atomicio import atomic_write_text
 from ..data import SliceSet, build_slices, from_slices, load_cases
 from ..metrics import AC_PJ, MAC_PJ, ann_macs, dice, mean_sd, slice_dice
 from ..pipeline import convert_ann, split_names, train_ann, train_snn
 from ..simulate import predict_slices
 from ..training import TrainConfig
 from ..unet import SpikeStats, SpikingUNet, UNet, UNetSpec, describe
-from ..weights import atomic_write_text, load_model
+from ..weights import load_model
 
 MODES = ("smoke", "reduced", "full")
 from .paths import DEFAULT_CHECKPOINTS, DEFAULT_CV_RUN, DEFAULT_DATA, DEFAULT_RUN, REPO_ROOT  # noqa: E402,F401
