@@ -122,10 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
                    help="run only the jobs whose folder matches one of these patterns, e.g. 'ternary/*'")
 
+    from .bids_cli import add_bids_parser
     from .experiments import add_experiment_parser
     from .segment_cli import add_segment_parser
 
     add_segment_parser(sub)
+    add_bids_parser(sub)
     add_experiment_parser(sub)
 
     p = sub.add_parser("crop-stats", help="how many label voxels the centre ROI crop loses")
@@ -201,6 +203,10 @@ def _run(args: argparse.Namespace) -> int:
         folds = make_folds([n for n, _, _ in list_cases(args.data)], args.folds, args.seed)
         save_folds(folds, args.out, args.seed)
         print(f"{args.folds} folds written to {args.out}")
+    elif cmd == "bids":
+        from .bids_cli import run_bids
+
+        return run_bids(args)
     elif cmd == "segment":
         from .segment_cli import run_segment
 
