@@ -98,13 +98,112 @@ def test_cli_user_errors_are_one_line(synth, tmp_path, capsys, argv, message):
     empty = tmp_path / "empty"
     empty.mkdir()
     argv = [a.format(synth=synth, bad=bad, empty=empty) for a in argv]
-    if "{empty}" in " ".join(argv):
-        pass
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def _tiny_ann(synth, out, *extra):
+    return ["train-ann", "--data", str(synth), "--out", str(out), "--epochs", "1",
+            "--batch-size", "8", "--max-batches", "2", "--channels", "4,8,8,8", "--seed", "5", *extra]
+
+
+def _one_error_line(capsys) -> str:
+    """The last stderr line, which must be the error on a line of its own (not glued to a progress bar)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.rstrip("\n").split("\n")[-1]
+    assert line.startswith("hipposnn: error: "), repr(err[-300:])
+    return line
+
+
+def test_same_seed_gives_the_same_run(synth, tmp_path):
+    """Weights are initialised from --seed: the same command twice gives the same losses and weights."""
+    torch.manual_seed(123)  # whatever the caller's RNG state, the run depends only on --seed
+    assert main(_tiny_ann(synth, tmp_path / "a")) == 0
+    torch.manual_seed(456)
+    assert main(_tiny_ann(synth, tmp_path / "b")) == 0
+    logs = [json.loads((tmp_path / r / "log.json").read_text())["epochs"] for r in ("a", "b")]
+    assert logs[0][0]["loss"] == logs[1][0]["loss"] and logs[0][0]["val_dice_3d"] == logs[1][0]["val_dice_3d"]
+    a, b = (read_payload(tmp_path / r / "final.pt")["weights"] for r in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    direct = ["train-snn", "--data", str(synth), "--epochs", "1", "--batch-size", "8",
+              "--max-batches", "1", "--timesteps", "2", "--channels", "4,8,8,8", "--seed", "5"]
+    for run in ("c", "d"):
+        torch.manual_seed(len(run) + ord(run))
+        assert main([*direct, "--out", str(tmp_path / run)]) == 0
+    c, d = (json.loads((tmp_path / r / "log.json").read_text())["epochs"][0] for r in ("c", "d"))
+    assert c["loss"] == d["loss"]
+
+
+def test_finished_run_is_not_replaced_without_resume_or_overwrite(synth, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_tiny_ann(synth, out)) == 0
+    before = {name: (out / name).read_bytes() for name in ("best.pt", "final.pt", "last.pt")}
+    capsys.readouterr()
+    assert main(_tiny_ann(synth, out, "--lr", "0.01")) == 2
+    line = _one_error_line(capsys)
+    assert "--resume" in line and "--overwrite" in line
+    assert all((out / name).read_bytes() == data for name, data in before.items())
+    assert main(_tiny_ann(synth, out, "--resume", "--overwrite")) == 2
+    # --overwrite starts over: a new run with the new settings, none of the old files left
+    assert main(_tiny_ann(synth, out, "--overwrite", "--lr", "0.01")) == 0
+    assert (out / "final.pt").read_bytes() != before["final.pt"]
+    assert json.loads((out / "settings.json").read_text())["config"]["lr"] == 0.01
+
+
+def test_resume_keeps_the_runs_settings(synth, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_tiny_ann(synth, out)) == 0
+    capsys.readouterr()
+    for extra, flag in ((["--lr", "0.01"], "--lr 0.001, not --lr 0.01"),
+                        (["--channels", "4,8,8,16"], "--channels 4,8,8,8, not --channels 4,8,8,16"),
+                        (["--loss", "bce", "--batch-size", "4"], "--batch-size 8, --loss dice")):
+        assert main(_tiny_ann(synth, out, "--resume", *extra)) == 2, extra  # the last --channels counts
+        assert flag in _one_error_line(capsys)
+    assert json.loads((out / "settings.json").read_text())["config"]["lr"] == 0.001
+    # how long it runs may change: a second epoch of two more batches, recorded in settings.json
+    assert main(_tiny_ann(synth, out, "--resume", "--epochs", "2", "--max-batches", "4")) == 0
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["config"]["epochs"] == 2 and settings["config"]["lr"] == 0.001
+    assert [r["epoch"] for r in json.loads((out / "log.json").read_text())["epochs"]] == [1, 2]
+
+
+def test_out_that_is_a_file_is_a_one_line_error(synth, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out in (afile, afile / "run"):
+        assert main(_tiny_ann(synth, out)) == 2
+        line = _one_error_line(capsys)
+        assert "is a file" in line or "under the file" in line
+    assert afile.read_text() == "x"
+
+
+def test_failing_run_prints_its_error_on_its_own_line_and_leaves_no_folder(synth, tmp_path, capsys, monkeypatch):
+    from hipposnn.training import Trainer as T
+
+    def broken(self):
+        raise HippoSNNError("validation broke")
+
+    monkeypatch.setattr(T, "validate", broken)
+    out = tmp_path / "new" / "run"
+    assert main(_tiny_ann(synth, out)) == 2
+    assert _one_error_line(capsys) == "hipposnn: error: validation broke"
+    assert not out.exists()
+    # a cancelled run through the API cleans up the same way, while an existing folder is kept
+    from hipposnn.pipeline import train_ann
+    from hipposnn.training import TrainConfig as C
+
+    monkeypatch.undo()
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    for folder in (out, keep):
+        with pytest.raises(Exception, match="cancelled"):
+            train_ann(synth, folder, C(epochs=1, batch_size=8), TINY, 0, 3, progress=lambda f, m: False,
+                      log=lambda m: None)
+    assert not out.exists() and keep.is_dir() and not any(keep.iterdir())
 
 
 @pytest.mark.parametrize("argv", [["train-ann", "--data", "d", "--out", "o", "--epochs", "0"],

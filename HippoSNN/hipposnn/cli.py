@@ -19,7 +19,7 @@ from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _probability
 from .errors import HippoSNNError
-from .progress import tqdm_progress
+from .progress import close_progress_bars, tqdm_progress
 
 EXIT_USER_ERROR = 2
 
@@ -45,7 +45,10 @@ def _add_train(p: argparse.ArgumentParser, lr: float, epochs: int, batch: int) -
     p.add_argument("--eval-every", type=_positive_int, default=None, help="also validate every N batches")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT from OUT/last.pt (with its own settings; only --epochs, "
+                        "--max-batches, --eval-every, --threads and --device may change)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (start over)")
 
 
 def _add_snn(p: argparse.ArgumentParser, timesteps: int) -> None:
@@ -178,7 +181,7 @@ def _run(args: argparse.Namespace) -> int:
 
         spec = UNetSpec(channels=_channels(args.channels), dropout=args.dropout)
         train_ann(args.data, args.out, _train_config(args, "ann"), spec, args.fold, args.folds, args.resume,
-                  progress=tqdm_progress("train-ann"))
+                  progress=tqdm_progress("train-ann"), overwrite=args.overwrite)
         print(f"ANN written to {args.out / 'best.pt'}")
     elif cmd == "convert":
         from .pipeline import convert_ann
@@ -193,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
         spec = UNetSpec(channels=_channels(args.channels), dropout=args.dropout) if cmd == "train-snn" else None
         init = args.checkpoint if cmd == "finetune" else None
         train_snn(args.data, args.out, _train_config(args, "finetune" if init else "direct"), init, spec,
-                  args.fold, args.folds, args.resume, progress=tqdm_progress(cmd))
+                  args.fold, args.folds, args.resume, progress=tqdm_progress(cmd), overwrite=args.overwrite)
         print(f"SNN written to {args.out / 'best.pt'}")
     elif cmd == "evaluate":
         return _evaluate(args)
@@ -273,11 +276,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     try:
-        return _run(args)
+        code = _run(args)
+        close_progress_bars()  # a run stopped early (--max-batches) never brings its bar to 100 %
+        return code
     except HippoSNNError as exc:
+        close_progress_bars()  # the message gets its own line, not the tail of a progress bar
         print(f"hipposnn: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        close_progress_bars()
         print("hipposnn: interrupted", file=sys.stderr)
         return 130
 

@@ -13,12 +13,15 @@ training cases is held out for validation (learning-rate schedule and best-epoch
 from __future__ import annotations
 
 import json
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 
 from . import __version__
 from .conversion import convert
@@ -67,6 +70,73 @@ def _meta(stage: str, data: Data, fold: Optional[int], cfg: Optional[TrainConfig
     return meta
 
 
+#: The files of a training run folder; the first three are its checkpoints.
+RUN_FILES = ("last.pt", "best.pt", "final.pt", "log.json", "log.csv", "settings.json")
+
+
+def check_out_folder(out: PathLike, what: str = "--out") -> Path:
+    """Refuse, in one line, an output folder that is a file or lies under one."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise HippoSNNError(f"{what} {out} is a file: give a folder")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise HippoSNNError(f"{what} {out} lies under the file {parent}: give a folder")
+            break
+    return out
+
+
+def _check_run_folder(out: PathLike, resume: bool, overwrite: bool) -> Path:
+    """Refuse to replace a finished or interrupted run unless ``resume`` or ``overwrite`` says what to do."""
+    if resume and overwrite:
+        raise HippoSNNError("--resume and --overwrite exclude each other: continue the run or start it over")
+    out = check_out_folder(out)
+    found = [name for name in RUN_FILES[:3] if (out / name).exists()]
+    if found and not resume and not overwrite:
+        raise HippoSNNError(f"{out} already holds a training run ({', '.join(found)}): pass --resume to "
+                            "continue it or --overwrite to replace it")
+    return out
+
+
+def _is_rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextmanager
+def _run_folder(out: Path, trainer: Trainer, resume: bool, overwrite: bool) -> Iterator[None]:
+    """Prepare ``out`` for a run (resume check, ``overwrite`` clears the old run) and clean up on failure.
+
+    A run that fails or is cancelled before its first checkpoint removes what it wrote, and the folder
+    too when this run created it; after that ``last.pt`` stays for ``--resume``.
+    """
+    created = not out.exists()
+    if resume:
+        trainer.check_resume()
+    try:
+        try:
+            if overwrite and _is_rank0():
+                for name in RUN_FILES:
+                    (out / name).unlink(missing_ok=True)
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HippoSNNError(f"cannot prepare the run folder {out}: {exc.strerror or exc}") from None
+        yield
+    except BaseException:
+        if _is_rank0() and not (out / "last.pt").exists():
+            for name in RUN_FILES:
+                try:
+                    (out / name).unlink()
+                except OSError:
+                    pass
+            if created:
+                try:
+                    out.rmdir()
+                except OSError:
+                    pass
+        raise
+
+
 def train_ann(
     data: Data,
     out: PathLike,
@@ -77,20 +147,29 @@ def train_ann(
     resume: bool = False,
     progress: Optional[Progress] = None,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> Dict[str, Any]:
-    """Stage 1: train the bias-free ANN U-Net."""
+    """Stage 1: train the bias-free ANN U-Net.
+
+    ``out`` must not hold a run already unless ``resume`` (continue it, with the same settings but
+    those in :data:`~hipposnn.training.RESUME_MAY_CHANGE`) or ``overwrite`` (start over) is given.
+    The weights are initialised from ``cfg.seed``: the same call gives the same run.
+    """
     cfg.stage = "ann"
+    out = _check_run_folder(out, resume, overwrite)
     spec = spec or UNetSpec()
     train, val, test = split_names(data, fold, folds, cfg.seed)
+    torch.manual_seed(cfg.seed)
     model = UNet(spec)
     trainer = Trainer(
         model, cfg, build_slices(load_cases(data, train), cfg.coding, spec.context),
         slices_for(data, val, cfg.coding, spec.context), out,
         meta=_meta("ann", data, fold, cfg, coding=cfg.coding), progress=progress, log=log,
     )
-    _write_settings(out, {"stage": "ann", "fold": fold, "train": train, "val": val, "test": test,
-                          "config": asdict(cfg), "spec": spec.to_dict()})
-    history = trainer.fit(resume=resume)
+    with _run_folder(out, trainer, resume, overwrite):
+        _write_settings(out, {"stage": "ann", "fold": fold, "train": train, "val": val, "test": test,
+                              "config": asdict(cfg), "spec": spec.to_dict()})
+        history = trainer.fit(resume=resume)
     return {"history": history, "best_val_dice_3d": trainer.best, "out": str(out)}
 
 
@@ -121,6 +200,7 @@ def convert_ann(
         if progress is not None and progress(fraction, message) is False:
             raise Cancelled("conversion cancelled")
 
+    out = check_out_folder(out)
     report(0.0, "reading the training data")
     ann = load_model(ann_path, "ann")
     assert isinstance(ann, UNet)
@@ -138,7 +218,6 @@ def convert_ann(
     meta = _meta("converted", data, fold, None, coding=coding, balance_timesteps=timesteps, scale=scale,
                  percentile=percentile, balance_slices=len(images), seed=seed, balance_seconds=round(seconds, 2),
                  source=str(ann_path))
-    out = Path(out)
     save_model(snn, out / "converted.pt", meta)
     report(1.0, "converted")
     log(f"converted in {seconds:.1f} s -> {out / 'converted.pt'}")
@@ -165,13 +244,18 @@ def train_snn(
     resume: bool = False,
     progress: Optional[Progress] = None,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> Dict[str, Any]:
-    """Stage 3 (``init`` = a converted SNN) or the direct-training baseline (``init`` = None)."""
+    """Stage 3 (``init`` = a converted SNN) or the direct-training baseline (``init`` = None).
+
+    ``resume``, ``overwrite`` and seeding as in :func:`train_ann`.
+    """
+    cfg.stage = "finetune" if init is not None else "direct"
+    out = _check_run_folder(out, resume, overwrite)
     if init is not None:
-        cfg.stage = "finetune"
         model = load_model(init, "snn")
     else:
-        cfg.stage = "direct"
+        torch.manual_seed(cfg.seed)
         model = SpikingUNet(spec or UNetSpec())
     assert isinstance(model, SpikingUNet)
     train, val, test = split_names(data, fold, folds, cfg.seed)
@@ -182,9 +266,11 @@ def train_snn(
                    source=str(init) if init else None),
         progress=progress, log=log,
     )
-    _write_settings(out, {"stage": cfg.stage, "fold": fold, "train": train, "val": val, "test": test,
-                          "config": asdict(cfg), "init": str(init) if init else None})
-    history = trainer.fit(resume=resume)
+    with _run_folder(out, trainer, resume, overwrite):
+        _write_settings(out, {"stage": cfg.stage, "fold": fold, "train": train, "val": val, "test": test,
+                              "config": asdict(cfg), "spec": model.spec.to_dict(),
+                              "init": str(init) if init else None})
+        history = trainer.fit(resume=resume)
     return {"history": history, "best_val_dice_3d": trainer.best, "out": str(out)}
 
 

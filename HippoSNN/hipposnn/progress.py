@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from typing import Any, Callable, List
 
 ProgressCallback = Callable[[float, str], bool]
 
@@ -29,6 +29,16 @@ def line_progress(desc: str) -> ProgressCallback:
     return update
 
 
+#: Bars not yet closed; :func:`close_progress_bars` ends them before an error message is printed.
+_OPEN: List[Any] = []
+
+
+def close_progress_bars() -> None:
+    """Close every open bar (each ends its line), so that what is printed next starts a line of its own."""
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def tqdm_progress(desc: str, leave: bool = True) -> ProgressCallback:
     """A tqdm bar in percent, with the latest message as postfix; ``callback.close()`` ends it.
 
@@ -41,13 +51,20 @@ def tqdm_progress(desc: str, leave: bool = True) -> ProgressCallback:
     bar = tqdm(total=100, desc=desc, unit="%", leave=leave, dynamic_ncols=True, file=sys.stderr,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
 
+    _OPEN.append(bar)
+
+    def close() -> None:
+        if bar in _OPEN:
+            _OPEN.remove(bar)
+        bar.close()
+
     def update(fraction: float, message: str) -> bool:
         bar.n = round(100 * min(max(fraction, 0.0), 1.0), 1)
         bar.set_postfix_str(message, refresh=False)
         bar.refresh()
         if fraction >= 1.0:
-            bar.close()
+            close()
         return True
 
-    update.close = bar.close  # type: ignore[attr-defined]
+    update.close = close  # type: ignore[attr-defined]
     return update

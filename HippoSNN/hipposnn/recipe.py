@@ -234,7 +234,8 @@ def _execute(
         cfg = TrainConfig(stage="ann", epochs=a["epochs"], batch_size=a["batch_size"], lr=a["lr"], loss=a["loss"],
                           coding=job.coding, seed=seed, augment=a.get("augment", False), device=device,
                           threads=threads, plateau_patience=a.get("plateau_patience", 3))
-        train_ann(data, folder, cfg, spec, fold, k, resume=(folder / "last.pt").exists(), log=quiet, progress=progress)
+        resume = (folder / "last.pt").exists()  # an unfinished job continues; a job without last.pt starts over
+        train_ann(data, folder, cfg, spec, fold, k, resume=resume, log=quiet, progress=progress, overwrite=not resume)
         result["ann_seconds"] = round(time.time() - t0, 1)
         c = config["convert"]
         t1 = time.time()
@@ -260,8 +261,9 @@ def _execute(
         if (folder / "final.pt").exists() or (folder / "imported.json").exists():
             result["imported"] = (folder / "imported.json").exists()
         else:
-            train_snn(data, folder, cfg, init, spec, fold, k, resume=(folder / "last.pt").exists(), log=quiet,
-                      progress=progress)
+            resume = (folder / "last.pt").exists()
+            train_snn(data, folder, cfg, init, spec, fold, k, resume=resume, log=quiet, progress=progress,
+                      overwrite=not resume)
             result["train_seconds"] = round(time.time() - t0, 1)
         result["log"] = json.loads((folder / "log.json").read_text())
         if test:

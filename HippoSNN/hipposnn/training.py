@@ -43,6 +43,11 @@ from .weights import atomic_torch_save, atomic_write_text, model_payload
 
 Progress = Callable[[float, str], bool]
 
+#: Settings a resumed run may change: how long and where it runs, not what it computes. Any other
+#: difference from the run's own settings (learning rate, batch size, loss, coding, T, seed, ...) is
+#: refused, so that ``settings.json`` and the checkpoints always describe the training that happened.
+RESUME_MAY_CHANGE = ("epochs", "max_batches", "eval_every", "threads", "device")
+
 
 @dataclass
 class TrainConfig:
@@ -216,15 +221,62 @@ class Trainer:
             "rng_python": json.dumps(random.getstate()),
         }
 
-    def resume(self) -> bool:
-        """Load ``last.pt`` if present; returns whether a run was resumed."""
+    def _load_last(self) -> Optional[Dict[str, Any]]:
         path = self.out_dir / "last.pt"
         if not path.exists():
-            return False
+            return None
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise HippoSNNError(f"cannot resume from {path}: {exc}") from None
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise HippoSNNError(f"cannot resume from {path}: {reason[:200]}") from None
+        self._check_compatible(state)
+        return state
+
+    def check_resume(self) -> bool:
+        """Whether ``last.pt`` exists; raises if resuming it would change a setting (see RESUME_MAY_CHANGE)."""
+        return self._load_last() is not None
+
+    def _check_compatible(self, state: Dict[str, Any]) -> None:
+        """Refuse, in one line, to resume a run with other settings or another architecture than its own."""
+        try:
+            saved = json.loads(state["config"])
+            model = state["model"]
+        except (KeyError, TypeError, ValueError):
+            raise HippoSNNError(f"cannot resume from {self.out_dir / 'last.pt'}: not a training checkpoint") from None
+        now = json.loads(json.dumps(asdict(self.cfg)))
+        was, new = [], []
+        for key, value in now.items():
+            if key in RESUME_MAY_CHANGE or key not in saved or saved[key] == value:
+                continue
+            flag = "stage" if key == "stage" else "--" + key.replace("_", "-")
+            was.append(f"{flag} {saved[key]}")
+            new.append(f"{flag} {value}")
+        saved_spec, spec = model.get("spec") or {}, self.model.spec.to_dict()
+        for key, value in spec.items():
+            if key in saved_spec and json.dumps(saved_spec[key]) != json.dumps(value):
+                flag = "--" + key.replace("_", "-")
+                was.append(f"{flag} {_show(saved_spec[key])}")
+                new.append(f"{flag} {_show(value)}")
+        saved_meta = model.get("meta") or {}
+        if "fold" in saved_meta and "fold" in self.meta and saved_meta["fold"] != self.meta["fold"]:
+            was.append(f"--fold {saved_meta['fold']}")
+            new.append(f"--fold {self.meta['fold']}")
+        if was:
+            raise HippoSNNError(
+                f"cannot resume {self.out_dir} with other settings: it was started with {', '.join(was)}, "
+                f"not {', '.join(new)}; use its settings, or --overwrite to start over"
+            )
+
+    def resume(self) -> bool:
+        """Load ``last.pt`` if present; returns whether a run was resumed.
+
+        Only the settings in :data:`RESUME_MAY_CHANGE` may differ from those the run was started with.
+        """
+        path = self.out_dir / "last.pt"
+        state = self._load_last()
+        if state is None:
+            return False
         self.model.weights.load_state_dict(state["model"]["weights"])
         if isinstance(self.model, SpikingUNet):
             for name, value in state["model"].get("thresholds", {}).items():
@@ -364,6 +416,13 @@ def _broadcast_float(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64)
     dist.broadcast(t, 0)
     return float(t[0])
+
+
+def _show(value: Any) -> str:
+    """A setting as the user types it: ``4,8,8,8`` for a list of channels."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _fmt(value: Any) -> str:

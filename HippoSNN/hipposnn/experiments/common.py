@@ -185,8 +185,9 @@ def fold_models(ctx: Context, coding: str, fold: int, loss: str = "dice", reuse:
         if not (work / "ann" / "final.pt").exists():
             t0 = time.time()
             cfg = TrainConfig(**{**s["ann"], "loss": loss, "coding": coding, "seed": ctx.seed, "device": ctx.device})
-            train_ann(ctx.data, work / "ann", cfg, ctx.spec, fold, s["k"], resume=(work / "ann" / "last.pt").exists(),
-                      log=_quiet(ctx))
+            resume = (work / "ann" / "last.pt").exists()
+            train_ann(ctx.data, work / "ann", cfg, ctx.spec, fold, s["k"], resume=resume, log=_quiet(ctx),
+                      overwrite=not resume)
             ctx.note(f"trained ANN {coding}/{loss}/fold {fold} in {time.time() - t0:.0f} s")
             retrained = True
         found["ann"] = path
@@ -205,8 +206,9 @@ def fold_models(ctx: Context, coding: str, fold: int, loss: str = "dice", reuse:
             t0 = time.time()
             cfg = TrainConfig(**{**s["finetune"], "loss": loss, "coding": coding, "seed": ctx.seed,
                                  "device": ctx.device})
+            resume = not retrained and (path.parent / "last.pt").exists()
             train_snn(ctx.data, path.parent, cfg, init=found["converted"], fold=fold, folds=s["k"],
-                      resume=not retrained and (path.parent / "last.pt").exists(), log=_quiet(ctx))
+                      resume=resume, log=_quiet(ctx), overwrite=not resume)
             ctx.note(f"fine-tuned {coding}/{loss}/fold {fold} in {time.time() - t0:.0f} s")
         found["finetuned"] = path
         found["source"]["finetuned"] = f"fine-tuned here ({ctx.mode} setting)"

@@ -360,7 +360,8 @@ def fig6b(ctx: Context) -> Dict[str, Any]:
             if not (out / "log.json").exists():
                 cfg = TrainConfig(**{**s["direct"], "loss": "dice", "coding": "binary", "seed": ctx.seed,
                                      "device": ctx.device})
-                train_snn(ctx.data, out, cfg, init=None, spec=ctx.spec, fold=fold, folds=s["k"], log=lambda m: None)
+                train_snn(ctx.data, out, cfg, init=None, spec=ctx.spec, fold=fold, folds=s["k"], log=lambda m: None,
+                          overwrite=True)
             curves["direct"][f"fold_{fold}"] = json.loads((out / "log.json").read_text())["curve"]
         source = f"trained here ({ctx.mode} setting)"
     rows = [{"method": m, "fold": f, "batches": p["batches"], "val_dice_2d": p["val_dice_2d"],
