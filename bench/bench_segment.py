@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
+os.environ.setdefault("HIPPOSNN_NATIVE", "wait")  # the fused kernels, compiled before any timing
+
 from hipposnn.inference import SegmentationSettings, segment_image
 from hipposnn.io import load_image
 

@@ -185,3 +185,48 @@ def test_wholebrain_auto_roi_covers_hippocampi(shared_data) -> None:
     boxes = place_rois(image, "both", "auto", AUTO_ROI_SHAPE)
     for box, value in zip(boxes, (53, 17)):
         assert roi_coverage(box, image.affine, aseg == value) >= 0.98
+
+
+_SEGMENT_ONCE = """
+import hashlib, json, sys
+import numpy as np
+from hipposnn import native
+from hipposnn.inference import SegmentationSettings, segment_image
+from hipposnn.io import Image
+
+rng = np.random.default_rng(0)
+shape = (12, 40, 30)
+grid = np.indices(shape).transpose(1, 2, 3, 0).astype(np.float32)
+inside = (((grid - np.asarray(shape) / 2) / np.array([7.0, 15.0, 7.0])) ** 2).sum(-1) <= 1
+array = rng.normal(100, 10, shape).astype(np.float32)
+array[inside] += 60
+settings = SegmentationSettings(roi="crop", timesteps=6, seed=int(sys.argv[1]), threads=2, probabilities=True)
+result = segment_image(Image(array, np.eye(4), "synthetic"), settings)
+print(json.dumps({"probabilities": hashlib.sha256(result.probabilities.tobytes()).hexdigest(),
+                  "labels": hashlib.sha256(result.labels.tobytes()).hexdigest(),
+                  "fused": native.kernels() is not None}))
+"""
+
+
+def _segment_in_new_process(seed: int, native_mode: str) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HIPPOSNN_NATIVE": native_mode}
+    done = subprocess.run([sys.executable, "-c", _SEGMENT_ONCE, str(seed)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_seeded_spiking_inference_is_bit_identical_across_processes() -> None:
+    """Issue 12 items 3/8 (inference part): same seed and thread count, separate processes, same bits;
+    and the same bits with and without the fused C++ kernels (so a background compile changes nothing)."""
+    first = _segment_in_new_process(3, "wait")
+    second = _segment_in_new_process(3, "wait")
+    assert first == second
+    pytorch = _segment_in_new_process(3, "0")
+    assert not pytorch["fused"]
+    assert {k: pytorch[k] for k in ("probabilities", "labels")} == {k: first[k] for k in ("probabilities", "labels")}
+    assert _segment_in_new_process(4, "0")["probabilities"] != pytorch["probabilities"]  # the seed matters

@@ -150,3 +150,53 @@ def test_fused_kernels_match_pytorch_path(monkeypatch):
     assert torch.allclose(a_mem, b_mem, atol=1e-6)
     # one 8-bit code step of difference at most (float rounding of u * 127.5 / v)
     assert torch.allclose(a_g, b_g, atol=0.3 / 0.7 / 127.5 * 9 * g.abs().max() + 1e-6)
+
+
+def test_first_run_does_not_wait_for_the_kernel_compile(monkeypatch, tmp_path, caplog):
+    """Issue 12 item 4: the first spiking run compiled the C++ kernels for 1-2 min with no message.
+
+    Now it starts the compile in a background process, says so in one line and runs on the PyTorch
+    path; a later process loads the compiled module; a failed compile is not retried on every run.
+    """
+    import logging
+
+    from hipposnn import native
+
+    started = []
+    monkeypatch.setenv("HIPPOSNN_NATIVE", "1")
+    monkeypatch.setenv("HIPPOSNN_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "start_background_build", lambda folder: started.append(folder) or True)
+    monkeypatch.setattr(native, "_load", lambda folder: pytest.fail("must not compile in the foreground"))
+
+    def fresh_process():
+        monkeypatch.setattr(native, "_tried", False)
+        monkeypatch.setattr(native, "_module", None)
+
+    fresh_process()
+    with caplog.at_level(logging.INFO, logger="hipposnn.native"):
+        assert native.kernels() is None and native.kernels() is None  # decided once per process
+    assert started == [native.build_dir()] and str(tmp_path) in str(started[0])
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(messages) == 1 and "compiling the fused C++ spiking kernels in the background" in messages[0]
+    assert "\n" not in messages[0]
+    # the inference path runs meanwhile (the PyTorch loops)
+    spikes, _ = if_forward(torch.rand(4, 3, 5) * 2, 0.7)
+    assert spikes.shape == (4, 3, 5)
+    # a later process finds the compiled module and loads it without compiling
+    folder = native.build_dir()
+    folder.mkdir(parents=True)
+    (folder / native.READY).write_text("ok")
+    sentinel = object()
+    monkeypatch.setattr(native, "_load", lambda f: sentinel)
+    fresh_process()
+    assert native.kernels() is sentinel and len(started) == 1
+    # a compile that failed (no compiler) is remembered: PyTorch path, no new background compile
+    (folder / native.READY).unlink()
+    (folder / native.FAILED).write_text("no compiler")
+    fresh_process()
+    assert native.kernels() is None and len(started) == 1
+    # HIPPOSNN_NATIVE=0 never uses them
+    (folder / native.READY).write_text("ok")
+    monkeypatch.setenv("HIPPOSNN_NATIVE", "0")
+    fresh_process()
+    assert native.kernels() is None

@@ -1,17 +1,34 @@
-"""Optional fused C++ kernels for the IF neurons, built on first use; pure PyTorch otherwise.
+"""Optional fused C++ kernels for the IF neurons, compiled in the background; pure PyTorch meanwhile.
 
 The kernels (``csrc/if_kernels.cpp``) compute exactly what :mod:`hipposnn.neurons` computes in
 Python, with about a third of the memory traffic, which is what limits IF layers on a CPU. They are
-compiled with ``torch.utils.cpp_extension`` the first time they are needed (about a minute; cached
-afterwards). Without a C++ compiler and ninja (e.g. a stock Windows install of 3D Slicer), or with
-``HIPPOSNN_NATIVE=0`` in the environment, everything runs on the pure-PyTorch path, with the same
-results.
+compiled with ``torch.utils.cpp_extension`` once per source/torch/Python version (one to two minutes,
+~1.5 GB of memory) into a cache folder, ``$HIPPOSNN_CACHE`` or ``~/.cache/hipposnn``.
+
+The compile is only an optimisation, so no result waits for it: the first process that needs the
+kernels starts the compile in a separate background process, says so in one log line, and runs on
+the pure-PyTorch path, which gives the same spikes (``tests/test_neurons.py``,
+``tests/test_inference.py``). Later processes find the compiled module and load it in well under a
+second. ``HIPPOSNN_NATIVE`` chooses the behaviour:
+
+* unset or ``1``: as above (background compile, PyTorch path until it is ready);
+* ``wait``: compile in the foreground when needed (benchmarks, tests), then use the kernels;
+* ``0``: never use the kernels.
+
+Without a C++ compiler and ninja (e.g. a stock Windows install of 3D Slicer) the compile fails once,
+that is remembered in the cache folder (``failed``, with the reason in ``build.log``), and every run
+uses the PyTorch path. A process decides once whether it uses the kernels, so a run never switches
+paths halfway.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import platform
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Optional
@@ -23,9 +40,96 @@ _module: Any = None
 _tried = False
 log = logging.getLogger(__name__)
 
+NAME = "hipposnn_if_kernels"
+SOURCE = Path(__file__).resolve().parent / "csrc" / "if_kernels.cpp"
+CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
+READY, FAILED, BUILDING = "ready", "failed", "building"
 
-def kernels() -> Optional[Any]:
-    """The compiled kernel module, or None when unavailable or disabled."""
+
+def build_dir() -> Path:
+    """The cache folder of the compiled module for this source, torch, Python and machine."""
+    import torch
+
+    key = hashlib.sha256()
+    key.update(SOURCE.read_bytes())
+    for part in (torch.__version__, sys.version, platform.machine(), " ".join(CFLAGS + LDFLAGS)):
+        key.update(part.encode())
+    cache = os.environ.get("HIPPOSNN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "hipposnn")
+    return Path(cache) / f"if_kernels-{key.hexdigest()[:16]}"
+
+
+def _load(folder: Path) -> Any:
+    from torch.utils.cpp_extension import load
+
+    return load(name=NAME, sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS,
+                build_directory=str(folder), verbose=False)
+
+
+def build(folder: Optional[Path] = None) -> Any:
+    """Compile (or load the already compiled) kernels in this process; mark the folder ready or failed."""
+    folder = folder or build_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        module = _load(folder)
+    except Exception as exc:  # no compiler, no ninja, unsupported platform
+        (folder / FAILED).write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
+        raise
+    (folder / READY).write_text("ok\n", encoding="utf-8")
+    return module
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _building(folder: Path) -> bool:
+    """Whether a background compile started by some process is still running."""
+    try:
+        pid = int((folder / BUILDING).read_text().strip())
+    except (OSError, ValueError):
+        return False
+    return _pid_alive(pid)
+
+
+def _can_spawn() -> bool:
+    """Only a real Python interpreter can run the compile (inside 3D Slicer sys.executable is the app)."""
+    return bool(sys.executable) and Path(sys.executable).name.lower().startswith("python")
+
+
+def start_background_build(folder: Path) -> bool:
+    """Start ``python -m hipposnn.native --build FOLDER`` detached from this process; True if started."""
+    if not _can_spawn():
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    kwargs: dict = {}
+    if os.name == "nt":  # pragma: no cover - Windows
+        kwargs["creationflags"] = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(
+            subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+    else:
+        kwargs["start_new_session"] = True  # survives the end (or Ctrl-C) of this process
+    with open(folder / "build.log", "ab") as logfile:
+        proc = subprocess.Popen([sys.executable, "-m", "hipposnn.native", "--build", str(folder)], env=env,
+                                stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT, close_fds=True,
+                                **kwargs)
+    (folder / BUILDING).write_text(f"{proc.pid}\n", encoding="utf-8")
+    return True
+
+
+def kernels(wait: Optional[bool] = None) -> Optional[Any]:
+    """The compiled kernel module, or None (PyTorch path) when unavailable, disabled or still compiling.
+
+    ``wait=True`` (or ``HIPPOSNN_NATIVE=wait``) compiles in the foreground when needed. The answer
+    is decided once per process.
+    """
     global _module, _tried
     if _tried:
         return _module
@@ -33,20 +137,26 @@ def kernels() -> Optional[Any]:
         if _tried:
             return _module
         _tried = True
-        if os.environ.get("HIPPOSNN_NATIVE", "1") == "0":
+        mode = os.environ.get("HIPPOSNN_NATIVE", "1").strip().lower()
+        if mode == "0":
             return None
+        if wait is None:
+            wait = mode == "wait"
         try:
-            from torch.utils.cpp_extension import load
-
-            source = Path(__file__).resolve().parent / "csrc" / "if_kernels.cpp"
-            _module = load(
-                name="hipposnn_if_kernels",
-                sources=[str(source)],
-                extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                extra_ldflags=["-fopenmp"],
-                verbose=False,
-            )
-        except Exception as exc:  # no compiler, no ninja, unsupported platform: fall back quietly
+            folder = build_dir()
+            if (folder / READY).is_file():
+                _module = _load(folder)
+            elif (folder / FAILED).is_file() and not wait:
+                log.info("fused IF kernels unavailable (see %s); using the PyTorch path", folder / "build.log")
+            elif wait:
+                _module = build(folder)
+            elif _building(folder):
+                log.warning("hipposnn: the fused C++ spiking kernels are still compiling in the background; "
+                            "this run uses the PyTorch path (same results)")
+            elif start_background_build(folder):
+                log.warning("hipposnn: compiling the fused C++ spiking kernels in the background (once, 1-2 min); "
+                            "this run uses the PyTorch path (same results), later runs the faster kernels")
+        except Exception as exc:  # unwritable cache, no compiler: fall back quietly
             log.info("fused IF kernels unavailable (%s); using the PyTorch path", exc)
             _module = None
     return _module
@@ -74,3 +184,31 @@ def _dense(t: Tensor) -> bool:
     if t.is_contiguous():
         return True
     return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _main(argv: list) -> int:
+    """``python -m hipposnn.native --build FOLDER``: the background compile."""
+    if len(argv) != 2 or argv[0] != "--build":
+        print("usage: python -m hipposnn.native --build FOLDER", file=sys.stderr)
+        return 2
+    folder = Path(argv[1])
+    try:
+        os.nice(10)  # pragma: no cover - not on Windows
+    except (AttributeError, OSError):  # pragma: no cover
+        pass
+    try:
+        build(folder)
+        print("fused IF kernels compiled", flush=True)
+        return 0
+    except Exception as exc:
+        print(f"fused IF kernels could not be compiled: {exc}", flush=True)
+        return 1
+    finally:
+        try:
+            (folder / BUILDING).unlink()
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
