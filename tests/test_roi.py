@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -158,9 +160,13 @@ def test_auto_roi_on_whole_brain(shared_data, case):
     img = load_image(folder / image_name)
     labels = nib.load(str(folder / label_name))
     lab = np.asarray(labels.dataobj)
+    start = time.perf_counter()
     reg = roi.register_to_template(img)
+    wall = time.perf_counter() - start
     assert reg.quality == "good", reg.warnings
-    assert reg.seconds > 0  # its speed is a benchmark (bench/bench_segment.py), not a test
+    # seconds (reported in the volumes JSON) is the registration's own duration; its speed is a
+    # benchmark (bench/bench_segment.py), not a test
+    assert 0.5 * wall < reg.seconds <= wall
     boxes = roi.place_rois(img, registration=reg)
     wide = roi.place_rois(img, registration=reg, shape=(32, 56, 48))
     assert [b.side for b in boxes] == ["right", "left"]
