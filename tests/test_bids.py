@@ -326,6 +326,18 @@ def test_failures_do_not_stop_others_and_cancel(tmp_path) -> None:
     assert not list(out2.glob("sub-*/**/*_dseg.*"))
 
 
+def test_settings_and_labels_checked_up_front(tmp_path) -> None:
+    root = _cohort(tmp_path / "ds", n=2, broken=None)
+    with pytest.raises(HippoSNNError, match="threshold"):
+        bids.run_participants(root, tmp_path / "out", dict(SETTINGS, threshold=2.0), segment_fn=fake_segment)
+    with pytest.raises(HippoSNNError, match="unknown segmentation setting"):
+        bids.run_participants(root, tmp_path / "out", dict(SETTINGS, colour="red"), segment_fn=fake_segment)
+    assert not (tmp_path / "out").exists()  # nothing written before the settings are known to be usable
+    report = bids.run_participants(root, tmp_path / "out", SETTINGS, participant_labels="sub-02",
+                                   segment_fn=fake_segment)
+    assert report.done == ["sub-02/anat/sub-02_T1w.nii.gz"]
+
+
 def test_worker_crash_is_isolated(tmp_path) -> None:
     root = _cohort(tmp_path / "ds", n=3, broken=None)
     _t1(root / "sub-04" / "anat" / "sub-04_acq-crash_T1w.nii.gz")

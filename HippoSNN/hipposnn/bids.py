@@ -42,6 +42,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -118,6 +119,8 @@ def _clean_labels(labels: Optional[Iterable[str]], prefix: str, what: str) -> Op
     """``sub-01``/``01`` -> ``01``; a label BIDS does not allow is a usage error."""
     if not labels:
         return None
+    if isinstance(labels, str):
+        labels = [labels]
     out: List[str] = []
     for raw in labels:
         for text in str(raw).replace(",", " ").split():
@@ -636,6 +639,12 @@ def _settings_dict(settings: Any) -> Dict[str, Any]:
     data = dict(settings)
     if isinstance(data.get("roi"), tuple):
         data["roi"] = list(data["roi"])
+    from .inference import SegmentationSettings
+
+    try:
+        SegmentationSettings(**data).validate()  # fail once, here, rather than once per scan
+    except TypeError as exc:
+        raise HippoSNNError(f"unknown segmentation setting: {exc}") from None
     return data
 
 
@@ -664,6 +673,8 @@ def run_participants(
     if int(jobs) < 1:
         raise HippoSNNError(f"jobs must be at least 1, got {jobs}")
     jobs = int(jobs)
+    if jobs > 1 and "slicer" in sys.modules:
+        raise HippoSNNError("inside 3D Slicer use jobs=1: worker processes need a plain Python interpreter")
     data = _settings_dict(settings)
     threads = int(threads) if threads else default_threads(jobs)
     data["threads"] = threads
@@ -724,6 +735,7 @@ def run_participants(
             if previous:
                 _set_threads(previous)
     elif todo:
+        outer(0.0, f"starting {min(jobs, len(todo))} worker(s)")
         _run_pool(todo, out, data, fp, segment_fn, jobs, threads, note, outer, report, say)
     report.seconds = time.perf_counter() - t_start
     return report
