@@ -94,14 +94,20 @@ def test_process_rejects_invalid_inputs(module):
     volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "v")
     with pytest.raises(ValueError):
         logic.process(volume, segmentation, side="middle")
-    with pytest.raises(ValueError):
-        logic.process(volume, segmentation, threshold=2.0)
-    assert module._versionTuple("2.5.1+cu121") == (2, 5) and module._versionTuple("10.0") == (10, 0)
+    for threshold in (2.0, 1.0, 0.0):  # the core's rule (hipposnn.options): strictly between 0 and 1
+        with pytest.raises(ValueError):
+            logic.process(volume, segmentation, threshold=threshold)
+    assert not any(c[0].startswith("PyTorchUtils") for c in slicer.standinCalls)  # refused before any work
+    from HippoSNNLib.dependencies import versionTuple
+
+    assert versionTuple("2.5.1+cu121") == (2, 5) and versionTuple("10.0") == (10, 0)
 
 
 def test_convert_model_on_image_label_pairs_reports_progress(module, tmp_path):
-    """Logic.convertModel takes a folder of image/label pairs and forwards the progress callback."""
+    """Logic.convertModel runs ``-m hipposnn convert`` in a child process on a folder of image/label pairs;
+    its progress lines reach the callback; returning False kills the child and nothing is written."""
     import shutil
+    import sys
 
     import torch
     from hipposnn.errors import Cancelled
@@ -119,6 +125,7 @@ def test_convert_model_on_image_label_pairs_reports_progress(module, tmp_path):
     torch.manual_seed(0)
     save_model(UNet(UNetSpec(channels=(4, 8, 8, 8))), tmp_path / "ann.pt", {"stage": "ann"})
     logic = module.HippoSNNLogic()
+    logic.pythonExecutable = sys.executable  # PythonSlicer in Slicer
     seen = []
     path = logic.convertModel(str(tmp_path / "ann.pt"), str(pairs), str(tmp_path / "out"), timesteps=3,
                               device="cpu", progressCallback=lambda f, m: seen.append(f) or True)

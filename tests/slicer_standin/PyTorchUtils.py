@@ -1,4 +1,9 @@
-"""Stand-in for the PyTorch extension's ``PyTorchUtils`` module: torch is already installed here."""
+"""Stand-in for the PyTorch extension's ``PyTorchUtils`` module (tests only).
+
+``PyTorchUtilsLogic.installed`` says whether torch counts as installed (``torchInstalled()``); when it
+is False, ``installTorch`` returns ``installResult`` ("torch": the real torch of this machine, None: the
+user declined), as the extension does.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,13 @@ import slicer
 
 
 class PyTorchUtilsLogic:
+    installed = True
+    installResult = "torch"
+
     @staticmethod
     def torchInstalled() -> bool:
         slicer.standinCalls.append(("PyTorchUtilsLogic.torchInstalled",))
-        return True
+        return PyTorchUtilsLogic.installed
 
     def installTorch(
         self,
@@ -19,6 +27,8 @@ class PyTorchUtilsLogic:
         torchvisionVersionRequirement=None,
     ):
         slicer.standinCalls.append(("PyTorchUtilsLogic.installTorch", askConfirmation, torchVersionRequirement))
+        if PyTorchUtilsLogic.installResult is None:
+            return None
         import torch
 
         return torch

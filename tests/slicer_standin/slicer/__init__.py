@@ -14,6 +14,7 @@ import numpy as np
 import vtk
 
 standinCalls: List[tuple] = []
+standinErrors: List[str] = []
 _ids = itertools.count(1)
 
 
@@ -28,7 +29,35 @@ class vtkMRMLNode:
         self._attributes: Dict[str, str] = {}
         self._references: Dict[str, str] = {}
         self._transformNodeID: Optional[str] = None
+        self._observers: Dict[int, tuple] = {}
+        self._displayNode = None
         self.scene: Optional[vtkMRMLScene] = None
+
+    def IsA(self, className: str) -> bool:
+        return any(cls.__name__.lstrip("_") == className for cls in type(self).__mro__)
+
+    def GetClassName(self) -> str:
+        return type(self).__name__.lstrip("_")
+
+    def AddObserver(self, event, callback, priority: float = 0.0) -> int:
+        tag = next(_ids)
+        self._observers[tag] = (event, callback)
+        return tag
+
+    def RemoveObserver(self, tag: int) -> None:
+        self._observers.pop(tag, None)
+
+    def InvokeEvent(self, event, data=None) -> None:
+        for observed, callback in list(self._observers.values()):
+            if observed == event:
+                callback(self, event)
+
+    def GetDisplayNode(self):
+        return self._displayNode
+
+    def CreateDefaultDisplayNodes(self) -> None:
+        _record("CreateDefaultDisplayNodes", self._id)
+        self._displayNode = object()
 
     def GetName(self) -> str:
         return self._name
@@ -55,6 +84,7 @@ class vtkMRMLNode:
 
     def Modified(self) -> None:
         _record("Modified", self._id)
+        self.InvokeEvent(vtk.vtkCommand.ModifiedEvent)
 
 
 class vtkMRMLTransformableNode(vtkMRMLNode):
@@ -105,6 +135,17 @@ class vtkMRMLScalarVolumeNode(vtkMRMLTransformableNode):
     def SetIJKToRASMatrix(self, matrix: vtk.vtkMatrix4x4) -> None:
         _record("SetIJKToRASMatrix", self._id)
         self._ijkToRAS.DeepCopy(matrix)
+
+    def SetSpacing(self, *spacing: float) -> None:
+        """Like vtkMRMLVolumeNode: keeps the axis directions, scales them to the new spacing."""
+        for c in range(3):
+            norm = sum(self._ijkToRAS.GetElement(r, c) ** 2 for r in range(3)) ** 0.5 or 1.0
+            for r in range(3):
+                self._ijkToRAS.SetElement(r, c, self._ijkToRAS.GetElement(r, c) / norm * float(spacing[c]))
+
+    def SetOrigin(self, *origin: float) -> None:
+        for r in range(3):
+            self._ijkToRAS.SetElement(r, 3, float(origin[r]))
 
 
 class vtkSegment:
@@ -173,15 +214,9 @@ class vtkMRMLSegmentationNode(vtkMRMLTransformableNode):
         _record("SetReferenceImageGeometryParameterFromVolumeNode", self._id, volumeNode.GetID())
         self.referenceGeometryVolumeID = volumeNode.GetID()
 
-    def GetDisplayNode(self):
-        return self._displayNode
-
-    def CreateDefaultDisplayNodes(self) -> None:
-        _record("CreateDefaultDisplayNodes", self._id)
-        self._displayNode = object()
 
 
-class vtkMRMLMarkupsROINode(vtkMRMLTransformableNode):
+class _vtkMRMLMarkupsROINode(vtkMRMLTransformableNode):
     def __init__(self, name: str = "") -> None:
         super().__init__(name)
         self._objectToNode = vtk.vtkMatrix4x4()
@@ -243,42 +278,156 @@ class vtkMRMLSubjectHierarchyNode(vtkMRMLNode):
         self.parents[item] = parent
 
 
+class vtkMRMLTableNode(vtkMRMLNode):
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self._table = vtk.vtkTable()
+
+    def GetTable(self) -> vtk.vtkTable:
+        return self._table
+
+
+class vtkMRMLPlotSeriesNode(vtkMRMLNode):
+    PlotTypeLine, PlotTypeBar, PlotTypeScatter = 0, 1, 2
+
+    def SetAndObserveTableNodeID(self, nodeID: str) -> None:
+        self.tableNodeID = nodeID
+
+    def SetXColumnName(self, name: str) -> None:
+        self.xColumnName = name
+
+    def SetYColumnName(self, name: str) -> None:
+        self.yColumnName = name
+
+    def SetLabelColumnName(self, name: str) -> None:
+        self.labelColumnName = name
+
+    def SetPlotType(self, plotType: int) -> None:
+        self.plotType = plotType
+
+
+class vtkMRMLPlotChartNode(vtkMRMLNode):
+    def SetAndObservePlotSeriesNodeID(self, nodeID: str) -> None:
+        self.plotSeriesNodeID = nodeID
+
+    def SetTitle(self, title: str) -> None:
+        self.title = title
+
+    def SetXAxisTitle(self, title: str) -> None:
+        self.xAxisTitle = title
+
+    def SetYAxisTitle(self, title: str) -> None:
+        self.yAxisTitle = title
+
+
+#: Node classes AddNewNodeByClass can make; vtkMRMLMarkupsROINode joins (and the ``slicer`` namespace
+#: gets it) only when loadMarkupsModule() runs, as in Slicer where the Markups module may load after
+#: a scripted module's file was imported.
+_NODE_CLASSES = {
+    cls.__name__.lstrip("_"): cls
+    for cls in (
+        vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLLinearTransformNode, vtkMRMLScriptedModuleNode,
+        vtkMRMLTableNode, vtkMRMLPlotSeriesNode, vtkMRMLPlotChartNode, _vtkMRMLMarkupsROINode,
+    )
+}  # fmt: skip
+
+
+def loadMarkupsModule() -> None:
+    """What loading Slicer's Markups module does to the ``slicer`` namespace."""
+    globals()["vtkMRMLMarkupsROINode"] = _vtkMRMLMarkupsROINode
+
+
 class vtkMRMLScene:
     StartCloseEvent = 1
     EndCloseEvent = 2
 
     def __init__(self) -> None:
         self.nodes: List[vtkMRMLNode] = []
+        self.comboBoxes: list = []  # stand-in qMRMLNodeComboBox widgets showing this scene
+        self._observers: Dict[int, tuple] = {}
+        self._counters: Dict[str, int] = {}
 
-    def AddNewNodeByClass(self, className: str, name: str = ""):
-        _record("AddNewNodeByClass", className, name)
-        node = globals()[className](name)
+    def AddObserver(self, event, callback, priority: float = 0.0) -> int:
+        tag = next(_ids)
+        self._observers[tag] = (event, callback)
+        return tag
+
+    def RemoveObserver(self, tag: int) -> None:
+        self._observers.pop(tag, None)
+
+    def InvokeEvent(self, event, data=None) -> None:
+        for observed, callback in list(self._observers.values()):
+            if observed == event:
+                callback(self, event)
+
+    def AddNode(self, node):
+        className = node.GetClassName()
+        self._counters[className] = self._counters.get(className, 0) + 1
+        node._id = f"{className}{self._counters[className]}"  # like Slicer: per class, restarts on Clear
         node.scene = self
         self.nodes.append(node)
         return node
+
+    def AddNewNodeByClass(self, className: str, name: str = ""):
+        _record("AddNewNodeByClass", className, name)
+        return self.AddNode(_NODE_CLASSES[className](name))
 
     def GetFirstNodeByName(self, name: str):
         return next((n for n in self.nodes if n.GetName() == name), None)
 
     def GetFirstNodeByClass(self, className: str):
-        return next((n for n in self.nodes if type(n).__name__ == className), None)
+        return next((n for n in self.nodes if n.IsA(className)), None)
 
     def GetNodeByID(self, nodeID: str):
         return next((n for n in self.nodes if n.GetID() == nodeID), None)
 
     def Clear(self, removeSingletons: bool = False) -> None:
-        self.nodes.clear()
+        """Like Slicer's scene close: StartCloseEvent, every node removed, IDs restart, EndCloseEvent."""
+        _record("mrmlScene.Clear")
+        self.InvokeEvent(self.StartCloseEvent)
+        removed, self.nodes = self.nodes, []
+        self._counters.clear()
+        for comboBox in self.comboBoxes:
+            for node in removed:
+                comboBox.nodeRemovedFromScene(node)
+        self.InvokeEvent(self.EndCloseEvent)
 
 
 class _App:
+    def __init__(self) -> None:
+        self.testing = True  # like ctest runs (--testing): tryWithErrorDisplay shows no dialog
+        self.overrideCursors = 0
+
     def connect(self, signal: str, slot) -> None:
         _record("app.connect", signal, getattr(slot, "__name__", str(slot)))
 
     def processEvents(self) -> None:
         pass
 
+    def testingEnabled(self) -> bool:
+        return self.testing
+
+    def setOverrideCursor(self, cursor) -> None:
+        self.overrideCursors += 1
+
+    def restoreOverrideCursor(self) -> None:
+        self.overrideCursors -= 1
+
+
+class _PlotsLogic:
+    def ShowChartInLayout(self, chartNode) -> None:
+        _record("ShowChartInLayout", chartNode.GetID())
+
+
+class _Modules:
+    class plots:  # noqa: N801  (slicer.modules.plots)
+        @staticmethod
+        def logic() -> _PlotsLogic:
+            return _PlotsLogic()
+
 
 app = _App()
+modules = _Modules()
 mrmlScene = vtkMRMLScene()
 
 from . import util  # noqa: E402,F401  (slicer.util is imported with the package in Slicer too)
