@@ -36,7 +36,8 @@ SETTINGS = {"side": "both", "roi": "auto", "model": "ann", "timesteps": None, "c
 
 
 class FakeResult:
-    def __init__(self, labels: np.ndarray, volumes: Dict[str, float], etiv: Optional[float]) -> None:
+    def __init__(self, labels: np.ndarray, volumes: Dict[str, float], etiv: Optional[float], model: str) -> None:
+        self.model = model
         self.labels = labels
         self.volumes = volumes
         self.etiv = etiv
@@ -47,7 +48,8 @@ class FakeResult:
             "qc": {"quality": "good", "warnings": ["note, with a comma"],
                    "sides": {s: {"volume_mm3": v, "border_fraction": 0.0} for s, v in self.volumes.items()}},
             "timings_s": {"registration": 0.0, "inference": 0.0},
-            "settings": {"model": "ann", "coding_used": "ternary", "timesteps_used": 32, "threshold": 0.5, "seed": 0},
+            "settings": {"model": self.model, "coding_used": "ternary", "timesteps_used": 32, "threshold": 0.5,
+                         "seed": 0},
             "model_sha256": "f" * 64,
         }
         if self.etiv is not None:  # the fields of the eTIV/QC issue, when the summary has them
@@ -84,7 +86,7 @@ def fake_segment(image, settings: Dict[str, Any], progress=None) -> FakeResult:
     labels[8:11, 2:5, 2:5] = 2
     voxel = float(abs(np.linalg.det(image.affine[:3, :3])))
     volumes = {"right": float((labels == 1).sum()) * voxel, "left": float((labels == 2).sum()) * voxel}
-    return FakeResult(labels, volumes, 1.5e6 if "run-2" not in name else None)
+    return FakeResult(labels, volumes, 1.5e6 if "run-2" not in name else None, settings["model"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -425,14 +427,15 @@ def test_shards_then_group_table(tmp_path, capsys) -> None:
     root = _cohort(tmp_path / "ds", n=5, broken="04")
     _t1(root / "sub-01" / "anat" / "sub-01_run-2_T1w.nii.gz")  # no eTIV in its (fake) summary
     out = tmp_path / "ds" / "derivatives" / "hipposnn"
+    snn = dict(SETTINGS, model="snn")
     for k in (1, 2):
-        bids.run_participants(root, out, SETTINGS, shard=(k, 3), segment_fn=fake_segment)
+        bids.run_participants(root, out, snn, shard=(k, 3), segment_fn=fake_segment)
     code = main(["bids", str(root), str(out), "group"])
     captured = capsys.readouterr()
     assert code == 1 and "missing" in captured.err  # shard 3 not run yet: the table says so
     rows = {r["source"]: r for r in _read_tsv(out / "hipposnn_volumes.tsv")}
     assert [r["status"] for r in rows.values()].count("missing") == 2  # sub-03 (2 sessions)
-    bids.run_participants(root, out, SETTINGS, shard=(3, 3), segment_fn=fake_segment)
+    bids.run_participants(root, out, snn, shard=(3, 3), segment_fn=fake_segment)
     assert main(["bids", str(root), str(out), "group"]) == 1  # sub-04 failed
     assert "1 failed, 0 missing" in capsys.readouterr().out
 
@@ -447,7 +450,7 @@ def test_shards_then_group_table(tmp_path, capsys) -> None:
     assert ok["asymmetry_index"] == "-0.285714"
     assert (ok["quality"], ok["quality_right"], ok["quality_left"]) == ("good", "good", "poor")
     assert ok["reasons_left"] == "touches the ROI border; small" and ok["reasons_right"] == "n/a"
-    assert (ok["model"], ok["coding"], ok["timesteps"], ok["threshold"]) == ("ann", "ternary", "32", "0.5")
+    assert (ok["model"], ok["coding"], ok["timesteps"], ok["threshold"]) == ("snn", "ternary", "32", "0.5")
     assert float(ok["seconds"]) >= 0 and len(ok["model_sha256"]) == 64 and ok["error"] == "n/a"
     no_etiv = rows["sub-01/anat/sub-01_run-2_T1w.nii.gz"]
     assert no_etiv["etiv_mm3"] == no_etiv["asymmetry_index"] == no_etiv["quality_left"] == "n/a"
@@ -498,7 +501,7 @@ def test_real_segmentation_end_to_end(tmp_path, capsys) -> None:
     assert "1 segmented" in capsys.readouterr().out
     assert main(["bids", str(root), str(out), "group", "--participant-label", "01"]) == 0
     row = _read_tsv(out / "hipposnn_volumes.tsv")[0]
-    assert row["status"] == "ok" and row["model"] == "ann"
+    assert row["status"] == "ok" and row["model"] == "ann" and row["timesteps"] == "n/a"
     assert 1000 < float(row["right_mm3"]) < 8000 and 1000 < float(row["left_mm3"]) < 8000
     sidecar = json.loads((out / "sub-01" / "anat" / "sub-01_desc-hippocampus_dseg.json").read_text())
     assert sidecar["HippoSNN"]["summary"]["model_sha256"] == sidecar["HippoSNN"]["fingerprint"]["model_sha256"]

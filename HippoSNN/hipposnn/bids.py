@@ -891,6 +891,8 @@ def table_row(scan: Scan, status: str, record: Dict[str, Any], reason: str) -> D
         "model_sha256": summary.get("model_sha256", fp.get("model_sha256")),
         "error": reason if status != "ok" else None,
     }
+    if raw["model"] == "ann":
+        raw["timesteps"] = None  # the ANN has no timesteps: n/a rather than a number that was not used
     row: Dict[str, Optional[str]] = {}
     for column in COLUMNS:
         value = raw[column]
