@@ -195,6 +195,23 @@ def test_first_run_does_not_wait_for_the_kernel_compile(monkeypatch, tmp_path, c
     (folder / native.FAILED).write_text("no compiler")
     fresh_process()
     assert native.kernels() is None and len(started) == 1
+    # a background compile that died (killed, out of memory) counts as failed: no new compile each run
+    (folder / native.FAILED).unlink()
+    (folder / native.BUILDING).write_text("999999999")
+    fresh_process()
+    assert native.kernels() is None and len(started) == 1 and (folder / native.FAILED).is_file()
+    # HIPPOSNN_NATIVE=wait compiles in the foreground, past the stale torch lock of the killed compile
+    (folder / "lock").write_text("")
+
+    def load_without_stale_lock(f):
+        assert not (f / "lock").exists(), "torch would wait forever for a killed compile's lock"
+        return sentinel
+
+    monkeypatch.setattr(native, "_load", load_without_stale_lock)
+    monkeypatch.setenv("HIPPOSNN_NATIVE", "wait")
+    fresh_process()
+    assert native.kernels() is sentinel and (folder / native.READY).is_file()
+    assert not (folder / native.FAILED).exists() and not (folder / native.BUILDING).exists()
     # HIPPOSNN_NATIVE=0 never uses them
     (folder / native.READY).write_text("ok")
     monkeypatch.setenv("HIPPOSNN_NATIVE", "0")

@@ -16,8 +16,9 @@ second. ``HIPPOSNN_NATIVE`` chooses the behaviour:
 * ``0``: never use the kernels.
 
 Without a C++ compiler and ninja (e.g. a stock Windows install of 3D Slicer) the compile fails once,
-that is remembered in the cache folder (``failed``, with the reason in ``build.log``), and every run
-uses the PyTorch path. A process decides once whether it uses the kernels, so a run never switches
+that is remembered in the cache folder (``failed``, with the reason in ``build.log``; also when the
+background compile was killed), and every run uses the PyTorch path; ``HIPPOSNN_NATIVE=wait`` tries
+again in the foreground. A process decides once whether it uses the kernels, so a run never switches
 paths halfway.
 """
 
@@ -68,15 +69,36 @@ def _load(folder: Path) -> Any:
 
 
 def build(folder: Optional[Path] = None) -> Any:
-    """Compile (or load the already compiled) kernels in this process; mark the folder ready or failed."""
+    """Compile (or load the already compiled) kernels in this process; mark the folder ready or failed.
+
+    While it compiles, ``building`` holds this process's id. When no live process is compiling, a
+    ``lock`` file left by a killed compile is removed first (torch would wait for it forever).
+    """
     folder = folder or build_dir()
     folder.mkdir(parents=True, exist_ok=True)
+    mine = not _building(folder, other_than=os.getpid())
+    if mine:
+        (folder / BUILDING).write_text(f"{os.getpid()}\n", encoding="utf-8")
+        try:
+            (folder / "lock").unlink()
+        except OSError:
+            pass
     try:
-        module = _load(folder)
+        module = _load(folder)  # with another live compile, torch waits for it and then loads its result
     except Exception as exc:  # no compiler, no ninja, unsupported platform
         (folder / FAILED).write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
         raise
+    finally:
+        if mine and not _building(folder, other_than=os.getpid()):
+            try:
+                (folder / BUILDING).unlink()
+            except OSError:
+                pass
     (folder / READY).write_text("ok\n", encoding="utf-8")
+    try:
+        (folder / FAILED).unlink()
+    except OSError:
+        pass
     return module
 
 
@@ -88,23 +110,32 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _building(folder: Path) -> bool:
-    """Whether a background compile started by some process is still running."""
+def _building(folder: Path, other_than: int = -1) -> bool:
+    """Whether a compile (by a process other than ``other_than``) is running in ``folder``."""
     try:
         pid = int((folder / BUILDING).read_text().strip())
     except (OSError, ValueError):
         return False
-    return _pid_alive(pid)
+    return pid != other_than and _pid_alive(pid)
 
 
-def _can_spawn() -> bool:
-    """Only a real Python interpreter can run the compile (inside 3D Slicer sys.executable is the app)."""
-    return bool(sys.executable) and Path(sys.executable).name.lower().startswith("python")
+def _interpreter() -> Optional[str]:
+    """A Python interpreter to run the compile: this one, or Slicer's ``PythonSlicer`` next to the app."""
+    if not sys.executable:
+        return None
+    here = Path(sys.executable)
+    if here.name.lower().startswith("python"):
+        return str(here)
+    for name in ("PythonSlicer", "PythonSlicer.exe"):  # inside 3D Slicer sys.executable is the application
+        if (here.parent / name).is_file():
+            return str(here.parent / name)
+    return None
 
 
 def start_background_build(folder: Path) -> bool:
     """Start ``python -m hipposnn.native --build FOLDER`` detached from this process; True if started."""
-    if not _can_spawn():
+    python = _interpreter()
+    if python is None:
         return False
     folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -117,7 +148,7 @@ def start_background_build(folder: Path) -> bool:
     else:
         kwargs["start_new_session"] = True  # survives the end (or Ctrl-C) of this process
     with open(folder / "build.log", "ab") as logfile:
-        proc = subprocess.Popen([sys.executable, "-m", "hipposnn.native", "--build", str(folder)], env=env,
+        proc = subprocess.Popen([python, "-m", "hipposnn.native", "--build", str(folder)], env=env,
                                 stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT, close_fds=True,
                                 **kwargs)
     (folder / BUILDING).write_text(f"{proc.pid}\n", encoding="utf-8")
@@ -150,6 +181,11 @@ def kernels(wait: Optional[bool] = None) -> Optional[Any]:
                 log.info("fused IF kernels unavailable (see %s); using the PyTorch path", folder / "build.log")
             elif wait:
                 _module = build(folder)
+            elif (folder / BUILDING).is_file() and not _building(folder):
+                # the background compile ended without a result (killed, out of memory): do not retry on
+                # every run; HIPPOSNN_NATIVE=wait retries in the foreground
+                (folder / FAILED).write_text("the background compile ended without a result\n", encoding="utf-8")
+                log.info("fused IF kernels unavailable (background compile ended); using the PyTorch path")
             elif _building(folder):
                 log.warning("hipposnn: the fused C++ spiking kernels are still compiling in the background; "
                             "this run uses the PyTorch path (same results)")
@@ -203,11 +239,6 @@ def _main(argv: list) -> int:
     except Exception as exc:
         print(f"fused IF kernels could not be compiled: {exc}", flush=True)
         return 1
-    finally:
-        try:
-            (folder / BUILDING).unlink()
-        except OSError:
-            pass
 
 
 if __name__ == "__main__":

@@ -152,6 +152,10 @@ def run_segment(args: argparse.Namespace) -> int:
         if name != output_stem(path)[0]:
             shown_names[i] = str(path)
             print(f"note: several inputs are named like {path.name}: the outputs of {path} are named {name}_hippo_*")
+    if settings.model == "snn" and not str(settings.device).startswith("cuda"):
+        from .native import kernels
+
+        kernels()  # decided now: a notice about compiling the C++ kernels comes before the progress bars
     created = prepare_folder(out_dir)
     try:
         failed = _segment_all(inputs, shown_names, plans, out_dir, settings, options, args)
