@@ -11,6 +11,7 @@ AttributeError) and ``connect(signal, slot)`` only for signals in ``signatures.C
 
 from __future__ import annotations
 
+import inspect
 import xml.etree.ElementTree as ET
 from typing import Any, Callable, Dict, List, Optional
 
@@ -53,6 +54,16 @@ def _value(element: ET.Element) -> Any:
     if child.tag == "double":
         return float(text)
     return text
+
+
+def _argumentCount(slot: Callable, available: int) -> int:
+    try:
+        parameters = inspect.signature(slot).parameters.values()
+    except (TypeError, ValueError):
+        return available
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return available
+    return min(available, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters))
 
 
 class Widget:
@@ -104,8 +115,9 @@ class Widget:
         self._slots[normalised] = [s for s in self._slots.get(normalised, []) if slot is not None and s != slot]
 
     def emit(self, signal: str, *args: Any) -> None:
+        """Call the connected callables; like PythonQt, a callable taking fewer arguments gets the first ones."""
         for slot in list(self._slots.get(signatures.normalise(signal), [])):
-            slot(*args)
+            slot(*args[: _argumentCount(slot, len(args))])
 
     def connected(self, signal: str) -> int:
         return len(self._slots.get(signatures.normalise(signal), []))
