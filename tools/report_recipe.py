@@ -29,18 +29,9 @@ from hipposnn.unet import describe  # noqa: E402
 from hipposnn.weights import MODELS_DIR, read_payload, sha256_file, write_card  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-_GPU = "recipe jobs in parallel on one NVIDIA H200 (2 calls, 484 s + 251 s wall, 14 worker processes)"
-_MSD = "boundaries follow the MSD protocol, not FreeSurfer's"
-# shipped file -> (compute, limitations)
-SHIPPED_NOTES = {
-    "hipposnn_snn_ternary": (f"ANN: {_GPU}, 40 epochs; conversion (78 s) and 1 epoch of fine-tuning "
-                             "(135 batches of 32, 22.5 min) on the 2-core CPU: `bash tools/finetune_ternary_final.sh`",
-                             f"fine-tuned for 1 epoch only; {_MSD}"),
-    "hipposnn_ann_ternary": (f"{_GPU}; 40 epochs (~2 min); best epoch 31 by validation Dice", _MSD),
-    "hipposnn_snn_binary": (f"{_GPU}; ANN 40 epochs (~2 min), conversion (~7 s), fine-tuning 2 epochs",
-                            f"fine-tuning was cut after 2 epochs (134 batches) by the GPU time limit; {_MSD}"),
-    "hipposnn_ann_binary": (f"{_GPU}; 40 epochs (~2 min); best epoch 35 by validation Dice", _MSD),
-}
+#: What the run logs cannot say about the shipped models (machines, a commit, console-only timings),
+#: each with its source; everything else about them is read from the run folders it names.
+PROVENANCE = ROOT / "configs" / "provenance.json"
 FIG = ROOT / "docs" / "figures"
 SLICES_PER_ROI = 24
 
@@ -71,6 +62,68 @@ def _fold_results(runs: List[Path], coding: str, stage: str) -> List[Dict[str, A
                 out.append(json.loads(path.read_text()))
                 break
     return out
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def run_facts(folder: Path) -> Dict[str, Any]:
+    """Epochs run and planned, best epoch, batches, batch size and seconds of one training run, from its logs."""
+    epochs = json.loads((folder / "log.json").read_text())["epochs"]
+    config = json.loads((folder / "settings.json").read_text())["config"]
+    best = max(epochs, key=lambda r: r["val_dice_3d"])
+    facts = {"epochs": len(epochs), "planned_epochs": int(config["epochs"]), "best_epoch": int(best["epoch"]),
+             "batches": int(epochs[-1]["batches"]), "batch_size": int(config["batch_size"]),
+             "seconds": float(sum(r["seconds"] for r in epochs))}
+    result = folder / "result.json"
+    if result.exists() and "convert_seconds" in json.loads(result.read_text()):
+        facts["convert_seconds"] = float(json.loads(result.read_text())["convert_seconds"])
+    return facts
+
+
+def shipped_notes(provenance: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Shipped file -> compute and limitations text with its sources: run logs plus configs/provenance.json."""
+    machines = {k: v["text"] for k, v in provenance["machines"].items()}
+    msd = provenance["limitations"]
+    notes = {}
+    for name, entry in provenance["models"].items():
+        sources = [str(PROVENANCE.relative_to(ROOT))]
+        not_in_logs = {"machine": {k: v["source"] for k, v in provenance["machines"].items()
+                                   if k in (entry.get("ann_machine"), entry.get("finetune_machine"))}}
+        a = run_facts(ROOT / entry["ann_run"])
+        sources += [f"{entry['ann_run']}/{f}" for f in ("log.json", "settings.json")]
+        ann_machine = machines[entry["ann_machine"]]
+        ann_time = f"~{round(a['seconds'] / 60)} min"
+        limitations = [msd]
+        if "finetune_run" not in entry:
+            compute = f"{ann_machine}; {_plural(a['epochs'], 'epoch')} ({ann_time}); best epoch {a['best_epoch']} by " \
+                      "validation Dice"
+        else:
+            f = run_facts(ROOT / entry["finetune_run"])
+            sources += [f"{entry['finetune_run']}/{x}" for x in ("log.json", "settings.json")]
+            if "conversion_seconds" in entry:
+                conv = f"{entry['conversion_seconds']['value']:g} s"
+                not_in_logs["conversion_seconds"] = entry["conversion_seconds"]["source"]
+            else:
+                conv = f"{a['convert_seconds']:.1f} s"
+                sources.append(f"{entry['ann_run']}/result.json")
+            if entry["finetune_machine"] == entry["ann_machine"]:
+                compute = (f"{ann_machine}; ANN {_plural(a['epochs'], 'epoch')} ({ann_time}), conversion ({conv}), "
+                           f"fine-tuning {_plural(f['epochs'], 'epoch')} ({f['batches']} batches of {f['batch_size']})")
+            else:
+                compute = (f"ANN: {ann_machine}, {_plural(a['epochs'], 'epoch')}; conversion ({conv}) and "
+                           f"{_plural(f['epochs'], 'epoch')} of fine-tuning ({f['batches']} batches of "
+                           f"{f['batch_size']}, {f['seconds'] / 60:.1f} min) on {machines[entry['finetune_machine']]}"
+                           + (f": `{entry['command']}`" if entry.get("command") else ""))
+            if f["epochs"] < f["planned_epochs"] and entry.get("stopped_by"):
+                limitations.insert(0, f"fine-tuning was cut after {_plural(f['epochs'], 'epoch')} ({f['batches']} "
+                                      f"batches) by {entry['stopped_by']}")
+            elif f["epochs"] == 1:
+                limitations.insert(0, "fine-tuned for 1 epoch only")
+        notes[name] = {"compute": compute, "limitations": "; ".join(limitations),
+                       "provenance": {"derived_from": sources, "not_in_the_logs": not_in_logs}}
+    return notes
 
 
 def _imported_epoch(run: Path, result: Dict[str, Any]) -> Any:
@@ -125,8 +178,9 @@ def main() -> None:
     dice_vs_t(summary)
     dice_vs_energy(summary, ann_roi_macs * MAC_PJ / 1e6)
     rates_plot(cv_run)
-    write_models_md(rows, summary, curves, cv_curves, config)
-    write_cards(summary, config)
+    provenance = json.loads(PROVENANCE.read_text())
+    write_models_md(rows, summary, curves, cv_curves, config, provenance)
+    write_cards(summary, config, provenance)
 
 
 def _direct_rows(s: Dict[str, Any], coding: str, cv_run: Path, ft_res: List[Dict[str, Any]]) -> List[Any]:
@@ -310,30 +364,15 @@ def _reach_table(curves: Dict[str, Any]) -> List[str]:
     return lines
 
 
-def write_models_md(rows, summary, curves, cv_curves, config) -> None:
+def write_models_md(rows, summary, curves, cv_curves, config, provenance) -> None:
     lines = [
         "# Reference models",
         "",
-        "Two runs of the same recipe code produced these numbers:",
+        *provenance["runs_description"],
         "",
-        "1. `hipposnn recipe --config configs/reference.json --data ../shared/data/msd_hippocampus --out RUN`",
-        "   on a lent NVIDIA H200 (`tools/device_recipe.sh`; logs and results in `docs/results/reference_run/`):",
-        "   every ANN and early-stop conversion of the 5 folds for both codings, the final models, and the",
-        "   fine-tuning and direct-training learning curves (both cut at 2-7 epochs by the GPU time limit).",
-        "2. `hipposnn recipe --config configs/cv_cpu.json --data ../shared/data/msd_hippocampus --out runs/cv_cpu",
-        "   --jobs 2 --threads 1 --only 'ternary/*' 'binary/fold_[0-3]/*'` on the 2-core CPU (results in",
-        "   `docs/results/cv_run/`): it completed the cross-validation of the fine-tuned SNNs. The ANN and",
-        "   converted checkpoints of folds 0-3 and the fine-tuned checkpoints that came back from the GPU",
-        "   (binary folds 0 and 3, ternary folds 0 and 2; their epochs are in the per-fold table) were copied",
-        "   into the run folder with an `imported.json` note and only scored; fold 4's ANN was retrained",
-        "   (its GPU checkpoint did not come back); the other folds were fine-tuned for 1 epoch (54 batches",
-        "   of 64 slices at T = 32: the GPU curves are flat after it, see below). Without the imported files",
-        "   the same command trains everything on a CPU (about 1 h per fold and coding on 2 cores).",
-        "   Direct training with the fine-tuning's budget (`\"direct\": {\"epochs\": 1}`, 54 batches of 64 at",
-        "   T = 32 from random weights) was added to the same run folder afterwards with `--only",
-        "   'ternary/fold_*/direct_T32' 'binary/fold_[03]/direct_T32'` (about 24 min per fold on one core).",
-        "",
-        "Report: `python tools/report_recipe.py docs/results/reference_run docs/results/cv_run`.",
+        "Report: `python tools/report_recipe.py docs/results/reference_run docs/results/cv_run` (how the shipped",
+        "models were made comes from their run logs and `configs/provenance.json`; each model card lists its",
+        "sources under `provenance`).",
         "",
         _status_line(summary),
         "",
@@ -391,17 +430,18 @@ def write_models_md(rows, summary, curves, cv_curves, config) -> None:
     lines += ["In `HippoSNN/hipposnn/models/`, each with a JSON and a Markdown model card "
               "(SHA-256, data, split, preprocessing, thresholds, settings, CV metrics, compute, limitations):", "",
               "| file | kind | coding | T | how it was made |", "|---|---|---|---|---|"]
-    for name, (compute, limitations) in SHIPPED_NOTES.items():
+    for name, note in shipped_notes(provenance).items():
         path = MODELS_DIR / f"{name}.pt"
         if path.exists():
             meta = read_payload(path, verify=False)["meta"]
             lines.append(f"| `{name}.pt` | {read_payload(path, verify=False)['kind']} | {meta.get('coding')} | "
-                         f"{meta.get('timesteps') or '-'} | {compute}; {limitations} |")
+                         f"{meta.get('timesteps') or '-'} | {note['compute']}; {note['limitations']} |")
     (ROOT / "docs" / "models.md").write_text("\n".join(lines) + "\n")
 
 
-def write_cards(summary, config) -> None:
-    for name, (compute, limitations) in SHIPPED_NOTES.items():
+def write_cards(summary, config, provenance) -> None:
+    for name, note in shipped_notes(provenance).items():
+        compute, limitations = note["compute"], note["limitations"]
         path = MODELS_DIR / f"{name}.pt"
         if not path.exists():
             continue
@@ -432,9 +472,10 @@ def write_cards(summary, config) -> None:
             "output_scaling": payload.get("output_scaling"),
             "training": {"recipe": config, "meta": meta},
             "cv_metrics": s,
-            "code_version": f"hipposnn {__version__}, recipe run at commit a183a18",
+            "code_version": f"hipposnn {__version__}, recipe run at commit {provenance['recipe_commit']['value']}",
             "compute": compute,
             "limitations": limitations,
+            "provenance": {**note["provenance"], "recipe_commit": provenance["recipe_commit"]["source"]},
         }
         write_card(MODELS_DIR / f"{name}.json", card)
         ann = s["ann"]
@@ -445,7 +486,9 @@ def write_cards(summary, config) -> None:
               f"- Preprocessing: {card['preprocessing']}", f"- ROI: {card['roi']}",
               f"- Cross-validation (5 folds, {coding}): ANN 3D Dice {ann['dice_3d']:.4f} ± {ann['sd_3d']:.4f}",
               f"- Compute: {card['compute']}", f"- Code: {card['code_version']}",
-              f"- Limitations: {card['limitations']}", "", "Full settings, thresholds and metrics: "
+              f"- Limitations: {card['limitations']}",
+              f"- Provenance: {', '.join(f'`{p}`' for p in note['provenance']['derived_from'])}",
+              "", "Full settings, thresholds and metrics: "
               f"`{name}.json`; tables and figures: `docs/models.md`."]
         if s["finetuned_T32"]:
             ft = s["finetuned_T32"]
