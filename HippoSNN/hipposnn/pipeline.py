@@ -107,10 +107,10 @@ def _is_rank0() -> bool:
 def _run_folder(out: Path, trainer: Trainer, resume: bool, overwrite: bool) -> Iterator[None]:
     """Prepare ``out`` for a run (resume check, ``overwrite`` clears the old run) and clean up on failure.
 
-    A run that fails or is cancelled before its first checkpoint removes what it wrote, and the folder
-    too when this run created it; after that ``last.pt`` stays for ``--resume``.
+    A run that fails or is cancelled before its first checkpoint removes what it wrote, and the folders
+    this run created; after that ``last.pt`` stays for ``--resume``.
     """
-    created = not out.exists()
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]  # innermost first
     if resume:
         trainer.check_resume()
     try:
@@ -129,11 +129,11 @@ def _run_folder(out: Path, trainer: Trainer, resume: bool, overwrite: bool) -> I
                     (out / name).unlink()
                 except OSError:
                     pass
-            if created:
+            for folder in created:
                 try:
-                    out.rmdir()
+                    folder.rmdir()
                 except OSError:
-                    pass
+                    break
         raise
 
 
