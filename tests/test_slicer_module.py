@@ -97,7 +97,17 @@ def test_show3d_button_receives_the_output_segmentation(module):
 # -- lifecycle: enter, exit, scene close, reload ----------------------------------------------------------
 
 
-def test_widget_lifecycle_enter_exit_scene_close_reload(module):
+@pytest.fixture()
+def keepCoreModules():
+    """Reload forgets the core's modules; put the originals back so later tests keep their classes."""
+    saved = {name: mod for name, mod in sys.modules.items() if name.split(".")[0] == "hipposnn"}
+    yield
+    for name in [n for n in sys.modules if n.split(".")[0] == "hipposnn"]:
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
+def test_widget_lifecycle_enter_exit_scene_close_reload(module, keepCoreModules):
     import slicer
 
     widget = standin.makeWidget(module)
