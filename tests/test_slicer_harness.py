@@ -173,6 +173,8 @@ def test_parameter_bindings_match_parameter_node_fields(module):
                 assert float(_prop(widget, "minimum")) == annotation.minimum, name
                 assert float(_prop(widget, "maximum")) == annotation.maximum, name
                 assert annotation.minimum <= default <= annotation.maximum
+                if _prop(widget, "value") is not None:
+                    assert float(_prop(widget, "value")) == default, f"{name}: .ui value differs from the default"
     ranges = {name: _first(annotations, WithinRange) for name, (_, annotations, _) in fields.items()}
     assert (ranges["teachingSlice"].minimum, ranges["teachingSlice"].maximum) == (0, AUTO_ROI_SHAPE[0] - 1)
     assert (ranges["threshold"].minimum, ranges["threshold"].maximum) == THRESHOLD_RANGE
