@@ -317,3 +317,23 @@ def test_module_imports_nothing_heavy_at_load():
     ) < source.index("class HippoSNNParameterNode") < source.index("class HippoSNNWidget") < source.index(
         "class HippoSNNLogic"
     ) < source.index("class HippoSNNTest")
+
+
+def test_standin_connector_rules_refuse_what_slicer_refuses(module):
+    """The stand-in's parameterNodeWrapper picks connectors like Slicer 5.8.1's guiConnectors.py."""
+    from pathlib import Path as P
+
+    from slicer.parameterNodeWrapper import Choice, WithinRange, connectorKind
+
+    refused = [
+        ("ctkSliderWidget", int, [WithinRange(0, 5)]),  # an int on a ctkSliderWidget (float connector only)
+        ("QComboBox", str, []),  # a QComboBox without Choice
+        ("QSlider", int, []),  # an unbounded QSlider
+        ("ctkSliderWidget", float, []),  # an unbounded ctkSliderWidget
+        ("QLineEdit", P, []),  # a path needs a ctkPathLineEdit
+    ]
+    for widgetClass, baseType, extras in refused:
+        with pytest.raises(RuntimeError):
+            connectorKind(widgetClass, baseType, extras)
+    assert connectorKind("QComboBox", str, [Choice(["a"])]) == "QComboBoxToStringableConnector"
+    assert connectorKind("QSpinBox", int, []) == "QSliderOrSpinBoxToIntConnector"
