@@ -480,3 +480,14 @@ def test_module_file_is_thin_and_each_lib_file_has_one_job():
     core = "\n".join(p.read_text() for p in (MODULE_DIR / "hipposnn").rglob("*.py"))
     for forbidden in ("import slicer", "import qt", "import ctk", "from slicer"):
         assert forbidden not in core
+
+
+@pytest.mark.slow
+def test_full_selftest_segments_the_demo_t1_with_the_default_snn(module, monkeypatch):
+    """HippoSNNTest with HIPPOSNN_FULL_SELFTEST=1: the default ternary SNN on the bundled demo T1 (~30 s)."""
+    import slicer
+
+    monkeypatch.setenv("HIPPOSNN_FULL_SELFTEST", "1")
+    result = unittest.TextTestRunner(verbosity=0).run(unittest.TestSuite([module.HippoSNNTest("runTest")]))
+    assert result.wasSuccessful(), result.failures + result.errors
+    assert ("delayDisplay", "Segmentation test passed") in slicer.standinCalls
