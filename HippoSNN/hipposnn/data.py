@@ -112,7 +112,8 @@ def list_cases(root: DataSource, require_labels: bool = True) -> CaseList:
       ``<case>_seg.nii.gz`` next to it (``.nii`` too), see :func:`list_pair_folder`;
     * a list of ``(image, label)`` paths, see :func:`list_pairs`.
 
-    All layouts give the same ``Case`` data (label > 0 = hippocampus), so the training, conversion and
+    All layouts give the same ``Case`` data (labels 0, 1, 2 with label > 0 = hippocampus; any other label
+    value is refused), so the training, conversion and
     evaluation code does not care which one the user has.
     """
     if not isinstance(root, (str, os.PathLike)):
