@@ -491,3 +491,28 @@ def test_full_selftest_segments_the_demo_t1_with_the_default_snn(module, monkeyp
     result = unittest.TextTestRunner(verbosity=0).run(unittest.TestSuite([module.HippoSNNTest("runTest")]))
     assert result.wasSuccessful(), result.failures + result.errors
     assert ("delayDisplay", "Segmentation test passed") in slicer.standinCalls
+
+
+def test_apply_creates_the_named_output_fills_the_table_and_feeds_show3d(module):
+    import slicer
+
+    widget = standin.makeWidget(module)
+    volume = _volume(slicer, "MRHead")
+    widget.enter()
+    widget.ui.inputVolumeSelector.emit("currentNodeChanged(vtkMRMLNode*)", volume)
+    seen = {}
+
+    def process(inputVolume, outputSegmentation, **kwargs):
+        seen.update(kwargs, inputVolume=inputVolume, outputSegmentation=outputSegmentation)
+        kwargs["progressCallback"](0.5, "halfway")
+        return {"volumes_mm3": {"right": 3000.0, "left": 2900.4}, "boxes": []}
+
+    widget.logic.process = process
+    widget.ui.applyButton.click()
+    output = widget._parameterNode.outputSegmentation
+    assert output is not None and output.GetName() == "MRHead hippocampus"
+    assert seen["outputSegmentation"] is output and seen["interactive"] is True and seen["threshold"] == 0.5
+    assert widget.ui.segmentationShow3DButton.segmentationNode is output
+    table = widget.ui.volumesTable
+    assert table.rowCount == 2 and table.item(0, 0).text() == "Left hippocampus" and table.item(0, 1).text() == "2900"
+    assert not widget._busy and widget.ui.applyButton.enabled
