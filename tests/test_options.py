@@ -49,3 +49,14 @@ def test_options_imports_neither_torch_nor_numpy():
     code = "import sys; import hipposnn.options; print(sorted({'torch', 'numpy', 'nibabel'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_command_line_threshold_uses_the_same_rule():
+    import argparse
+
+    from hipposnn.argtypes import probability
+
+    assert probability("0.3") == 0.3
+    for bad in ("0", "1", "1.5", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="threshold"):
+            probability(bad)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from .errors import HippoSNNError
+from .options import validate_threshold
+
 
 def positive_int(text: str) -> int:
     try:
@@ -26,10 +29,11 @@ def positive_float(text: str) -> float:
 
 
 def probability(text: str) -> float:
-    value = positive_float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a value between 0 and 1, got {value}")
-    return value
+    """An output threshold: the rule of :func:`hipposnn.options.validate_threshold` (shared with Slicer)."""
+    try:
+        return validate_threshold(text)
+    except HippoSNNError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def percentile(text: str) -> float:
