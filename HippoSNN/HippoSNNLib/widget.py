@@ -300,10 +300,25 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addLog(process.errorMessage)
             slicer.util.errorDisplay(f"{errorMessage}\n\n{process.errorMessage}")
 
+    def _trainingKeywords(self, errorMessage: str, selectedMessage: str) -> dict:
+        """The keywords convertModel and fineTuneModel share: settings, GUI callbacks, no blocking."""
+        node = self._parameterNode
+        return dict(
+            coding=node.coding,
+            seed=node.seed,
+            device=node.device,
+            progressCallback=self._progress,
+            interactive=True,
+            waitForCompletion=False,
+            logCallback=self.addLog,
+            finishedCallback=lambda process: self._onTrainingFinished(process, errorMessage, selectedMessage),
+        )
+
     def onConvertButton(self) -> None:
-        """Convert the chosen ANN weights into an SNN by threshold balancing on the training folder."""
+        """Convert the chosen ANN weights into an SNN by threshold balancing, in a child process."""
         node = self._parameterNode
         errorMessage = _("Failed to convert the model.")
+        keywords = self._trainingKeywords(errorMessage, _("Converted model selected for segmentation: {path}"))
         self._startTraining(
             errorMessage,
             lambda: self.logic.convertModel(
@@ -311,16 +326,7 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 str(node.trainingDataPath),
                 str(node.trainingOutputPath),
                 timesteps=node.conversionTimesteps,
-                coding=node.coding,
-                seed=node.seed,
-                device=node.device,
-                progressCallback=self._progress,
-                interactive=True,
-                waitForCompletion=False,
-                logCallback=self.addLog,
-                finishedCallback=lambda process: self._onTrainingFinished(
-                    process, errorMessage, _("Converted model selected for segmentation: {path}")
-                ),
+                **keywords,
             ),
         )
 
@@ -328,6 +334,7 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Fine-tune the selected (converted) SNN on the user's labelled folder, in a child process."""
         node = self._parameterNode
         errorMessage = _("Failed to fine-tune the model.")
+        keywords = self._trainingKeywords(errorMessage, _("Fine-tuned model selected for segmentation: {path}"))
         self._startTraining(
             errorMessage,
             lambda: self.logic.fineTuneModel(
@@ -336,16 +343,7 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 str(node.trainingOutputPath),
                 epochs=node.fineTuneEpochs,
                 timesteps=node.timesteps,
-                coding=node.coding,
-                seed=node.seed,
-                device=node.device,
-                progressCallback=self._progress,
-                interactive=True,
-                waitForCompletion=False,
-                logCallback=self.addLog,
-                finishedCallback=lambda process: self._onTrainingFinished(
-                    process, errorMessage, _("Fine-tuned model selected for segmentation: {path}")
-                ),
+                **keywords,
             ),
         )
 

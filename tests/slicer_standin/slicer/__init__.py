@@ -22,7 +22,24 @@ def _record(*call: Any) -> None:
     standinCalls.append(call)
 
 
-class vtkMRMLNode:
+class _Observable:
+    """VTK observers: AddObserver(event, callback) -> tag, RemoveObserver(tag), InvokeEvent(event)."""
+
+    def AddObserver(self, event, callback, priority: float = 0.0) -> int:
+        tag = next(_ids)
+        self._observers[tag] = (event, callback)
+        return tag
+
+    def RemoveObserver(self, tag: int) -> None:
+        self._observers.pop(tag, None)
+
+    def InvokeEvent(self, event, data=None) -> None:
+        for observed, callback in list(self._observers.values()):
+            if observed == event:
+                callback(self, event)
+
+
+class vtkMRMLNode(_Observable):
     def __init__(self, name: str = "") -> None:
         self._name = name
         self._id = f"{type(self).__name__}{next(_ids)}"
@@ -39,18 +56,6 @@ class vtkMRMLNode:
     def GetClassName(self) -> str:
         return type(self).__name__.lstrip("_")
 
-    def AddObserver(self, event, callback, priority: float = 0.0) -> int:
-        tag = next(_ids)
-        self._observers[tag] = (event, callback)
-        return tag
-
-    def RemoveObserver(self, tag: int) -> None:
-        self._observers.pop(tag, None)
-
-    def InvokeEvent(self, event, data=None) -> None:
-        for observed, callback in list(self._observers.values()):
-            if observed == event:
-                callback(self, event)
 
     def GetDisplayNode(self):
         return self._displayNode
@@ -337,7 +342,7 @@ def loadMarkupsModule() -> None:
     globals()["vtkMRMLMarkupsROINode"] = _vtkMRMLMarkupsROINode
 
 
-class vtkMRMLScene:
+class vtkMRMLScene(_Observable):
     StartCloseEvent = 1
     EndCloseEvent = 2
 
@@ -347,18 +352,6 @@ class vtkMRMLScene:
         self._observers: Dict[int, tuple] = {}
         self._counters: Dict[str, int] = {}
 
-    def AddObserver(self, event, callback, priority: float = 0.0) -> int:
-        tag = next(_ids)
-        self._observers[tag] = (event, callback)
-        return tag
-
-    def RemoveObserver(self, tag: int) -> None:
-        self._observers.pop(tag, None)
-
-    def InvokeEvent(self, event, data=None) -> None:
-        for observed, callback in list(self._observers.values()):
-            if observed == event:
-                callback(self, event)
 
     def AddNode(self, node):
         className = node.GetClassName()
