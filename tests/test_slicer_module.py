@@ -516,3 +516,16 @@ def test_apply_creates_the_named_output_fills_the_table_and_feeds_show3d(module)
     table = widget.ui.volumesTable
     assert table.rowCount == 2 and table.item(0, 0).text() == "Left hippocampus" and table.item(0, 1).text() == "2900"
     assert not widget._busy and widget.ui.applyButton.enabled
+
+
+def test_core_warnings_reach_the_log_box_during_segmentation(module):
+    import logging
+
+    logic = module.HippoSNNLogic()
+    lines = []
+    logic.logCallback = lines.append
+    with logic.coreWarningsToLog():
+        logging.getLogger("hipposnn.native").warning("compiling the fused C++ spiking kernels in the background")
+        logging.getLogger("hipposnn.native").info("not shown")
+    logging.getLogger("hipposnn.native").warning("after: not shown")
+    assert lines == ["compiling the fused C++ spiking kernels in the background"]

@@ -7,6 +7,7 @@ Torch and the core load on first use, never at start-up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import zlib
@@ -33,6 +34,17 @@ def imageFingerprint(image) -> Tuple[Any, ...]:
     )
 
 
+class _CallbackHandler(logging.Handler):
+    """Forwards log records to a callable (the module's log box)."""
+
+    def __init__(self, callback: Callable[[str], None]) -> None:
+        super().__init__(level=logging.WARNING)
+        self.callback = callback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.callback(record.getMessage())
+
+
 class SegmentationLogic:
     """``process`` and its helpers; see :class:`HippoSNN.HippoSNNLogic` for the console example."""
 
@@ -48,6 +60,17 @@ class SegmentationLogic:
         logging.info(text)
         if self.logCallback:
             self.logCallback(text)
+
+    @contextlib.contextmanager
+    def coreWarningsToLog(self):
+        """Show the core's warnings (``hipposnn.*`` loggers, e.g. the one-time kernel compile notice) in the log."""
+        handler = _CallbackHandler(self.log)
+        logger = logging.getLogger("hipposnn")
+        logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
 
     # -- dependencies ----------------------------------------------------------------------------------
 
@@ -215,7 +238,8 @@ class SegmentationLogic:
             checkpoint=checkpoint,
         )
         self.log(_("Device: {device}").format(device=resolvedDevice))
-        result = segment_image(image, settings, progress=progressCallback)
+        with self.coreWarningsToLog():
+            result = segment_image(image, settings, progress=progressCallback)
         self.writeSegmentation(result.labels, inputVolume, outputSegmentation)
         self.rememberBoxes(inputVolume, image, result.boxes)
         for warning in result.qc.get("warnings", []) or []:

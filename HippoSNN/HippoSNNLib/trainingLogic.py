@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -33,11 +34,16 @@ CORE_PARENT = Path(__file__).resolve().parents[1]
 
 
 def pythonSlicerExecutable() -> str:
-    """Slicer's own Python launcher (same packages as Slicer's Python: torch, nibabel)."""
+    """Slicer's own Python launcher (same packages as Slicer's Python: torch, nibabel): on the PATH Slicer
+    sets, or next to the application (inside Slicer ``sys.executable`` is the application itself)."""
     path = shutil.which("PythonSlicer")
-    if not path:
-        raise RuntimeError(_("PythonSlicer was not found: cannot start the training process"))
-    return path
+    if path:
+        return path
+    for name in ("PythonSlicer", "PythonSlicer.exe"):
+        candidate = Path(sys.executable).parent / name
+        if candidate.is_file():
+            return str(candidate)
+    raise RuntimeError(_("PythonSlicer was not found: cannot start the training process"))
 
 
 class TrainingProcess:
