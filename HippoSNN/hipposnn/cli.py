@@ -41,6 +41,8 @@ def _add_train(p: argparse.ArgumentParser, lr: float, epochs: int, batch: int) -
     p.add_argument("--coding", choices=["binary", "ternary"], default=DEFAULT_CODING,
                    help=f"input spike coding (default {DEFAULT_CODING}, that of the shipped models)")
     p.add_argument("--augment", action="store_true", help="small random in-plane affine and contrast changes")
+    p.add_argument("--site-augment", action="store_true",
+                   help="each epoch, new site-like crops: bias field, gamma, 1.5-3 mm resolution, noise, masking")
     p.add_argument("--max-batches", type=_positive_int, default=None, help="stop after this many batches")
     p.add_argument("--eval-every", type=_positive_int, default=None, help="also validate every N batches")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
@@ -67,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(p, lr=1e-3, epochs=30, batch=32)
     p.add_argument("--channels", default="16,32,64,128", help="feature channels per level (comma separated)")
     p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from the weights of this ANN file (its architecture replaces --channels)")
 
     p = sub.add_parser("convert", help="stage 2: early-stop ANN->SNN conversion (threshold balancing)")
     _add_data(p)
@@ -157,9 +161,10 @@ def _check_common(args: argparse.Namespace) -> None:
     fold = getattr(args, "fold", None)
     if fold is not None and not 0 <= fold < args.folds:
         raise HippoSNNError(f"--fold must be between 0 and {args.folds - 1}")
-    checkpoint = getattr(args, "checkpoint", None)
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise HippoSNNError(f"model file not found: {checkpoint}")
+    for flag in ("checkpoint", "init"):
+        path = getattr(args, flag, None)
+        if path is not None and not Path(path).is_file():
+            raise HippoSNNError(f"model file not found: {path} (--{flag})")
 
 
 def _train_config(args: argparse.Namespace, stage: str):
@@ -168,7 +173,8 @@ def _train_config(args: argparse.Namespace, stage: str):
     return TrainConfig(
         stage=stage, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
         timesteps=getattr(args, "timesteps", 32), coding=args.coding, seed=args.seed, augment=args.augment,
-        max_batches=args.max_batches, eval_every=args.eval_every, threads=args.threads, device=args.device,
+        site_augment=args.site_augment, max_batches=args.max_batches, eval_every=args.eval_every,
+        threads=args.threads, device=args.device,
     )
 
 
@@ -181,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
 
         spec = UNetSpec(channels=_channels(args.channels), dropout=args.dropout)
         train_ann(args.data, args.out, _train_config(args, "ann"), spec, args.fold, args.folds, args.resume,
-                  progress=tqdm_progress("train-ann"), overwrite=args.overwrite)
+                  progress=tqdm_progress("train-ann"), overwrite=args.overwrite, init=args.init)
         print(f"ANN written to {args.out / 'best.pt'}")
     elif cmd == "convert":
         from .pipeline import convert_ann

@@ -320,7 +320,10 @@ def normalise(
 
 def prepare(case: Case, coding: str = "binary") -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Normalise then centre the crop on the model ROI: image (24,56,48) float32, label uint8."""
-    image = centre_crop(normalise(case.image, coding))
+    # Exact zeros are masking (site augmentation, stripped inputs), not tissue: inference treats them the
+    # same way (hipposnn.inference.model_inputs). The MSD crops themselves hold no zero voxels.
+    content = case.image != 0
+    image = centre_crop(normalise(case.image, coding, valid=content if content.any() else None))
     label = centre_crop(case.label) if case.label is not None else None
     return image, label
 

@@ -43,6 +43,7 @@ from .errors import Cancelled, HippoSNNError
 from .io import Image
 from .options import AUTO_ROI_SHAPE, check_device, validate_threshold
 from .options import resolve_device as _resolve_device
+from .qc import compare_sides, etiv_mm3, overall, side_qc
 from .roi import (
     ROI_SPACING_MM,
     SIDES,
@@ -75,11 +76,6 @@ FRAME_OFFSET: Tuple[float, float] = (1.26, -2.32)
 #: (one seeded generator per batch), so it stays 16.
 SNN_BATCH = 16
 SNN_CHUNK = 4
-#: A side whose final prediction is smaller than this (mm^3) is flagged: a missed or misplaced ROI.
-MIN_PLAUSIBLE_MM3 = 1000.0
-MAX_PLAUSIBLE_MM3 = 8000.0
-#: Fraction of a side's predicted voxels on the ROI border above which the box probably cut it.
-MAX_BORDER_FRACTION = 0.02
 
 
 @dataclass
@@ -98,6 +94,7 @@ class SegmentationSettings:
     probabilities: bool = False
     refine: bool = False  # measured: no gain on the reference cases (docs/segmentation.md)
     threads: int | None = None  # torch CPU threads; None: all cores (at most 8)
+    twin_check: bool = True  # SNN runs: compare with the ANN twin for QC (~0.1 s)
 
     def validate(self) -> None:
         """Raise :class:`HippoSNNError` for a setting no run could use, before any work starts."""
@@ -139,6 +136,15 @@ class SegmentationResult:
     model_sha256: str
     affine: np.ndarray | None = None  # the input's voxel-to-RAS affine (for writers)
     roi_probabilities: Dict[str, np.ndarray] = field(default_factory=dict)  # per side, ROI grid
+    etiv_mm3: float | None = None  # estimated total intracranial volume (auto ROI only)
+    asymmetry_index: float | None = None  # (left - right) / mean, both sides only
+
+    @property
+    def volumes_per_etiv(self) -> Dict[str, float]:
+        """Volumes as fractions of the eTIV (empty without an eTIV)."""
+        if not self.etiv_mm3:
+            return {}
+        return {k: float(v) / self.etiv_mm3 for k, v in self.volumes_mm3.items()}
 
     def summary(self) -> Dict[str, Any]:
         """JSON-ready summary: settings, model hash, timings, QC, boxes and volumes (no arrays)."""
@@ -156,6 +162,9 @@ class SegmentationResult:
             )
         return {
             "volumes_mm3": {k: round(float(v), 1) for k, v in self.volumes_mm3.items()},
+            "etiv_mm3": None if self.etiv_mm3 is None else round(float(self.etiv_mm3), 0),
+            "volumes_per_etiv": {k: round(v, 6) for k, v in self.volumes_per_etiv.items()},
+            "asymmetry_index": None if self.asymmetry_index is None else round(float(self.asymmetry_index), 4),
             "boxes": boxes,
             "qc": _jsonable(self.qc),
             "timings_s": {k: round(float(v), 3) for k, v in self.timings.items()},
@@ -520,13 +529,20 @@ def segment_image(
         timings["inference"] = time.perf_counter() - t0
         steps.finish("infer", "slices segmented")
 
+        twins: List[np.ndarray | None] = [None] * len(boxes)
+        if settings.twin_check and model.kind == "snn":
+            t0 = time.perf_counter()
+            twin = load_segmentation_model("ann", None, settings.device, coding)
+            twins = list(_predict(twin, rois, valids, 1, coding, settings.seed, None))
+            timings["twin_check"] = time.perf_counter() - t0
+
         t0 = time.perf_counter()
         labels = np.zeros(image.shape, dtype=np.uint8)
         best = np.zeros(image.shape, dtype=np.float32)
         volumes: Dict[str, float] = {}
         voxel_mm3 = float(abs(np.linalg.det(image.affine[:3, :3])))
         qc_sides: Dict[str, Dict[str, Any]] = {}
-        for box, prob in zip(boxes, probs):
+        for box, prob, twin_prob in zip(boxes, probs, twins):
             block, values = _paste_block(prob, box, image)
             current = best[block]
             mask = _largest_component(values > settings.threshold)
@@ -534,17 +550,20 @@ def segment_image(
             labels[block][take] = LABELS.get(box.side, 1)
             best[block] = np.maximum(current, values)
             volumes[box.side] = float((labels == LABELS.get(box.side, 1)).sum()) * voxel_mm3
-            qc_sides[box.side] = _side_qc(box, prob, volumes[box.side], settings, warnings)
+            reg_warnings = registration.warnings_for(box.side) if registration is not None else []
+            qc_sides[box.side] = side_qc(box.side, prob, volumes[box.side], settings.threshold, reg_warnings,
+                                         twin_prob)
+            qc_sides[box.side]["recentred_mm"] = box.qc.get("recentred_mm", 0.0)
         timings["paste"] = time.perf_counter() - t0
         steps.finish("paste", "done")
     finally:
         torch.set_num_threads(previous_threads)
 
-    quality = "good"
-    if registration is not None and registration.quality != "good":
-        quality = "poor"
-    if any(not q["plausible"] for q in qc_sides.values()):
-        quality = "poor"
+    asymmetry = compare_sides(qc_sides, volumes)
+    for side, side_result in qc_sides.items():  # registration warnings are in the list already
+        reg_warnings = registration.warnings if registration is not None else []
+        warnings.extend(f"{side} hippocampus: {r}" for r in side_result["reasons"] if r not in reg_warnings)
+    quality = overall(qc_sides, registration.quality if registration is not None else None)
     qc: Dict[str, Any] = {
         "quality": quality,
         "warnings": warnings,
@@ -567,6 +586,8 @@ def segment_image(
         model_sha256=model.sha256,
         affine=np.asarray(image.affine, dtype=np.float64).copy(),
         roi_probabilities={box.side: p for box, p in zip(boxes, probs)},
+        etiv_mm3=etiv_mm3(registration.global_matrix) if registration is not None else None,
+        asymmetry_index=asymmetry,
     )
 
 
@@ -576,30 +597,3 @@ def _locate(image: Image, boxes: List[RoiBox], settings: SegmentationSettings, c
     rois, valids = model_inputs(image, boxes, crop=False)
     probs = _predict(ann, rois, valids, 1, ann.coding, settings.seed, None)
     return [recenter(box, prob, threshold=0.5) for box, prob in zip(boxes, probs)]
-
-
-def _side_qc(
-    box: RoiBox, roi_prob: np.ndarray, volume: float, settings: SegmentationSettings, warnings: List[str]
-) -> Dict[str, Any]:
-    """Flags that need no ground truth: implausible volume, or a prediction touching the box border."""
-    fg = roi_prob > settings.threshold
-    border = np.zeros_like(fg)
-    border[[0, -1], :, :] = True
-    border[:, [0, -1], :] = True
-    border[:, :, [0, -1]] = True
-    n = int(fg.sum())
-    border_fraction = float((fg & border).sum()) / n if n else 0.0
-    plausible = True
-    if settings.roi != "crop":
-        if not MIN_PLAUSIBLE_MM3 <= volume <= MAX_PLAUSIBLE_MM3:
-            warnings.append(f"{box.side} hippocampus volume {volume:.0f} mm3 is implausible: check the ROI")
-            plausible = False
-        if border_fraction > MAX_BORDER_FRACTION:
-            warnings.append(f"{box.side} segmentation touches the ROI border ({100 * border_fraction:.0f} %)")
-            plausible = False
-    return {
-        "volume_mm3": volume,
-        "border_fraction": border_fraction,
-        "recentred_mm": box.qc.get("recentred_mm", 0.0),
-        "plausible": plausible,
-    }

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .augment import augment_cases
 from .conversion import convert
 from .data import DataSource, SliceSet, build_slices, describe_source, fold_names, load_cases
 from .errors import Cancelled, HippoSNNError
@@ -53,6 +54,25 @@ def slices_for(data: Data, names: Sequence[str], coding: str, context: int = 0) 
     if not names:
         return None
     return build_slices(load_cases(data, names), coding, context)
+
+
+def training_slices(
+    data: Data, names: Sequence[str], cfg: TrainConfig, context: int
+) -> Tuple[SliceSet, Optional[Callable[[int], SliceSet]]]:
+    """The training slices, and with ``cfg.site_augment`` a function giving each epoch's augmented set.
+
+    Every epoch sees new site-augmented crops (:mod:`hipposnn.augment`), seeded from ``cfg.seed`` and the
+    epoch, so a resumed run sees exactly what an uninterrupted one would.
+    """
+    cases = load_cases(data, names)
+    plain = build_slices(cases, cfg.coding, context)
+    if not cfg.site_augment:
+        return plain, None
+
+    def for_epoch(epoch: int) -> SliceSet:
+        return build_slices(augment_cases(cases, seed=cfg.seed * 100_003 + epoch), cfg.coding, context)
+
+    return plain, for_epoch
 
 
 def _meta(stage: str, data: Data, fold: Optional[int], cfg: Optional[TrainConfig], **extra: Any) -> Dict[str, Any]:
@@ -148,8 +168,9 @@ def train_ann(
     progress: Optional[Progress] = None,
     log: Callable[[str], None] = print,
     overwrite: bool = False,
+    init: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
-    """Stage 1: train the bias-free ANN U-Net.
+    """Stage 1: train the bias-free ANN U-Net (from random weights, or from the ANN file ``init``).
 
     ``out`` must not hold a run already unless ``resume`` (continue it, with the same settings but
     those in :data:`~hipposnn.training.RESUME_MAY_CHANGE`) or ``overwrite`` (start over) is given.
@@ -160,15 +181,20 @@ def train_ann(
     spec = spec or UNetSpec()
     train, val, test = split_names(data, fold, folds, cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = UNet(spec)
+    if init is not None:
+        model = load_model(init, "ann")
+        spec = model.spec
+    else:
+        model = UNet(spec)
+    train_set, for_epoch = training_slices(data, train, cfg, spec.context)
     trainer = Trainer(
-        model, cfg, build_slices(load_cases(data, train), cfg.coding, spec.context),
-        slices_for(data, val, cfg.coding, spec.context), out,
-        meta=_meta("ann", data, fold, cfg, coding=cfg.coding), progress=progress, log=log,
+        model, cfg, train_set, slices_for(data, val, cfg.coding, spec.context), out,
+        meta=_meta("ann", data, fold, cfg, coding=cfg.coding, source=str(init) if init else None),
+        progress=progress, log=log, train_for_epoch=for_epoch,
     )
     with _run_folder(out, trainer, resume, overwrite):
         _write_settings(out, {"stage": "ann", "fold": fold, "train": train, "val": val, "test": test,
-                              "config": asdict(cfg), "spec": spec.to_dict()})
+                              "config": asdict(cfg), "spec": spec.to_dict(), "init": str(init) if init else None})
         history = trainer.fit(resume=resume)
     return {"history": history, "best_val_dice_3d": trainer.best, "out": str(out)}
 
@@ -260,11 +286,12 @@ def train_snn(
     assert isinstance(model, SpikingUNet)
     train, val, test = split_names(data, fold, folds, cfg.seed)
     ctx = model.spec.context
+    train_set, for_epoch = training_slices(data, train, cfg, ctx)
     trainer = Trainer(
-        model, cfg, build_slices(load_cases(data, train), cfg.coding, ctx), slices_for(data, val, cfg.coding, ctx), out,
+        model, cfg, train_set, slices_for(data, val, cfg.coding, ctx), out,
         meta=_meta(cfg.stage, data, fold, cfg, coding=cfg.coding, timesteps=cfg.timesteps,
                    source=str(init) if init else None),
-        progress=progress, log=log,
+        progress=progress, log=log, train_for_epoch=for_epoch,
     )
     with _run_folder(out, trainer, resume, overwrite):
         _write_settings(out, {"stage": cfg.stage, "fold": fold, "train": train, "val": val, "test": test,

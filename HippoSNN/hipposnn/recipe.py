@@ -232,7 +232,8 @@ def _execute(
     if job.stage == "ann":
         a = config["ann"]
         cfg = TrainConfig(stage="ann", epochs=a["epochs"], batch_size=a["batch_size"], lr=a["lr"], loss=a["loss"],
-                          coding=job.coding, seed=seed, augment=a.get("augment", False), device=device,
+                          coding=job.coding, seed=seed, augment=a.get("augment", False),
+                          site_augment=a.get("site_augment", False), device=device,
                           threads=threads, plateau_patience=a.get("plateau_patience", 3))
         resume = (folder / "last.pt").exists()  # an unfinished job continues; a job without last.pt starts over
         train_ann(data, folder, cfg, spec, fold, k, resume=resume, log=quiet, progress=progress, overwrite=not resume)
@@ -255,7 +256,8 @@ def _execute(
         s = config[job.stage]
         cfg = TrainConfig(stage=job.stage, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
                           loss=s["loss"], timesteps=job.timesteps, coding=job.coding, seed=seed,
-                          augment=s.get("augment", False), eval_every=s.get("eval_every"), device=device,
+                          augment=s.get("augment", False),
+                          site_augment=s.get("site_augment", False), eval_every=s.get("eval_every"), device=device,
                           threads=threads, plateau_patience=s.get("plateau_patience", 2))
         init = out / job.coding / f"fold_{job.fold}" / "ann" / "converted.pt" if job.stage == "finetune" else None
         if (folder / "final.pt").exists() or (folder / "imported.json").exists():

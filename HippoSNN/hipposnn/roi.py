@@ -45,7 +45,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
-import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -68,17 +67,18 @@ TEMPLATE_CENTROID_RAS: Dict[str, Tuple[float, float, float]] = {
     "right": (26.92, -22.82, -14.92),
     "left": (-26.90, -22.81, -14.94),
 }
-#: Bounding boxes (RAS mm, min / max voxel centres) of the same labels: x 14..37, y -41..-7, z -30..6.
-TEMPLATE_BBOX_RAS: Dict[str, Tuple[Tuple[float, float, float], Tuple[float, float, float]]] = {
-    "right": ((14.0, -41.0, -30.0), (37.0, -7.0, 6.0)),
-    "left": ((-37.0, -41.0, -30.0), (-14.0, -7.0, 6.0)),
-}
 
+#: A crop (MSD: at most 43 x 59 x 47 mm) is far smaller than a brain (>= 120 mm along every axis): inputs
+#: no larger than this along their largest axis are crops, inputs larger along every axis are not.
+CROP_MAX_EXTENT_MM = 100.0
 _LOCAL_HALF_WIDTH_MM = 30.0
 #: Coarse search grid (LPS mm offsets from the centre of mass; degrees), see _coarse_initial_transform.
 _COARSE_SHIFTS_MM = ((0.0,), (-20.0, 0.0, 20.0), tuple(float(v) for v in range(-60, 61, 15)))
 _COARSE_ANGLES_DEG = (-30.0, -15.0, 15.0, 30.0)
-_THREADS = 2
+#: One ITK thread: the multi-threaded Mattes metric sums its histogram in a varying order, which moved the
+#: box by ~1e-4 mm between calls and changed a few voxels of the label map; one thread is bit-identical
+#: within and across processes (tests/test_roi.py) and, measured on fst-sub-01, no slower under load.
+_THREADS = 1
 # Quality thresholds, from the reference cases (global scale 0.93-1.10, local metric <= -0.40):
 _SCALE_RANGE = (0.7, 1.4)
 _MAX_LOCAL_SHIFT_MM = 25.0
@@ -124,6 +124,13 @@ class RegistrationResult:
     quality: str
     seconds: float
     warnings: List[str] = field(default_factory=list)
+    side_warnings: Dict[str, List[str]] = field(default_factory=dict)
+
+    def warnings_for(self, side: str) -> List[str]:
+        """The warnings that concern ``side``: its own and the global ones."""
+        own = self.side_warnings.get(side, [])
+        others = {w for s, ws in self.side_warnings.items() if s != side for w in ws}
+        return [w for w in self.warnings if w in own or w not in others]
 
     def map_point(self, point_ras: Sequence[float], side: str | None = None) -> np.ndarray:
         """Map a template RAS point into the image (with the local refinement of ``side`` if given)."""
@@ -297,9 +304,11 @@ def _coarse_initial_transform(fixed4: sitk.Image, mask4: sitk.Image, moving4: si
 def register_to_template(image: Image, sides: Sequence[str] = SIDES) -> RegistrationResult:
     """Affinely register ``image`` to the ICBM 2009a template; global stage plus one local stage per side.
 
-    Takes about 1.5 s for a 256^3 scan on 2 CPU threads. The quality flag is "poor" when the global
-    scale is implausible, a local stage moved the hippocampus far from the global estimate or its
-    metric is weak: the ROI may then be misplaced and should be checked.
+    Takes about 1.5-2 s for a 256^3 scan (one ITK thread, for bit-identical results). The quality flag is
+    "poor" when the global scale is implausible, a local stage moved the hippocampus far from the global
+    estimate or its metric is weak: the ROI may then be misplaced and should be checked. The start is a
+    coarse exhaustive search (:func:`_coarse_initial_transform`), so whole-head scans with neck and
+    tilted heads or headers (tested to 40 degrees) start near the brain.
     """
     start = time.perf_counter()
     previous_threads = sitk.ProcessObject_GetGlobalDefaultNumberOfThreads()
@@ -345,12 +354,15 @@ def _assess(result: RegistrationResult) -> None:
     for side, matrix in result.local_matrices.items():
         point = TEMPLATE_CENTROID_RAS[side]
         shift = float(np.linalg.norm(result.map_point(point, side) - result.map_point(point)))
+        own: List[str] = []
         if shift > _MAX_LOCAL_SHIFT_MM:
-            result.warnings.append(f"{side} local refinement moved {shift:.0f} mm from the global estimate")
+            own.append(f"{side} local refinement moved {shift:.0f} mm from the global estimate")
         if result.local_metrics[side] > _MAX_LOCAL_METRIC:
-            result.warnings.append(f"{side} local match is weak (metric {result.local_metrics[side]:.2f})")
+            own.append(f"{side} local match is weak (metric {result.local_metrics[side]:.2f})")
         if np.linalg.det(matrix[:3, :3]) <= 0:
-            result.warnings.append(f"{side} local refinement flipped the image")
+            own.append(f"{side} local refinement flipped the image")
+        result.side_warnings[side] = own
+        result.warnings.extend(own)
     result.quality = "poor" if result.warnings else "good"
 
 
@@ -412,6 +424,8 @@ def crop_axes(affine: np.ndarray) -> Tuple[Tuple[int, int, int], Tuple[int, int,
 
     Returns ``(perm, signs)``: model axis m reads voxel axis ``perm[m]``, reversed when ``signs[m]`` is -1.
     """
+    import nibabel as nib  # only here: the Slicer path (auto ROI) must not need nibabel
+
     ornt = nib.orientations.io_orientation(np.asarray(affine, dtype=np.float64))
     perm = [0, 0, 0]
     signs = [1, 1, 1]
@@ -464,6 +478,13 @@ def place_rois(
     shape = tuple(int(n) for n in shape)
     if isinstance(mode, str):
         if mode == "crop":
+            extent = image_extent_mm(image)
+            if min(extent) > CROP_MAX_EXTENT_MM:
+                size = " x ".join(f"{v:.0f}" for v in extent)
+                raise HippoSNNError(
+                    f"The input ({size} mm) is larger than a hippocampus crop along every axis: it looks like a "
+                    "whole-brain scan, use --roi auto"
+                )
             sides = _check_side(side)
             return [_crop_box(image, "right" if len(sides) == 2 else sides[0], shape)]
         if mode != "auto":
@@ -519,7 +540,18 @@ def _check_inside(image: Image, boxes: Sequence[RoiBox]) -> None:
         ijk = inverse[:3, :3] @ box.centre_ras + inverse[:3, 3]
         if np.any(ijk < -0.5) or np.any(ijk > np.asarray(image.shape) - 0.5):
             where = ", ".join(f"{v:.1f}" for v in box.centre_ras)
-            raise HippoSNNError(f"The {box.side} ROI centre ({where}) mm lies outside the image")
+            hint = ""
+            extent = image_extent_mm(image)
+            if max(extent) <= CROP_MAX_EXTENT_MM:
+                size = " x ".join(f"{v:.0f}" for v in extent)
+                hint = f"; the input ({size} mm) looks like a hippocampus crop: use --roi crop"
+            raise HippoSNNError(f"The {box.side} ROI centre ({where}) mm lies outside the image{hint}")
+
+
+def image_extent_mm(image: Image) -> Tuple[float, float, float]:
+    """Physical size of the scan along its voxel axes (mm)."""
+    ext = np.asarray(image.shape, dtype=np.float64) * np.asarray(image.spacing, dtype=np.float64)
+    return (float(ext[0]), float(ext[1]), float(ext[2]))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ class TrainConfig:
     plateau_patience: int = 3
     plateau_factor: float = 0.5
     augment: bool = False
+    site_augment: bool = False  # per-epoch site augmentation of the raw crops (hipposnn.augment)
     max_batches: Optional[int] = None  # stop after this many batches (training budget)
     eval_every: Optional[int] = None  # extra validation every N batches (learning curves)
     eval_timesteps: Optional[int] = None  # T for SNN validation (default: timesteps)
@@ -180,11 +181,14 @@ class Trainer:
         meta: Optional[Dict[str, Any]] = None,
         progress: Optional[Progress] = None,
         log: Callable[[str], None] = print,
+        train_for_epoch: Optional[Callable[[int], SliceSet]] = None,
     ) -> None:
         cfg.validate()
         self.cfg = cfg
         self.model = model
         self.train_set = train
+        # With site augmentation the training slices are rebuilt from freshly augmented crops each epoch.
+        self.train_for_epoch = train_for_epoch
         self.val_set = val
         self.out_dir = Path(out_dir)
         self.meta = meta or {}
@@ -342,6 +346,10 @@ class Trainer:
             if cfg.max_batches is not None and self.batches >= cfg.max_batches:
                 break
             t0 = time.time()
+            if self.train_for_epoch is not None:
+                self.train_set = self.train_for_epoch(self.epoch)
+                images = torch.from_numpy(self.train_set.images)
+                labels = torch.from_numpy(self.train_set.labels)
             self.model.train()
             # same permutation on every rank; each takes its own stride of it
             perm = torch.randperm(n, generator=make_generator(cfg.seed * 1000 + self.epoch))
