@@ -505,7 +505,11 @@ def test_apply_creates_the_named_output_fills_the_table_and_feeds_show3d(module)
     def process(inputVolume, outputSegmentation, **kwargs):
         seen.update(kwargs, inputVolume=inputVolume, outputSegmentation=outputSegmentation)
         kwargs["progressCallback"](0.5, "halfway")
-        return {"volumes_mm3": {"right": 3000.0, "left": 2900.4}, "boxes": []}
+        summary = {"etiv_mm3": 1.5e6, "volumes_per_etiv": {"right": 0.002, "left": 0.0019336},
+                   "asymmetry_index": -0.0333,
+                   "qc": {"sides": {"right": {"quality": "good", "reasons": []},
+                                    "left": {"quality": "poor", "reasons": ["low network confidence"]}}}}
+        return {"volumes_mm3": {"right": 3000.0, "left": 2900.4}, "boxes": [], "summary": summary}
 
     widget.logic.process = process
     widget.ui.applyButton.click()
@@ -514,7 +518,11 @@ def test_apply_creates_the_named_output_fills_the_table_and_feeds_show3d(module)
     assert seen["outputSegmentation"] is output and seen["interactive"] is True and seen["threshold"] == 0.5
     assert widget.ui.segmentationShow3DButton.segmentationNode is output
     table = widget.ui.volumesTable
-    assert table.rowCount == 2 and table.item(0, 0).text() == "Left hippocampus" and table.item(0, 1).text() == "2900"
+    assert table.rowCount == 4 and table.item(0, 0).text() == "Left hippocampus" and table.item(0, 1).text() == "2900"
+    assert table.item(0, 2).text() == "1.93" and table.item(0, 3).text() == "poor: low network confidence"
+    assert table.item(1, 3).text() == "good" and table.item(2, 1).text() == "1500000"
+    assert table.item(3, 1).text() == "-0.033"
+    assert "CHECK THE RESULT: the left hippocampus is poor" in widget.ui.statusLabel.plainText
     assert not widget._busy and widget.ui.applyButton.enabled
 
 

@@ -255,16 +255,39 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 progressCallback=self._progress,
                 interactive=True,
             )
-            self._showVolumes(result["volumes_mm3"])
+            self._showVolumes(result["volumes_mm3"], result.get("summary"))
             if node.roiMode == "automatic":
                 self.logic.updateRoiNodes(node.inputVolume, result["boxes"])
 
-    def _showVolumes(self, volumes: Dict[str, float]) -> None:
+    def _showVolumes(self, volumes: Dict[str, float], summary: Optional[Dict] = None) -> None:
+        """Volumes, eTIV-normalised volumes and per-side quality; a poor side is also spelled out in the log."""
+        summary = summary or {}
+        perEtiv = summary.get("volumes_per_etiv") or {}
+        sides = (summary.get("qc") or {}).get("sides") or {}
+        rows = [(terminology.segmentDefinition(side).name, f"{value:.0f}",
+                 f"{1000 * perEtiv[side]:.2f}" if side in perEtiv else "",
+                 self._qualityText(sides.get(side))) for side, value in sorted(volumes.items())]
+        if summary.get("etiv_mm3"):
+            rows.append((_("Estimated total intracranial volume"), f"{summary['etiv_mm3']:.0f}", "", ""))
+        if summary.get("asymmetry_index") is not None:
+            rows.append((_("Asymmetry index (left - right) / mean"), f"{summary['asymmetry_index']:+.3f}", "", ""))
         table = self.ui.volumesTable
-        table.setRowCount(len(volumes))
-        for row, (side, value) in enumerate(sorted(volumes.items())):
-            table.setItem(row, 0, qt.QTableWidgetItem(terminology.segmentDefinition(side).name))
-            table.setItem(row, 1, qt.QTableWidgetItem(f"{value:.0f}"))
+        table.setRowCount(len(rows))
+        for row, cells in enumerate(rows):
+            for column, text in enumerate(cells):
+                table.setItem(row, column, qt.QTableWidgetItem(text))
+        for side, info in sorted(sides.items()):
+            if info.get("quality") == "poor":
+                self.addLog(_("CHECK THE RESULT: the {side} hippocampus is poor: {reasons}").format(
+                    side=side, reasons="; ".join(info.get("reasons", []))))
+
+    @staticmethod
+    def _qualityText(info: Optional[Dict]) -> str:
+        if not info:
+            return ""
+        if info.get("quality") == "poor":
+            return _("poor: {reasons}").format(reasons="; ".join(info.get("reasons", [])))
+        return _("good")
 
     def onPlaceRoiButton(self) -> None:
         """Place the hippocampus ROI(s) automatically; the user may then move them and switch to user ROI."""

@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from .argtypes import positive_int, probability
 from .errors import HippoSNNError
@@ -192,11 +192,11 @@ def _segment_all(inputs, shown_names, plans, out_dir, settings, options, args) -
             t = result.timings
             print(f"{shown}: {vols} mm3 | {total:.1f} s (read {read_s:.1f}, registration "
                   f"{t.get('registration', 0) + t.get('refine', 0):.1f}, inference {t.get('inference', 0):.1f}, "
-                  f"write {write_s:.1f}) | quality {result.qc['quality']}")
-            for warning in list(result.qc["warnings"]) + mesh_warnings:
+                  f"write {write_s:.1f}){_volume_context(result)} | quality {result.qc['quality']}")
+            for warning in _warning_lines(result.qc) + mesh_warnings:
                 print(f"  warning: {warning}")
             volumes = {s: f"{v:.0f}" for s, v in result.volumes_mm3.items()}
-            rows.append((shown, "ok", volumes.get("right", "-"), volumes.get("left", "-"), result.qc["quality"]))
+            rows.append((shown, "ok", volumes.get("right", "-"), volumes.get("left", "-"), _quality_cell(result.qc)))
         except HippoSNNError as exc:
             failed += 1
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -210,8 +210,36 @@ def _segment_all(inputs, shown_names, plans, out_dir, settings, options, args) -
     return failed
 
 
+def _volume_context(result: Any) -> str:
+    """' | eTIV 1.52 L, asymmetry -0.03' when known (auto ROI, both sides)."""
+    parts = []
+    if result.etiv_mm3:
+        parts.append(f"eTIV {result.etiv_mm3 / 1e6:.2f} L")
+    if result.asymmetry_index is not None:
+        parts.append(f"asymmetry {result.asymmetry_index:+.2f}")
+    return f" | {', '.join(parts)}" if parts else ""
+
+
+def _warning_lines(qc: Dict[str, Any]) -> List[str]:
+    """One line per poor side with its reasons, then the warnings no side claims (e.g. template scaling)."""
+    lines, claimed = [], set()
+    for side, info in qc.get("sides", {}).items():
+        if info.get("quality") == "poor":
+            lines.append(f"{side} hippocampus is poor: {'; '.join(info.get('reasons', [])) or 'see the JSON'}")
+            claimed.update(info.get("reasons", []))
+            claimed.update(w for w in qc.get("warnings", []) if w.startswith(f"{side} "))
+    return lines + [w for w in qc.get("warnings", []) if w not in claimed]
+
+
+def _quality_cell(qc: Dict[str, Any]) -> str:
+    sides = qc.get("sides", {})
+    if not sides:
+        return str(qc.get("quality", "-"))
+    return " / ".join(f"{side[0].upper()} {info.get('quality', '-')}" for side, info in sides.items())
+
+
 def _print_table(rows: Sequence[Tuple[str, str, str, str, str]]) -> None:
-    header = ("input", "status", "right mm3", "left mm3", "quality / reason")
+    header = ("input", "status", "right mm3", "left mm3", "quality (R / L) or reason")
     widths = [max(len(str(r[i])) for r in list(rows) + [header]) for i in range(5)]
     for row in [header] + list(rows):
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())

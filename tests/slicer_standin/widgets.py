@@ -273,6 +273,8 @@ class QTableWidget(Widget):
     def setItem(self, row: int, column: int, item) -> None:
         if row >= self.rowCount:
             raise IndexError("setItem outside the table's rows")
+        if column >= int(getattr(self, "columnCount", 0) or 0):  # Qt ignores it: the cell never shows
+            raise IndexError("setItem outside the table's columns")
         self._items[(row, column)] = item
 
     def item(self, row: int, column: int):
