@@ -480,10 +480,20 @@ def _set_threads(threads: int) -> None:
         pass
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, warm: Optional[Dict[str, Any]] = None) -> None:
+    """Worker start: thread counts, then (real segmentation only) torch and the model loaded once, so
+    that a worker's first scan does not carry the imports (~1 s) and every scan costs the same."""
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)
     _set_threads(threads)
+    if warm is not None:
+        try:
+            from .inference import load_segmentation_model
+
+            load_segmentation_model(warm.get("model", "snn"), warm.get("checkpoint"), warm.get("device", "cpu"),
+                                    warm.get("coding"))
+        except Exception:  # noqa: BLE001 - the scan itself will report the problem
+            pass
 
 
 def _parent_alive(parent: Optional[int]) -> Progress:
@@ -769,7 +779,8 @@ def _run_pool(todo: List[Scan], out: Path, data: Dict[str, Any], fp: Dict[str, A
         isolated = bool(suspects)
         batch = [suspects.pop(0)] if isolated else queue
         width = 1 if isolated else min(jobs, len(queue))
-        pool = ProcessPoolExecutor(max_workers=width, mp_context=ctx, initializer=_worker_init, initargs=(threads,))
+        pool = ProcessPoolExecutor(max_workers=width, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(threads, data if segment_fn is None else None))
         running: Dict[Future, Scan] = {}
         crashed: List[Scan] = []
         try:
