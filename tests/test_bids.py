@@ -505,6 +505,11 @@ def test_real_segmentation_end_to_end(tmp_path, capsys) -> None:
     assert 1000 < float(row["right_mm3"]) < 8000 and 1000 < float(row["left_mm3"]) < 8000
     sidecar = json.loads((out / "sub-01" / "anat" / "sub-01_desc-hippocampus_dseg.json").read_text())
     assert sidecar["HippoSNN"]["summary"]["model_sha256"] == sidecar["HippoSNN"]["fingerprint"]["model_sha256"]
+    summary = sidecar["HippoSNN"]["summary"]
+    if summary.get("etiv_mm3"):  # the real summary's eTIV, normalised volumes and per-side QC reach the table
+        assert float(row["etiv_mm3"]) == pytest.approx(summary["etiv_mm3"], abs=1)
+        assert float(row["right_per_etiv"]) == pytest.approx(summary["volumes_per_etiv"]["right"], abs=1e-6)
+        assert row["quality_right"] == summary["qc"]["sides"]["right"]["quality"]
     labels = np.asarray(nib.load(str(out / "sub-01" / "anat" / "sub-01_desc-hippocampus_dseg.nii.gz")).dataobj)
     assert float((labels == 1).sum()) == pytest.approx(float(row["right_mm3"]), abs=1)  # 1 mm voxels
     assert main(["bids", str(root), str(out), "participant", "--model", "ann", "--quiet"]) == 0
