@@ -79,6 +79,7 @@ class TrainingProcess:
         self._timer = None
         self._killAt: Optional[float] = None
         self._finished = False
+        self._outputExisted = False
 
     @property
     def commandLine(self) -> List[str]:
@@ -87,6 +88,7 @@ class TrainingProcess:
     def start(self) -> TrainingProcess:
         """Launch the child process and the polling timer."""
         environment = {"PYTHONUNBUFFERED": "1", "HIPPOSNN_PROGRESS": "lines"}
+        self._outputExisted = Path(self.outputPath).exists()
         self._process = slicer.util.launchConsoleProcess(
             self.commandLine, updateEnvironment=environment, cwd=str(CORE_PARENT)
         )
@@ -151,6 +153,8 @@ class TrainingProcess:
             else:
                 self.state = "failed"
                 self.errorMessage = self._failureMessage(returnCode)
+        elif self.state == "cancelled":
+            self._discardOutput()
         self._finish()
         return True
 
@@ -160,6 +164,13 @@ class TrainingProcess:
             return errors[-1]
         tail = "\n".join(self.lines[-5:])
         return _("The training process ended with code {code}.\n{tail}").format(code=returnCode, tail=tail)
+
+    def _discardOutput(self) -> None:
+        """A cancelled run leaves no model: the child may have written its file before it saw the signal
+        (a small conversion finishes faster than the parent polls), so a file it created is removed."""
+        output = Path(self.outputPath)
+        if not self._outputExisted and output.is_file():
+            output.unlink()
 
     def cancel(self) -> None:
         """Stop the child process (terminate, kill after 5 s); the state becomes "cancelled" at once."""
