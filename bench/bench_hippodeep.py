@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+from hipposnn.atomicio import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -245,14 +246,14 @@ def table_csv(rows: Sequence[Dict[str, Any]]) -> str:
 def write_outputs(raw: Dict[str, Any], out: Path, order: Sequence[str]) -> List[Dict[str, Any]]:
     rows = summarise(raw, order)
     raw["table"] = rows
-    ev.atomic_write(out / "raw.json", json.dumps(raw, indent=1, default=str) + "\n")
+    atomic_write_text(out / "raw.json", json.dumps(raw, indent=1, default=str) + "\n")
     meta = raw["meta"]
     header = (f"<!-- bench/bench_hippodeep.py {' '.join(meta['argv'])} | HippoSNN commit {meta['git']['commit']} | "
               f"hippodeep {meta['hippodeep'].get('git_commit') or meta['hippodeep'].get('hippodeep.py_sha256')} | "
               f"{meta['started']} .. {meta.get('finished', 'running')} | load {meta['load_start']} .. "
               f"{meta.get('load_end')} on {meta['machine']['cpu_count']} cores -->\n")
-    ev.atomic_write(out / "table.md", header + table_markdown(rows))
-    ev.atomic_write(out / "table.csv", table_csv(rows))
+    atomic_write_text(out / "table.md", header + table_markdown(rows))
+    atomic_write_text(out / "table.csv", table_csv(rows))
     return rows
 
 

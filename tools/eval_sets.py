@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+from hipposnn.atomicio import atomic_write, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -476,11 +477,8 @@ def plot(records: Dict[str, Dict[str, Any]], path: Path, title: str, order: Sequ
                  transform=axes[0].transAxes, fontsize=7, va="bottom")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda name: fig.savefig(name, dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -512,13 +510,6 @@ def machine() -> Dict[str, Any]:
     return info
 
 
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -533,13 +524,13 @@ def write_outputs(
     """Raw JSON, Markdown + CSV tables and the figure; returns the table rows."""
     rows = summarise(raw["cases"], order)
     raw["table"] = rows
-    atomic_write(out / f"raw_{tag}.json", json.dumps(raw, indent=1, default=float) + "\n")
+    atomic_write_text(out / f"raw_{tag}.json", json.dumps(raw, indent=1, default=float) + "\n")
     meta = raw["meta"]
     header = (f"<!-- tools/eval_sets.py {' '.join(meta['argv'])} | commit {meta['git']['commit']} | "
               f"{meta['started']} .. {meta.get('finished', 'running')} | load {meta['load_start']} .. "
               f"{meta.get('load_end')} on {meta['machine']['cpu_count']} cores -->\n")
-    atomic_write(out / f"table_{tag}.md", header + table_markdown(rows))
-    atomic_write(out / f"table_{tag}.csv", table_csv(rows))
+    atomic_write_text(out / f"table_{tag}.md", header + table_markdown(rows))
+    atomic_write_text(out / f"table_{tag}.csv", table_csv(rows))
     if figure is not None and raw["cases"]:
         plot(raw["cases"], figure, f"HippoSNN ({tag}) on the labelled whole-brain sets, commit "
              f"{(meta['git']['commit'] or '?')[:8]}", order)

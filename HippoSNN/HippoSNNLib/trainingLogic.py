@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import qt
 import slicer
@@ -234,6 +234,15 @@ class TrainingLogic:
     #: Python that runs the child process (None: Slicer's PythonSlicer). Console users may set it.
     pythonExecutable: Optional[str] = None
 
+    def _prepareRun(self, interactive: bool, *paths: Tuple[Optional[str], str]) -> None:
+        """Checks shared by conversion and fine-tuning, before any child process starts: each
+        ``(path, what)`` is given (an empty field arrives as "" or, through ``str(Path(""))``, as "."),
+        then the dependencies (torch) are there (asking to install them when ``interactive``)."""
+        for value, what in paths:
+            if not value or str(value) in ("", "."):
+                raise ValueError(_("No {what} given").format(what=what))
+        self.ensureDependencies(interactive)
+
     def _runCore(self, arguments, outputPath, progressCallback, logCallback, finishedCallback, waitForCompletion):
         process = TrainingProcess(
             arguments,
@@ -285,14 +294,12 @@ class TrainingLogic:
             :class:`hipposnn.errors.Cancelled`. False (GUI): return the running :class:`TrainingProcess`.
         :return: path of the converted SNN model file (or the running process).
         """
-        for value, what in (
+        self._prepareRun(
+            interactive,
             (annWeightsPath, _("ANN weights file")),
             (dataFolder, _("data folder")),
             (outputFolder, _("output folder")),
-        ):
-            if not value or str(value) in ("", "."):
-                raise ValueError(_("No {what} given").format(what=what))
-        self.ensureDependencies(interactive)
+        )
         arguments = conversionArguments(
             annWeightsPath, dataFolder, outputFolder, timesteps, scale, coding, seed, self.resolveDevice(device)
         )
@@ -321,9 +328,7 @@ class TrainingLogic:
         :return: path of the best model (by validation Dice), ``best.pt`` in ``outputFolder`` (or the
             running process when ``waitForCompletion`` is False).
         """
-        if not dataFolder or not outputFolder or str(dataFolder) == "." or str(outputFolder) == ".":
-            raise ValueError(_("A data folder and an output folder are needed"))
-        self.ensureDependencies(interactive)
+        self._prepareRun(interactive, (dataFolder, _("data folder")), (outputFolder, _("output folder")))
         if not initPath:
             from hipposnn.weights import default_model_path
 

@@ -297,13 +297,32 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if roiNodes:
                 node.roiNode = roiNodes[0]
 
-    def _startTraining(self, errorMessage: str, start) -> None:
-        """Start a child-process run; the widget stays busy until ``_onTrainingFinished``."""
+    def _startTraining(self, run, modelPath: Optional[str], errorMessage: str, selectedMessage: str, **settings):
+        """Start ``run`` (``logic.convertModel`` or ``logic.fineTuneModel``) in a child process; the widget
+        stays busy until ``_onTrainingFinished``.
+
+        Both take the model, the training data and output folders, then the same settings and GUI
+        callbacks (no blocking); ``settings`` are the keywords only one of them has.
+        """
+        node = self._parameterNode
         self.ui.statusLabel.plainText = ""
         self._setBusy(True)
         try:
             with slicer.util.tryWithErrorDisplay(errorMessage, waitCursor=True):
-                self._trainingProcess = start()
+                self._trainingProcess = run(
+                    modelPath,
+                    str(node.trainingDataPath),
+                    str(node.trainingOutputPath),
+                    coding=node.coding,
+                    seed=node.seed,
+                    device=node.device,
+                    progressCallback=self._progress,
+                    interactive=True,
+                    waitForCompletion=False,
+                    logCallback=self.addLog,
+                    finishedCallback=lambda process: self._onTrainingFinished(process, errorMessage, selectedMessage),
+                    **settings,
+                )
         except Exception:
             self._setBusy(False)
             raise
@@ -323,51 +342,27 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addLog(process.errorMessage)
             slicer.util.errorDisplay(f"{errorMessage}\n\n{process.errorMessage}")
 
-    def _trainingKeywords(self, errorMessage: str, selectedMessage: str) -> dict:
-        """The keywords convertModel and fineTuneModel share: settings, GUI callbacks, no blocking."""
-        node = self._parameterNode
-        return dict(
-            coding=node.coding,
-            seed=node.seed,
-            device=node.device,
-            progressCallback=self._progress,
-            interactive=True,
-            waitForCompletion=False,
-            logCallback=self.addLog,
-            finishedCallback=lambda process: self._onTrainingFinished(process, errorMessage, selectedMessage),
-        )
-
     def onConvertButton(self) -> None:
         """Convert the chosen ANN weights into an SNN by threshold balancing, in a child process."""
         node = self._parameterNode
-        errorMessage = _("Failed to convert the model.")
-        keywords = self._trainingKeywords(errorMessage, _("Converted model selected for segmentation: {path}"))
         self._startTraining(
-            errorMessage,
-            lambda: self.logic.convertModel(
-                str(node.annWeightsPath),
-                str(node.trainingDataPath),
-                str(node.trainingOutputPath),
-                timesteps=node.conversionTimesteps,
-                **keywords,
-            ),
+            self.logic.convertModel,
+            str(node.annWeightsPath),
+            _("Failed to convert the model."),
+            _("Converted model selected for segmentation: {path}"),
+            timesteps=node.conversionTimesteps,
         )
 
     def onFineTuneButton(self) -> None:
         """Fine-tune the selected (converted) SNN on the user's labelled folder, in a child process."""
         node = self._parameterNode
-        errorMessage = _("Failed to fine-tune the model.")
-        keywords = self._trainingKeywords(errorMessage, _("Fine-tuned model selected for segmentation: {path}"))
         self._startTraining(
-            errorMessage,
-            lambda: self.logic.fineTuneModel(
-                pathOrNone(node.customWeightsPath),
-                str(node.trainingDataPath),
-                str(node.trainingOutputPath),
-                epochs=node.fineTuneEpochs,
-                timesteps=node.timesteps,
-                **keywords,
-            ),
+            self.logic.fineTuneModel,
+            pathOrNone(node.customWeightsPath),
+            _("Failed to fine-tune the model."),
+            _("Fine-tuned model selected for segmentation: {path}"),
+            epochs=node.fineTuneEpochs,
+            timesteps=node.timesteps,
         )
 
     def onTeachingButton(self) -> None:

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import __version__
+from .atomicio import atomic_write, remove_quietly
 from .errors import Cancelled, HippoSNNError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -292,37 +293,23 @@ def _sha256(path: Path) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Temporary hidden file in the same folder, fsync, rename: never half a file under ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(path: Path) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+    """Never half a file under ``path``: the package's atomic writer (hidden temporary name in the same
+    folder, umask-respecting mode, fsync, rename). Text mode as these files always had: on Windows
+    their line ends stay CRLF. The hidden temporary name holds ``path.name``, so :func:`_clear` finds a
+    killed writer's leftover."""
+    atomic_write(path, lambda name: Path(name).write_text(text, encoding="utf-8"))
 
 
 def _clear(outputs: Outputs) -> None:
     """Remove a scan's outputs and hidden temporary leftovers (a killed writer's)."""
-    _remove(outputs.sidecar)  # the sidecar first: from here on the scan never looks complete
-    _remove(outputs.dseg)
+    remove_quietly(outputs.sidecar)  # the sidecar first: from here on the scan never looks complete
+    remove_quietly(outputs.dseg)
     folder = outputs.dseg.parent
     if folder.is_dir():
         names = (outputs.dseg.name, outputs.sidecar.name)
         for entry in folder.iterdir():
             if entry.name.startswith(".") and any(n in entry.name for n in names):
-                _remove(entry)
+                remove_quietly(entry)
 
 
 def _source_stat(path: Path) -> Dict[str, Any]:
@@ -562,7 +549,7 @@ def process_scan(
             "HippoSNN": record,
         }
         _write_atomic(outputs.sidecar, json.dumps(_finite(sidecar), indent=1, allow_nan=False) + "\n")
-        _remove(outputs.error)
+        remove_quietly(outputs.error)
         return {"key": scan.relpath, "status": "ok", "seconds": seconds}
     except Cancelled:
         _clear(outputs)

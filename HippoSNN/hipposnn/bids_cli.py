@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List
 
-from .argtypes import positive_int, probability
+from .argtypes import positive_int
 from .errors import HippoSNNError
+from .segment_cli import add_segmentation_arguments, segmentation_settings
 
 EXIT_SCANS_FAILED = 1
 
@@ -49,16 +49,7 @@ def add_bids_parser(sub) -> None:
     p.add_argument("--skip-bids-validation", "--skip_bids_validation", dest="skip_bids_validation",
                    action="store_true", help="do not require BIDS_DIR/dataset_description.json")
     g = p.add_argument_group("segmentation (as in hipposnn segment)")
-    g.add_argument("--side", choices=("right", "left", "both"), default="both")
-    g.add_argument("--roi", type=_roi, default="auto", help="auto (template registration) or crop")
-    g.add_argument("--model", choices=("snn", "ann"), default="snn")
-    g.add_argument("--checkpoint", default=None, help="custom model file instead of the shipped one")
-    g.add_argument("--timesteps", type=positive_int, default=None, help="SNN timesteps (default: the model's, 32)")
-    g.add_argument("--coding", choices=("binary", "ternary"), default=None, help="default: the model's")
-    g.add_argument("--threshold", type=probability, default=0.5)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    g.add_argument("--refine", action="store_true", help="recentre the ROI on a first (ANN) prediction first")
+    add_segmentation_arguments(g, _roi, "auto (template registration) or crop")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -92,14 +83,7 @@ def run_bids(args: argparse.Namespace) -> int:
               f"{report.count('failed')} failed, {report.count('missing')} missing")
         return 0 if report.ok else EXIT_SCANS_FAILED
 
-    from .inference import SegmentationSettings
-
-    settings = SegmentationSettings(
-        side=args.side, roi=args.roi, model=args.model, timesteps=args.timesteps, coding=args.coding,
-        threshold=args.threshold, seed=args.seed, device=args.device, checkpoint=args.checkpoint,
-        refine=args.refine,
-    )
-    settings.validate()
+    settings = segmentation_settings(args)
     shard = bids.parse_shard(args.shard) if args.shard else None
     bar = None
     if not args.quiet:
@@ -121,9 +105,3 @@ def run_bids(args: argparse.Namespace) -> int:
           f"{failed}, in {report.seconds:.1f} s ({report.jobs} job(s) x {report.threads} thread(s)); "
           f"next: hipposnn bids {args.bids_dir} {args.output_dir} group")
     return 0 if report.ok else EXIT_SCANS_FAILED
-
-
-def main(argv: List[str] | None = None) -> int:  # pragma: no cover - convenience for python -m
-    from .cli import main as cli_main
-
-    return cli_main(["bids", *(argv or [])])

@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from .argtypes import positive_int, probability
 from .errors import HippoSNNError
@@ -48,6 +48,26 @@ def _roi(text: str) -> object:
     return values
 
 
+def add_segmentation_arguments(parser, roi: Callable[[str], object], roi_help: str) -> None:
+    """The segmentation flags (side, ROI, model, timesteps, ...), on ``segment`` and on ``bids``.
+
+    One definition, so both commands keep the same names, defaults and checks, and
+    :func:`segmentation_settings` reads either. Only ``--roi`` differs: a cohort has no single ROI centre,
+    so the caller gives the type and help. ``parser`` may be an argument group.
+    """
+    parser.add_argument("--side", choices=("right", "left", "both"), default="both")
+    parser.add_argument("--roi", type=roi, default="auto", help=roi_help)
+    parser.add_argument("--model", choices=("snn", "ann"), default="snn")
+    parser.add_argument("--checkpoint", default=None, help="custom model file instead of the shipped one")
+    parser.add_argument("--timesteps", type=positive_int, default=None,
+                        help="SNN timesteps (default: the model's, 32)")
+    parser.add_argument("--coding", choices=("binary", "ternary"), default=None, help="default: the model's")
+    parser.add_argument("--threshold", type=probability, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    parser.add_argument("--refine", action="store_true", help="recentre the ROI on a first (ANN) prediction first")
+
+
 def add_segment_parser(sub) -> None:
     """Register ``segment`` and all its flags on the main parser's subcommands."""
     p = sub.add_parser(
@@ -59,17 +79,8 @@ def add_segment_parser(sub) -> None:
                    "or folders of such files")
     p.add_argument("-o", "--output", default=None, help="output folder (created if missing; default: "
                    f"{DEMO_OUT}/ with --demo)")
-    p.add_argument("--side", choices=("right", "left", "both"), default="both")
-    p.add_argument("--roi", type=_roi, default="auto", help="auto (template registration), crop (input already "
-                   "is a hippocampus crop) or X,Y,Z: ROI centre in RAS mm (one side)")
-    p.add_argument("--model", choices=("snn", "ann"), default="snn")
-    p.add_argument("--checkpoint", default=None, help="custom model file instead of the shipped one")
-    p.add_argument("--timesteps", type=positive_int, default=None, help="SNN timesteps (default: the model's, 32)")
-    p.add_argument("--coding", choices=("binary", "ternary"), default=None, help="default: the model's")
-    p.add_argument("--threshold", type=probability, default=0.5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    p.add_argument("--refine", action="store_true", help="recentre the ROI on a first (ANN) prediction first")
+    add_segmentation_arguments(p, _roi, "auto (template registration), crop (input already is a hippocampus crop) "
+                               "or X,Y,Z: ROI centre in RAS mm (one side)")
     p.add_argument("--probabilities", action="store_true", help="also write the probability map")
     p.add_argument("--mesh", nargs="?", const=".vtk", default=None, metavar="EXT",
                    help="also write surface meshes (.vtk RAS by default; .vtp/.ply RAS, .stl/.obj LPS)")
@@ -104,13 +115,15 @@ def expand_inputs(items: Sequence[str]) -> List[Path]:
     return out
 
 
-def _settings(args: argparse.Namespace):
+def segmentation_settings(args: argparse.Namespace):
+    """Validated settings from the flags of :func:`add_segmentation_arguments` (``--probabilities`` where
+    the command has it: ``bids`` writes label maps only)."""
     from .inference import SegmentationSettings
 
     settings = SegmentationSettings(
         side=args.side, roi=args.roi, model=args.model, timesteps=args.timesteps, coding=args.coding,
         threshold=args.threshold, seed=args.seed, device=args.device, checkpoint=args.checkpoint,
-        probabilities=args.probabilities, refine=args.refine,
+        probabilities=getattr(args, "probabilities", False), refine=args.refine,
     )
     settings.validate()
     return settings
@@ -143,7 +156,7 @@ def run_segment(args: argparse.Namespace) -> int:
     out_dir = Path(args.output or (DEMO_OUT if args.demo else "")).expanduser()
     if not args.output and not args.demo:
         raise HippoSNNError("No output folder given: pass -o OUT")
-    settings = _settings(args)
+    settings = segmentation_settings(args)
     options = OutputOptions(probabilities=args.probabilities, mesh_ext=mesh_ext, json=args.json, png=args.png,
                             sides=("right", "left") if args.side == "both" else (args.side,))
     plans = plan_outputs(inputs, out_dir, options)
