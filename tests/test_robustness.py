@@ -136,6 +136,23 @@ def test_whole_head_scan_with_neck_gets_its_boxes_on_the_hippocampi(shared_data)
 
 
 @pytest.mark.shared
+@pytest.mark.parametrize(
+    "relative", ["wholebrain/fst-sub-02/T1.mgz", "external/ixi_nichart/IXI443-HH-2215/t1.nii.gz"]
+)
+def test_whole_head_scans_do_not_stretch_the_brain_template_over_the_head(shared_data, relative):
+    """With one start the global affine fitted the brain template to the whole head (eTIV 1.98 L and 2.45 L,
+    hippodeep: 1.33 L and 1.36 L); the multi-start finds the brain: plausible eTIV, and the whole-brain
+    scaling agrees with the scalings the two local stages find around the hippocampi."""
+    path = shared_data / relative
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    result = roi.register_to_template(load_image(path))
+    assert 1.0e6 < qc.etiv_mm3(result.global_matrix) < 1.6e6
+    local = np.mean([np.linalg.det(m[:3, :3]) for m in result.local_matrices.values()])
+    assert np.linalg.det(result.global_matrix[:3, :3]) / local == pytest.approx(1.0, abs=0.1)
+
+
+@pytest.mark.shared
 @pytest.mark.parametrize("axis, degrees", [(0, 30), (1, -30), (2, 30)])
 def test_rotated_header_keeps_both_hippocampi_in_their_boxes(shared_data, axis, degrees):
     """fst-sub-01 with its affine rotated (data unchanged): 20-25 degrees lost one side before."""

@@ -68,8 +68,12 @@ def main() -> None:
         image = load_image(t1)
         labels, _ = read_volume(lab)
         start = time.perf_counter()
-        boxes = roi.place_rois(image, "both", "auto", AUTO_ROI_SHAPE)
-        row = {"set": set_name, "case": case, "seconds": time.perf_counter() - start, "load": os.getloadavg()[0]}
+        registration = roi.register_to_template(image)
+        boxes = roi.place_rois(image, "both", "auto", AUTO_ROI_SHAPE, registration)
+        row = {"set": set_name, "case": case, "seconds": time.perf_counter() - start, "load": os.getloadavg()[0],
+               "global_det": float(np.linalg.det(registration.global_matrix[:3, :3])),
+               "local_det": {side: float(np.linalg.det(m[:3, :3])) for side, m in registration.local_matrices.items()},
+               "global_metric": float(registration.metric)}
         for box in boxes:
             truth = labels == values[box.side]
             centroid = image.affine[:3, :3] @ np.argwhere(truth).mean(axis=0) + image.affine[:3, 3]

@@ -75,6 +75,12 @@ _LOCAL_HALF_WIDTH_MM = 30.0
 #: Coarse search grid (LPS mm offsets from the centre of mass; degrees), see _coarse_initial_transform.
 _COARSE_SHIFTS_MM = ((0.0,), (-20.0, 0.0, 20.0), tuple(float(v) for v in range(-60, 61, 15)))
 _COARSE_ANGLES_DEG = (-30.0, -15.0, 15.0, 30.0)
+#: Multi-start of the global affine: template scalings x superior shifts (mm) of the coarse start, each run
+#: at 8 mm, the best metric refined at 4 mm. From the coarse start alone, 19 of 40 whole-head IXI scans and
+#: two FreeSurfer T1.mgz settled with the brain-only template stretched over the whole head (determinant
+#: 1.0-1.4 instead of 0.5-0.75, worse metric): the boxes were rescued by the local stage, the eTIV was not.
+_GLOBAL_START_SCALES = (1.0, 0.8, 0.65)
+_GLOBAL_START_SHIFTS_MM = (-15.0, 0.0)
 #: One ITK thread: the multi-threaded Mattes metric sums its histogram in a varying order, which moved the
 #: box by ~1e-4 mm between calls and changed a few voxels of the label map; one thread is bit-identical
 #: within and across processes (tests/test_roi.py) and, measured on fst-sub-01, no slower under load.
@@ -301,6 +307,34 @@ def _coarse_initial_transform(fixed4: sitk.Image, mask4: sitk.Image, moving4: si
     return affine
 
 
+def _moved_start(transform: sitk.AffineTransform, scale: float, shift_s_mm: float) -> sitk.AffineTransform:
+    """The start with the template scaled about the transform's centre and shifted superiorly."""
+    out = sitk.AffineTransform(transform)
+    out.SetMatrix(tuple((np.asarray(transform.GetMatrix(), dtype=np.float64) * scale).ravel()))
+    translation = np.asarray(transform.GetTranslation(), dtype=np.float64)
+    translation[2] += shift_s_mm  # LPS and RAS share the superior axis
+    out.SetTranslation(tuple(float(v) for v in translation))
+    return out
+
+
+def _global_affine(
+    fixed4: sitk.Image, mask4: sitk.Image, moving4: sitk.Image, start: sitk.AffineTransform
+) -> Tuple[sitk.Transform, float]:
+    """Global affine from several starts (:data:`_GLOBAL_START_SCALES` x :data:`_GLOBAL_START_SHIFTS_MM`).
+
+    Why: the brain-only template also fits a whole head well enough for a local optimum (brain stretched
+    over skull and scalp) that a single start often falls into; each start costs one 8 mm run (~0.2 s),
+    and only the best is refined at 4 mm. The ties are broken by order, so the result is deterministic.
+    """
+    candidates = [
+        _run_registration(fixed4, moving4, _moved_start(start, scale, shift), mask4, (2,), (4.0,), 0.2, 50)
+        for scale in _GLOBAL_START_SCALES
+        for shift in _GLOBAL_START_SHIFTS_MM
+    ]
+    best = min(candidates, key=lambda candidate: candidate[1])[0]
+    return _run_registration(fixed4, moving4, _as_affine(best), mask4, (1,), (2.0,), 0.2, 100)
+
+
 def register_to_template(image: Image, sides: Sequence[str] = SIDES) -> RegistrationResult:
     """Affinely register ``image`` to the ICBM 2009a template; global stage plus one local stage per side.
 
@@ -320,7 +354,7 @@ def register_to_template(image: Image, sides: Sequence[str] = SIDES) -> Registra
         moving2 = _shrink_to(full, 2.0)
         try:
             init = _coarse_initial_transform(fixed4, mask4, moving4)
-            global_tx, metric = _run_registration(fixed4, moving4, init, mask4, (2, 1), (4.0, 2.0), 0.2, 100)
+            global_tx, metric = _global_affine(fixed4, mask4, moving4, init)
             local: Dict[str, np.ndarray] = {}
             local_metrics: Dict[str, float] = {}
             for side in sides:
