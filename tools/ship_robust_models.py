@@ -35,8 +35,8 @@ def _score(path: Path, data: Path, names, kind: str, coding: str) -> Dict[str, A
 
 
 def _compute(run: Path, coding: str, kind: str) -> str:
-    """Wall time of the run from its own log (cumulative seconds of its last epoch)."""
-    seconds = json.loads((run / "log.json").read_text())["epochs"][-1]["seconds"]
+    """Wall time of the run from its own log (the sum of its epochs' seconds)."""
+    seconds = sum(e["seconds"] for e in json.loads((run / "log.json").read_text())["epochs"])
     what = ("ANN" if kind == "ann" else "fine-tuning (T=32, after early-stop conversion at T=200)")
     return (f"{what}: {seconds / 60:.0f} min on the 2-core CPU, warm start from the reference {coding} ANN "
             "(commit 8cbf740), site augmentation: `bash tools/train_robust_final.sh`")
