@@ -434,16 +434,27 @@ def write_models_md(rows, summary, curves, cv_curves, config, provenance) -> Non
         path = MODELS_DIR / f"{name}.pt"
         if path.exists():
             meta = read_payload(path, verify=False)["meta"]
+            note = successor_card(name) or note
             lines.append(f"| `{name}.pt` | {read_payload(path, verify=False)['kind']} | {meta.get('coding')} | "
                          f"{meta.get('timesteps') or '-'} | {note['compute']}; {note['limitations']} |")
     (ROOT / "docs" / "models.md").write_text("\n".join(lines) + "\n")
+
+
+def successor_card(name: str):
+    """The card of a model that tools/ship_robust_models.py replaced (it keeps its predecessor's CV), or None.
+
+    Such a model was not made by the recipe runs this report reads, so its card is left as that tool wrote it.
+    """
+    path = MODELS_DIR / f"{name}.json"
+    card = json.loads(path.read_text()) if path.exists() else {}
+    return card if "predecessor_sha256" in card else None
 
 
 def write_cards(summary, config, provenance) -> None:
     for name, note in shipped_notes(provenance).items():
         compute, limitations = note["compute"], note["limitations"]
         path = MODELS_DIR / f"{name}.pt"
-        if not path.exists():
+        if not path.exists() or successor_card(name) is not None:
             continue
         payload = read_payload(path, verify=False)  # the card is rewritten below
         kind = payload["kind"]

@@ -253,10 +253,10 @@ def _check_slice_positions(path: Path, reader: sitk.ImageSeriesReader, count: in
 
 def _looks_like_label_map(array: np.ndarray) -> bool:
     """Integer values, few distinct ones, and large uniform regions: a segmentation, not an MRI."""
-    flat = array.ravel()
+    flat = array.ravel(order="K")  # a view in the array's own memory order (MGZ/NIfTI data are Fortran-ordered)
     if flat.size > _SAMPLE_VOXELS:
         flat = flat[:: flat.size // _SAMPLE_VOXELS + 1]
-    if not np.all(np.equal(np.mod(flat, 1), 0)):
+    if not np.array_equal(flat, np.floor(flat)):  # integers only (np.mod is ~10x slower)
         return False
     values, counts = np.unique(flat, return_counts=True)
     if values.size > _LABEL_MAX_DISTINCT:
@@ -264,7 +264,12 @@ def _looks_like_label_map(array: np.ndarray) -> bool:
     # The background is the most frequent value, not necessarily 0: an integer T1 may have been
     # shifted (T1 - 300) or rescaled, and its uniform background then must not count as a label.
     background = values[int(np.argmax(counts))]
-    a, b = array[1:], array[:-1]
+    # neighbours along the axis that is slowest in memory: contiguous blocks, ~5x faster than axis 0 of
+    # Fortran-ordered data (a uniform region is uniform along any axis)
+    along = np.moveaxis(array, int(np.argmax(np.abs(array.strides))), 0)
+    if along.size > 8 * _SAMPLE_VOXELS:  # every other row and column is plenty for "uniform regions"
+        along = along[:, ::2, ::2]
+    a, b = along[1:], along[:-1]
     foreground = (a != background) | (b != background)
     n = int(foreground.sum())
     if n == 0:
@@ -312,7 +317,9 @@ def validate_image(array: np.ndarray, affine: np.ndarray, source: str) -> Image:
         raise HippoSNNError(f"{name} is constant (every voxel is {float(data.min()):g}): not an MRI")
     if _looks_like_label_map(data):
         raise HippoSNNError(f"{name} looks like a label map (few integer values in uniform regions): give the T1 image")
-    return Image(array=np.ascontiguousarray(data), affine=affine, source=str(source))
+    # The memory order is kept: NIfTI/MGZ data come Fortran-ordered, which is exactly the (k, j, i) C order
+    # SimpleITK wants (io.to_sitk then copies nothing); a C-order copy here cost ~0.4 s per 256^3 scan twice.
+    return Image(array=data, affine=affine, source=str(source))
 
 
 def load_image(path: PathLike) -> Image:
