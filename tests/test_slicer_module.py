@@ -451,6 +451,35 @@ def test_cancel_kills_the_training_child_without_a_failure_dialog(module, tmp_pa
     assert not (tmp_path / "ft" / "best.pt").exists()
 
 
+def test_fine_tuning_into_a_folder_with_a_run_asks_before_replacing_it(module, tmp_path, monkeypatch):
+    """The core refuses such a folder without --overwrite; the widget asks the user instead of failing."""
+    import slicer
+
+    out = tmp_path / "ft"
+    out.mkdir()
+    (out / "final.pt").write_bytes(b"a finished run")
+    widget = standin.makeWidget(module)
+    widget.logic.pythonExecutable = sys.executable
+    node = widget._parameterNode
+    node.trainingDataPath = _trainingFolders(tmp_path)
+    node.trainingOutputPath = out
+    node.device = "cpu"
+    started = []
+    monkeypatch.setattr(widget, "_startTraining", lambda *args, **kwargs: started.append(kwargs))
+    monkeypatch.setattr(slicer.util, "confirmYesNoAnswer", False)
+    widget.ui.fineTuneButton.click()
+    (question,) = [c for c in slicer.standinCalls if c[0] == "confirmYesNoDisplay"]
+    assert "final.pt" in question[1] and not started and (out / "final.pt").exists()
+    assert "not started" in widget.ui.statusLabel.plainText
+    monkeypatch.setattr(slicer.util, "confirmYesNoAnswer", True)
+    widget.ui.fineTuneButton.click()
+    assert started and started[0]["overwrite"] is True
+    from HippoSNNLib.trainingLogic import fineTuneArguments
+
+    assert "--overwrite" in fineTuneArguments("a.pt", "d", "o", 1, 8, "ternary", 0, "cpu", overwrite=True)
+    assert "--overwrite" not in fineTuneArguments("a.pt", "d", "o", 1, 8, "ternary", 0, "cpu")
+
+
 def test_a_failing_training_child_reports_its_one_line_error(module, tmp_path):
     import slicer
 

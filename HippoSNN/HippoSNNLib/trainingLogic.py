@@ -219,13 +219,15 @@ def conversionArguments(annWeightsPath, dataFolder, outputFolder, timesteps, sca
     ]  # fmt: skip
 
 
-def fineTuneArguments(initPath, dataFolder, outputFolder, epochs, timesteps, coding, seed, device) -> List[str]:
+def fineTuneArguments(
+    initPath, dataFolder, outputFolder, epochs, timesteps, coding, seed, device, overwrite=False
+) -> List[str]:
     """Command-line arguments of ``hipposnn finetune``."""
     return [
         "finetune", "--checkpoint", _absolute(initPath), "--data", _absolute(dataFolder),
         "--out", _absolute(outputFolder), "--epochs", str(int(epochs)), "--timesteps", str(int(timesteps)),
         "--coding", coding, "--seed", str(int(seed)), "--device", device,
-    ]  # fmt: skip
+    ] + (["--overwrite"] if overwrite else [])  # fmt: skip
 
 
 class TrainingLogic:
@@ -306,6 +308,13 @@ class TrainingLogic:
         outputPath = os.path.join(_absolute(outputFolder), "converted.pt")
         return self._runCore(arguments, outputPath, progressCallback, logCallback, finishedCallback, waitForCompletion)
 
+    @staticmethod
+    def existingRunFiles(outputFolder: str) -> List[str]:
+        """Checkpoints of a training run already in ``outputFolder`` (empty: nothing would be replaced)."""
+        from hipposnn.options import existing_run_files
+
+        return existing_run_files(outputFolder) if outputFolder else []
+
     def fineTuneModel(
         self,
         initPath: Optional[str],
@@ -321,10 +330,13 @@ class TrainingLogic:
         waitForCompletion: bool = True,
         logCallback: Optional[LogCallback] = None,
         finishedCallback: Optional[Callable[[TrainingProcess], None]] = None,
+        overwrite: bool = False,
     ):
         """Spike-based fine-tuning (BPTT) of a converted SNN on a labelled folder (as in :meth:`convertModel`).
 
         :param initPath: converted SNN model file; None fine-tunes the shipped SNN of ``coding``.
+        :param overwrite: replace a training run already in ``outputFolder`` (see :meth:`existingRunFiles`);
+            without it such a folder is refused, as on the command line.
         :return: path of the best model (by validation Dice), ``best.pt`` in ``outputFolder`` (or the
             running process when ``waitForCompletion`` is False).
         """
@@ -334,7 +346,7 @@ class TrainingLogic:
 
             initPath = str(default_model_path("snn", coding))
         arguments = fineTuneArguments(
-            initPath, dataFolder, outputFolder, epochs, timesteps, coding, seed, self.resolveDevice(device)
+            initPath, dataFolder, outputFolder, epochs, timesteps, coding, seed, self.resolveDevice(device), overwrite
         )
         outputPath = os.path.join(_absolute(outputFolder), "best.pt")
         return self._runCore(arguments, outputPath, progressCallback, logCallback, finishedCallback, waitForCompletion)

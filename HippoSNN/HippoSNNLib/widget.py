@@ -356,6 +356,15 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onFineTuneButton(self) -> None:
         """Fine-tune the selected (converted) SNN on the user's labelled folder, in a child process."""
         node = self._parameterNode
+        existing = self.logic.existingRunFiles(str(node.trainingOutputPath))
+        if existing and not slicer.util.confirmYesNoDisplay(
+            _("The output folder already holds a training run ({files}). Replace it?").format(
+                files=", ".join(existing)
+            ),
+            windowTitle=_("Fine-tune"),
+        ):
+            self.addLog(_("Fine-tuning not started: choose another output folder to keep the run that is there."))
+            return
         self._startTraining(
             self.logic.fineTuneModel,
             pathOrNone(node.customWeightsPath),
@@ -363,6 +372,7 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
             _("Fine-tuned model selected for segmentation: {path}"),
             epochs=node.fineTuneEpochs,
             timesteps=node.timesteps,
+            overwrite=bool(existing),
         )
 
     def onTeachingButton(self) -> None:

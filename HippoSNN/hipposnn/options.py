@@ -8,7 +8,8 @@ module imports neither torch nor numpy nor nibabel: the Slicer module reads it a
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
 
 from .errors import HippoSNNError
 
@@ -22,6 +23,16 @@ AUTO_ROI_SHAPE: Tuple[int, int, int] = (ROI_WIDTH, 56, 48)
 THRESHOLD_RANGE: Tuple[float, float] = (0.01, 0.99)
 
 DEVICES = ("auto", "cpu", "cuda")
+
+#: Files of a training run folder; the first three mean a run is there (finished or interrupted).
+RUN_FILES = ("last.pt", "best.pt", "final.pt", "log.json", "log.csv", "settings.json")
+
+
+def existing_run_files(folder: object) -> List[str]:
+    """Checkpoints of a training run already in ``folder``: replacing them needs the user's consent
+    (``--overwrite`` on the command line, a question in Slicer)."""
+    out = Path(str(folder)).expanduser()
+    return [name for name in RUN_FILES[:3] if (out / name).exists()]
 
 
 def validate_threshold(value: object) -> float:

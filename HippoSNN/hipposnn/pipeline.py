@@ -28,6 +28,7 @@ from .augment import augment_cases
 from .conversion import convert
 from .data import DataSource, SliceSet, build_slices, describe_source, fold_names, load_cases
 from .errors import Cancelled, HippoSNNError
+from .options import RUN_FILES, existing_run_files
 from .training import Progress, TrainConfig, Trainer, evaluate_slices
 from .unet import SpikingUNet, UNet, UNetSpec
 from .weights import atomic_write_text, load_model, save_model
@@ -91,7 +92,6 @@ def _meta(stage: str, data: Data, fold: Optional[int], cfg: Optional[TrainConfig
 
 
 #: The files of a training run folder; the first three are its checkpoints.
-RUN_FILES = ("last.pt", "best.pt", "final.pt", "log.json", "log.csv", "settings.json")
 
 
 def check_out_folder(out: PathLike, what: str = "--out") -> Path:
@@ -112,7 +112,7 @@ def _check_run_folder(out: PathLike, resume: bool, overwrite: bool) -> Path:
     if resume and overwrite:
         raise HippoSNNError("--resume and --overwrite exclude each other: continue the run or start it over")
     out = check_out_folder(out)
-    found = [name for name in RUN_FILES[:3] if (out / name).exists()]
+    found = existing_run_files(out)
     if found and not resume and not overwrite:
         raise HippoSNNError(f"{out} already holds a training run ({', '.join(found)}): pass --resume to "
                             "continue it or --overwrite to replace it")

@@ -64,6 +64,15 @@ def confirmOkCancelDisplay(text, windowTitle=None, parent=None, **kwargs) -> boo
     return True
 
 
+#: What the stand-in user answers to confirmYesNoDisplay (tests set it).
+confirmYesNoAnswer = True
+
+
+def confirmYesNoDisplay(text, windowTitle=None, parent=None, **kwargs) -> bool:
+    slicer._record("confirmYesNoDisplay", text)
+    return confirmYesNoAnswer
+
+
 def pip_install(requirements) -> None:
     slicer._record("pip_install", requirements)
     raise RuntimeError("the stand-in does not install packages")
