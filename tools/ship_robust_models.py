@@ -47,6 +47,10 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "robust")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "msd_hippocampus")
     parser.add_argument("--coding", choices=("ternary", "binary"), default="ternary")
+    parser.add_argument("--code-commit", default=None,
+                        help="commit whose code trained the run (default: HEAD, when shipping right after training)")
+    parser.add_argument("--reuse-scores", action="store_true",
+                        help="take the scores of a previous --dry-run (same validation cases) instead of rescoring")
     parser.add_argument("--dry-run", action="store_true", help="score and report only; change no shipped file")
     args = parser.parse_args()
     _, val, _ = split_names(args.data, None, 5, 0)
@@ -55,12 +59,20 @@ def main() -> None:
     pairs = {"ann": (args.run / f"ann_{args.coding}", f"hipposnn_ann_{args.coding}"),
              "snn": (args.run / "finetune_T32", f"hipposnn_snn_{args.coding}")}
     report: Dict[str, Any] = {"validation_cases": val, "commit": commit}
+    RESULTS = RESULTS_ROOT / ("robust_final" if args.coding == "ternary" else f"robust_final_{args.coding}")
+    previous = RESULTS / "validation.json"
+    if args.reuse_scores and previous.exists():  # the scores of a --dry-run of the same models and cases
+        old_report = json.loads(previous.read_text())
+        if old_report.get("validation_cases") == val and all(k in old_report for k in pairs):
+            report = old_report
     for kind, (run, name) in pairs.items():
+        if kind in report:
+            print(kind, json.dumps(report[kind]), "(scores reused)", flush=True)
+            continue
         new, old = run / "best.pt", MODELS / f"{name}.pt"
         report[kind] = {"old": _score(old, args.data, val, kind, args.coding),
                         "new": _score(new, args.data, val, kind, args.coding)}
         print(kind, json.dumps(report[kind]), flush=True)
-    RESULTS = RESULTS_ROOT / ("robust_final" if args.coding == "ternary" else f"robust_final_{args.coding}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
     if args.dry_run:
@@ -72,15 +84,16 @@ def main() -> None:
         card = json.loads(card_file.read_text())
         shutil.copyfile(run / "best.pt", MODELS / f"{name}.pt")
         payload = read_payload(MODELS / f"{name}.pt", verify=False)  # the card is rewritten below
-        card["predecessor_cv_metrics"] = card.pop("cv_metrics", None)
-        card["predecessor_sha256"] = card["sha256"]
+        if "predecessor_sha256" not in card:  # a rerun keeps the first predecessor's record
+            card["predecessor_cv_metrics"] = card.pop("cv_metrics", None)
+            card["predecessor_sha256"] = card["sha256"]
         card.update({
             "sha256": sha256_file(MODELS / f"{name}.pt"),
             "thresholds": payload.get("thresholds"),
             "training": {"meta": payload["meta"], "script": "tools/train_robust_final.sh",
                          "site_augmentation": "hipposnn.augment.SiteAugmentation defaults"},
             "validation_20_msd_crops": report[kind],
-            "code_version": f"hipposnn, trained at commit {commit}",
+            "code_version": f"hipposnn, trained with the code of commit {args.code_commit or commit}",
             "compute": _compute(run, args.coding, kind),
             "limitations": ("not cross-validated: predecessor_cv_metrics are the 5-fold CV of the predecessor "
                             "(same recipe without site augmentation); validation on 20 held-out MSD crops only; "
