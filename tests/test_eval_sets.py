@@ -123,3 +123,16 @@ def test_bench_hippodeep_pairs_speed_only_within_one_run(ev):
     assert snn["paired_cases"] == 1 and snn["speed_ratio_median"] == 0.5  # s/b ran in another invocation
     assert snn["failures"] == 2 and snn["dice_mean"] == pytest.approx(0.55)
     assert "| s | hipposnn | 2 |" in bench.table_markdown(rows)
+
+
+def test_dice_ceiling_from_volume_is_symmetric_and_reached_by_nested_masks(ev):
+    """A mask of half the label's volume inside the label scores exactly the ceiling, 2/3."""
+    label = np.zeros((10, 10, 10), bool)
+    label[:, :, :4] = True
+    ours = np.zeros_like(label)
+    ours[:, :, :2] = True
+    ratio = ours.sum() / label.sum()
+    dice = 2.0 * (ours & label).sum() / (ours.sum() + label.sum())
+    assert ev.dice_ceiling(ratio) == pytest.approx(dice) == pytest.approx(2.0 / 3.0)
+    assert ev.dice_ceiling(2.0) == pytest.approx(ev.dice_ceiling(0.5))
+    assert ev.dice_ceiling(1.0) == 1.0 and ev.dice_ceiling(None) is None

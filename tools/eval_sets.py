@@ -315,7 +315,8 @@ def evaluate_case(case: Case, model: str = "snn", coding: str | None = None, thr
 
 COLUMNS = [
     "set", "protocol", "cases", "hemispheres", "dice_mean", "dice_median", "dice_min", "failures",
-    "volume_ratio_mean", "volume_ratio_median", "coverage_ge_095", "box_to_label_mm_median",
+    "volume_ratio_mean", "volume_ratio_median", "dice_ceiling_from_volume_mean", "coverage_ge_095",
+    "box_to_label_mm_median",
     "box_to_label_mm_max", "lateral_offset_mm_mean", "centroid_offset_r_mean", "centroid_offset_a_mean",
     "centroid_offset_s_mean", "qc_good", "qc_poor", "qc_other", "poor_among_failures", "poor_among_ok",
     "seconds_mean", "seconds_median", "cli_seconds_mean", "load1_mean",
@@ -329,6 +330,15 @@ def _num(values: Iterable[Any]) -> List[float]:
 def _stat(fn: Callable[[List[float]], float], values: Iterable[Any], nd: int = 3) -> Optional[float]:
     vals = _num(values)
     return round(float(fn(vals)), nd) if vals else None
+
+
+def dice_ceiling(volume_ratio: Optional[float]) -> Optional[float]:
+    """Highest Dice any mask of our volume could reach against the label (ours inside theirs or the
+    reverse): 2 min(r, 1) / (1 + r) for r = our volume / the label's. A protocol that labels more (or less)
+    than the one the network learnt caps the Dice there, however well the mask is placed."""
+    if volume_ratio is None or not np.isfinite(volume_ratio) or volume_ratio < 0:
+        return None
+    return 2.0 * min(volume_ratio, 1.0) / (1.0 + volume_ratio)
 
 
 def summarise_group(name: str, protocol: str, records: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
@@ -346,6 +356,7 @@ def summarise_group(name: str, protocol: str, records: Sequence[Dict[str, Any]])
         "failures": len(fails),
         "volume_ratio_mean": _stat(np.mean, (h.get("volume_ratio") for h in hemis)),
         "volume_ratio_median": _stat(np.median, (h.get("volume_ratio") for h in hemis)),
+        "dice_ceiling_from_volume_mean": _stat(np.mean, (dice_ceiling(h.get("volume_ratio")) for h in hemis)),
         "coverage_ge_095": round(sum(c >= GOOD_COVERAGE for c in cov) / len(cov), 3) if cov else None,
         "box_to_label_mm_median": _stat(np.median, (h.get("box_to_label_mm") for h in hemis), 1),
         "box_to_label_mm_max": _stat(np.max, (h.get("box_to_label_mm") for h in hemis), 1),
