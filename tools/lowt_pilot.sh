@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Low-latency path pilot (issue 14, first part): ONE split, not cross-validation.
+#
+# Warm-starts quantised-clip ANNs (L = 8, then 4) from the shipped ternary ANN, converts them from
+# their learned clips (thresholds = clips, membranes start at half threshold; soft reset, and the
+# reset-to-zero variant), scores ANN and SNNs at T = L and 2L on the validation cases of the
+# final-model split (no --fold, seed 0; tools/lowt_eval.py), fine-tunes each SNN briefly at T = L,
+# and scores the shipped models on the same cases for comparison. Raw JSON goes to
+# docs/results/lowt_pilot/. One torch thread throughout (the machine is shared).
+#
+#   bash tools/lowt_pilot.sh                 # all of it (~1 h on a busy 2-core CPU)
+#   LEVELS=8 EPOCHS=3 bash tools/lowt_pilot.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/HippoSNN:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+DATA=${DATA:-$PWD/../shared/data/msd_hippocampus}
+RUN=${RUN:-$PWD/runs/lowt_pilot}
+OUT=${OUT:-$PWD/docs/results/lowt_pilot}
+EPOCHS=${EPOCHS:-6}
+FT_BATCHES=${FT_BATCHES:-60}
+INIT=HippoSNN/hipposnn/models/hipposnn_ann_ternary.pt
+mkdir -p "$RUN" "$OUT"
+hs() { python -m hipposnn "$@"; }
+
+for L in ${LEVELS:-8 4}; do
+  # stage 1: quantised-clip ANN, warm start (clips from the 99.9th percentile of the ReLU activations)
+  hs train-ann --data "$DATA" --out "$RUN/ann_L$L" --init "$INIT" --quant-levels "$L" --coding ternary \
+    --augment --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads 1 --overwrite
+  cp "$RUN/ann_L$L/log.json" "$OUT/ann_L${L}_log.json"
+  # stage 2: conversion from the clip, no balancing pass (soft reset; and reset to zero)
+  hs convert --data "$DATA" --checkpoint "$RUN/ann_L$L/best.pt" --out "$RUN/clip_L$L" --from-clip --coding ternary
+  hs convert --data "$DATA" --checkpoint "$RUN/ann_L$L/best.pt" --out "$RUN/clip_L${L}_zero" --from-clip \
+    --reset zero --coding ternary
+  python tools/lowt_eval.py --data "$DATA" --json "$OUT/eval_L$L.json" --timesteps "$L" $((2 * L)) \
+    --model "ann_L$L=$RUN/ann_L$L/best.pt" --model "clip_L$L=$RUN/clip_L$L/converted.pt" \
+    --model "clip_L${L}_zero=$RUN/clip_L${L}_zero/converted.pt"
+done
+
+for L in ${LEVELS:-8 4}; do
+  # stage 3: BPTT fine-tuning at T = L (triangle surrogate), a short budget
+  hs finetune --data "$DATA" --checkpoint "$RUN/clip_L$L/converted.pt" --out "$RUN/ft_L$L" --timesteps "$L" \
+    --coding ternary --augment --epochs 1 --max-batches "$FT_BATCHES" --batch-size 32 --lr 1e-4 --threads 1 \
+    --overwrite
+  cp "$RUN/ft_L$L/log.json" "$OUT/ft_L${L}_log.json"
+  python tools/lowt_eval.py --data "$DATA" --json "$OUT/eval_ft_L$L.json" --timesteps "$L" \
+    --model "ft_L$L=$RUN/ft_L$L/best.pt"
+done
+
+# the shipped models on the same cases: ANN, and the T = 32 fine-tuned SNN at T = 8 and 32
+python tools/lowt_eval.py --data "$DATA" --json "$OUT/eval_shipped.json" --timesteps 8 32 \
+  --model "shipped_ann=HippoSNN/hipposnn/models/hipposnn_ann_ternary.pt" \
+  --model "shipped_snn=HippoSNN/hipposnn/models/hipposnn_snn_ternary.pt"
