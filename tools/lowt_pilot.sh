@@ -10,6 +10,7 @@
 #
 #   bash tools/lowt_pilot.sh                 # all of it (~1 h on a busy 2-core CPU)
 #   LEVELS=8 EPOCHS=3 bash tools/lowt_pilot.sh
+#   MAIN=0 LONG=0 bash tools/lowt_pilot.sh   # only the extras (they need the L = 8 runs); EXTRAS=0, LONG=0 skip parts
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/HippoSNN:$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -22,6 +23,7 @@ INIT=HippoSNN/hipposnn/models/hipposnn_ann_ternary.pt
 mkdir -p "$RUN" "$OUT"
 hs() { python -m hipposnn "$@"; }
 
+if [ "${MAIN:-1}" = 1 ]; then
 for L in ${LEVELS:-8 4}; do
   # stage 1: quantised-clip ANN, warm start (clips from the 99.9th percentile of the ReLU activations)
   hs train-ann --data "$DATA" --out "$RUN/ann_L$L" --init "$INIT" --quant-levels "$L" --coding ternary \
@@ -50,3 +52,34 @@ done
 python tools/lowt_eval.py --data "$DATA" --json "$OUT/eval_shipped.json" --timesteps 8 32 \
   --model "shipped_ann=HippoSNN/hipposnn/models/hipposnn_ann_ternary.pt" \
   --model "shipped_snn=HippoSNN/hipposnn/models/hipposnn_snn_ternary.pt"
+fi
+
+# --- extras (run after the above) ----------------------------------------------------------------
+if [ "${EXTRAS:-1}" = 1 ]; then
+  # how much of the T = 8 loss is the Poisson input alone: the ANNs fed the T-step mean of their input spikes
+  python tools/lowt_eval.py --data "$DATA" --json "$OUT/eval_poisson_input_L8.json" --poisson-ann 4 8 16 32 \
+    --model "ann_L8=$RUN/ann_L8/best.pt" --model "shipped_ann=$INIT"
+  # the paper's path on the same quantised ANN: balancing at T = 200 (reference settings), run at T = 8
+  hs convert --data "$DATA" --checkpoint "$RUN/ann_L8/best.pt" --out "$RUN/bal200_L8" --timesteps 200 \
+    --percentile 99.9 --threshold-scale 0.7 --coding ternary
+  python tools/lowt_eval.py --data "$DATA" --json "$OUT/eval_balanced_L8.json" --timesteps 8 \
+    --model "balanced200_L8=$RUN/bal200_L8/converted.pt"
+  # firing-rate penalty: the same fine-tuning at T = 8 with loss += 0.2 x mean firing rate
+  hs finetune --data "$DATA" --checkpoint "$RUN/clip_L8/converted.pt" --out "$RUN/ft_L8_rate" --timesteps 8 \
+    --coding ternary --augment --epochs 1 --max-batches "$FT_BATCHES" --batch-size 32 --lr 1e-4 --threads 1 \
+    --rate-penalty 0.2 --overwrite
+  cp "$RUN/ft_L8_rate/log.json" "$OUT/ft_L8_rate_log.json"
+  python tools/lowt_eval.py --data "$DATA" --json "$OUT/eval_ft_L8_rate.json" --timesteps 8 \
+    --model "ft_L8_rate0.2=$RUN/ft_L8_rate/best.pt"
+fi
+
+# --- longer fine-tuning at T = L: 3 epochs (405 batches of 32), lr 2e-4, validation after each epoch ------
+if [ "${LONG:-1}" = 1 ]; then
+  for L in ${LEVELS:-8 4}; do
+    hs finetune --data "$DATA" --checkpoint "$RUN/clip_L$L/converted.pt" --out "$RUN/ft_L${L}_long" \
+      --timesteps "$L" --coding ternary --augment --epochs 3 --batch-size 32 --lr 2e-4 --threads 1 --overwrite
+    cp "$RUN/ft_L${L}_long/log.json" "$OUT/ft_L${L}_long_log.json"
+    python tools/lowt_eval.py --data "$DATA" --json "$OUT/eval_ft_L${L}_long.json" --timesteps "$L" \
+      --model "ft_L${L}_long=$RUN/ft_L${L}_long/best.pt" --model "ft_L${L}_long_final=$RUN/ft_L${L}_long/final.pt"
+  done
+fi
