@@ -8,11 +8,12 @@ import pytest
 import torch
 from hipposnn.cli import main
 from hipposnn.conversion import convert, convert_from_clip
+from hipposnn.data import build_slices, load_cases
 from hipposnn.encoding import make_generator
 from hipposnn.neurons import if_forward, if_neuron
 from hipposnn.quant import calibrate_clips, qcfs
 from hipposnn.simulate import snn_logits
-from hipposnn.training import TrainConfig, mean_rate
+from hipposnn.training import TrainConfig, Trainer, mean_rate
 from hipposnn.unet import SpikingUNet, UNet, UNetSpec
 from hipposnn.weights import load_model, model_from_payload, model_payload, read_payload, save_model
 
@@ -176,6 +177,27 @@ def test_rate_penalty_has_a_gradient():
     assert 0 < float(rate.detach()) < 1
     rate.backward()
     assert any(float(w.grad.abs().sum()) > 0 for w in snn.weights.values() if w.grad is not None)
+
+
+def test_quantised_ann_resumes_exactly_with_its_clips(synth, tmp_path):
+    sl = build_slices(load_cases(synth, ["hippocampus_000"]))
+    spec = UNetSpec(channels=(4, 8), dropout=0.1, quant_levels=4)
+
+    def fit(out, epochs, resume=False):
+        torch.manual_seed(0)
+        model = UNet(spec)
+        calibrate_clips(model, [torch.from_numpy(sl.images[:8])])
+        cfg = TrainConfig(stage="ann", epochs=epochs, batch_size=8, lr=1e-2, seed=3, max_batches=None)
+        trainer = Trainer(model, cfg, sl, sl, out, log=lambda m: None)
+        trainer.fit(resume=resume)
+        return trainer.model
+
+    straight = fit(tmp_path / "a", 2)
+    fit(tmp_path / "b", 1)
+    resumed = fit(tmp_path / "b", 2, resume=True)
+    assert straight.clip_dict() == resumed.clip_dict()
+    assert all(torch.equal(straight.weights[k], resumed.weights[k]) for k in straight.weights)
+    assert straight.clip_dict() != UNet(spec).clip_dict()  # the clips did train
 
 
 def test_train_config_refuses_bad_values():
