@@ -10,7 +10,7 @@ from hipposnn.cli import main
 from hipposnn.conversion import convert, convert_from_clip
 from hipposnn.data import build_slices, load_cases
 from hipposnn.encoding import make_generator
-from hipposnn.neurons import if_forward, if_neuron
+from hipposnn.neurons import if_forward, if_neuron, surrogate_gradient
 from hipposnn.quant import calibrate_clips, qcfs
 from hipposnn.simulate import snn_logits
 from hipposnn.training import TrainConfig, Trainer, mean_rate
@@ -78,6 +78,45 @@ def test_training_path_matches_inference_with_start_potential(reset):
     assert torch.equal(spikes, ref)
     spikes.sum().backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def _hard_reset_reference(current: torch.Tensor, theta: float, initial: float) -> torch.Tensor:
+    """Plain-autograd hard-reset IF with the triangle surrogate, reset detached (the definition)."""
+
+    class Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, u):
+            ctx.save_for_backward(u)
+            return (u >= theta).to(u.dtype)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (u,) = ctx.saved_tensors
+            return grad * surrogate_gradient(u, theta)
+
+    membrane = torch.full_like(current[0], initial)
+    out = []
+    for t in range(current.shape[0]):
+        membrane = membrane + current[t]
+        s = Spike.apply(membrane)
+        out.append(s)
+        membrane = membrane * (1.0 - s.detach())
+    return torch.stack(out)
+
+
+def test_hard_reset_bptt_matches_plain_autograd():
+    torch.manual_seed(2)
+    current = torch.randn(8, 3, 4, 6, 5) * 0.7 + 0.3
+    weights = torch.randn_like(current)
+    grads = []
+    for run in (lambda c: if_neuron(c, 0.8, reset="zero", initial=0.4), lambda c: _hard_reset_reference(c, 0.8, 0.4)):
+        x = current.clone().requires_grad_(True)
+        spikes = run(x)
+        (spikes * weights).sum().backward()
+        grads.append((spikes.detach(), x.grad))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+    assert float(grads[0][0].sum()) > 0 and float(grads[0][1].abs().sum()) > 0
 
 
 def test_zero_reset_discards_the_excess_charge():

@@ -31,7 +31,8 @@ given potential instead of 0 (half the threshold makes an IF neuron round instea
 (hard reset: what neuromorphic exchange formats such as NIR express; it discards the charge above
 threshold). The fused kernels implement the default soft reset; a start potential is added to the
 first step's current, which is the same thing. The hard reset runs on the PyTorch path, and its BPTT
-keeps the reset detached too: ``u[t] = u_pre[t] * (1 - s[t])`` with ``s[t]`` treated as a constant.
+keeps the reset detached too: ``u[t] = u_pre[t] * (1 - s[t])`` with ``s[t]`` treated as a constant
+(:class:`_IFZeroFunction`).
 """
 
 from __future__ import annotations
@@ -132,35 +133,39 @@ class _IFFunction(torch.autograd.Function):
         return grad_in, None, None, None
 
 
-class _SpikeFunction(torch.autograd.Function):
-    """Heaviside spike of one step with the triangle surrogate (hard-reset BPTT, one step at a time)."""
+class _IFZeroFunction(torch.autograd.Function):
+    """Hard-reset IF over ``[T, ...]`` with the triangle surrogate and the reset detached.
 
-    @staticmethod
-    def forward(ctx, membrane: Tensor, threshold: float, gamma: float):  # type: ignore[override]
-        ctx.save_for_backward(membrane)
-        ctx.threshold, ctx.gamma = threshold, gamma
-        return (membrane >= threshold).to(membrane.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        (membrane,) = ctx.saved_tensors
-        return grad * surrogate_gradient(membrane, ctx.threshold, ctx.gamma), None, None
-
-
-def _if_zero_reset_bptt(current: Tensor, threshold: float, gamma: float, initial: float) -> Tensor:
-    """Hard-reset IF over ``[T, ...]`` with autograd (reset detached); float membranes kept per step.
-
-    Plain autograd keeps one float membrane per step instead of the soft reset's 8-bit codes: fine at
-    the low T this neuron is meant for.
+    ``u[t] = u_pre[t] * (1 - s[t])`` with ``s[t]`` a constant for the gradient, so backwards in time
+    ``dL/du_pre[t] = dL/ds[t] * ds/du[t] + dL/du_pre[t+1] * (1 - s[t])``: the hard reset cuts the
+    gradient path at every spike, where the soft reset lets it through. Keeps ``u_pre`` (float) and the
+    spikes for the backward pass; meant for the low T of the low-latency path.
     """
-    membrane = torch.full_like(current[0], float(initial))
-    out = []
-    for t in range(current.shape[0]):
-        membrane = membrane + current[t]
-        s = _SpikeFunction.apply(membrane, threshold, gamma)
-        out.append(s)
-        membrane = membrane * (1.0 - s.detach())
-    return torch.stack(out)
+
+    @staticmethod
+    def forward(ctx, current: Tensor, threshold: float, gamma: float, initial: float):  # type: ignore[override]
+        membrane = torch.full_like(current[0], float(initial))
+        spikes = torch.empty_like(current)
+        u_pre = torch.empty_like(current)
+        for t in range(current.shape[0]):
+            membrane.add_(current[t])
+            u_pre[t].copy_(membrane)
+            torch.ge(membrane, threshold, out=spikes[t])
+            membrane.masked_fill_(spikes[t] > 0, 0.0)
+        ctx.save_for_backward(u_pre, spikes)
+        ctx.threshold, ctx.gamma = threshold, gamma
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]
+        u_pre, spikes = ctx.saved_tensors
+        grad_in = torch.empty_like(grad_spikes)
+        acc = torch.zeros_like(grad_spikes[0])
+        for t in range(grad_spikes.shape[0] - 1, -1, -1):
+            acc.mul_(1.0 - spikes[t])
+            acc.add_(grad_spikes[t] * surrogate_gradient(u_pre[t], ctx.threshold, ctx.gamma))
+            grad_in[t].copy_(acc)
+        return grad_in, None, None, None
 
 
 def if_neuron(
@@ -179,7 +184,7 @@ def if_neuron(
     _check_reset(reset)
     if torch.is_grad_enabled() and current.requires_grad:
         if reset == "zero":
-            return _if_zero_reset_bptt(current, float(threshold), float(gamma), float(initial))
+            return _IFZeroFunction.apply(current, float(threshold), float(gamma), float(initial))
         return _IFFunction.apply(current, float(threshold), float(gamma), float(initial))
     return if_forward(current, float(threshold), reset=reset, initial=initial)[0]
 
