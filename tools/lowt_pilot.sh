@@ -6,11 +6,16 @@
 # reset-to-zero variant), scores ANN and SNNs at T = L and 2L on the validation cases of the
 # final-model split (no --fold, seed 0; tools/lowt_eval.py), fine-tunes each SNN briefly at T = L,
 # and scores the shipped models on the same cases for comparison. Raw JSON goes to
-# docs/results/lowt_pilot/. One torch thread throughout (the machine is shared).
+# docs/results/lowt_pilot/ (table: python tools/lowt_table.py). One torch thread throughout (the
+# machine is shared). Parts, each on by default and switched off with 0:
+#   MAIN    ANNs, conversions, short fine-tuning, shipped models   (~1 h on a busy 2-core CPU)
+#   EXTRAS  Poisson-input diagnostic, T = 200 balancing of the L = 8 ANN, rate penalty   (~15 min)
+#   LONG    3-epoch fine-tuning at T = L   (~40 min)
+#   ZERO    short fine-tuning of the reset-to-zero SNN at T = 8   (~10 min)
 #
-#   bash tools/lowt_pilot.sh                 # all of it (~1 h on a busy 2-core CPU)
+#   bash tools/lowt_pilot.sh                         # all of it
+#   MAIN=0 LONG=0 ZERO=0 bash tools/lowt_pilot.sh    # only the extras (they need the MAIN runs)
 #   LEVELS=8 EPOCHS=3 bash tools/lowt_pilot.sh
-#   MAIN=0 LONG=0 bash tools/lowt_pilot.sh   # only the extras (they need the L = 8 runs); EXTRAS=0, LONG=0 skip parts
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/HippoSNN:$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -81,5 +86,17 @@ if [ "${LONG:-1}" = 1 ]; then
     cp "$RUN/ft_L${L}_long/log.json" "$OUT/ft_L${L}_long_log.json"
     python tools/lowt_eval.py --data "$DATA" --json "$OUT/eval_ft_L${L}_long.json" --timesteps "$L" \
       --model "ft_L${L}_long=$RUN/ft_L${L}_long/best.pt" --model "ft_L${L}_long_final=$RUN/ft_L${L}_long/final.pt"
+  done
+fi
+
+# --- reset to zero, fine-tuned: the short fine-tuning above on the hard-reset SNN (plain-autograd BPTT) --
+if [ "${ZERO:-1}" = 1 ]; then
+  for L in ${ZERO_LEVELS:-8}; do
+    hs finetune --data "$DATA" --checkpoint "$RUN/clip_L${L}_zero/converted.pt" --out "$RUN/ft_L${L}_zero" \
+      --timesteps "$L" --coding ternary --augment --epochs 1 --max-batches "$FT_BATCHES" --batch-size 32 --lr 1e-4 \
+      --threads 1 --overwrite
+    cp "$RUN/ft_L${L}_zero/log.json" "$OUT/ft_L${L}_zero_log.json"
+    python tools/lowt_eval.py --data "$DATA" --json "$OUT/eval_ft_L${L}_zero.json" --timesteps "$L" \
+      --model "ft_L${L}_zero=$RUN/ft_L${L}_zero/best.pt"
   done
 fi

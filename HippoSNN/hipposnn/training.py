@@ -356,6 +356,12 @@ class Trainer:
             self.resume()
         else:
             torch.manual_seed(cfg.seed)
+        if getattr(self.model, "reset", "subtract") == "zero":
+            # Extreme logits make the sigmoid's gradient denormal, and the hard-reset path (no fused
+            # kernels) carries millions of denormals through every step: measured 32 s vs 6 s per batch
+            # of 32 at T = 8 on one thread, same losses. Flushing them to zero costs nothing measurable;
+            # only this (new) path does it, so the default path's numbers stay as they were.
+            torch.set_flush_denormal(True)
         net: Any = self.model
         if world > 1:
             net = torch.nn.parallel.DistributedDataParallel(self.model)
