@@ -437,7 +437,18 @@ def write_models_md(rows, summary, curves, cv_curves, config, provenance) -> Non
             note = successor_card(name) or note
             lines.append(f"| `{name}.pt` | {read_payload(path, verify=False)['kind']} | {meta.get('coding')} | "
                          f"{meta.get('timesteps') or '-'} | {note['compute']}; {note['limitations']} |")
-    (ROOT / "docs" / "models.md").write_text("\n".join(lines) + "\n")
+    (ROOT / "docs" / "models.md").write_text("\n".join(lines) + "\n" + _hand_written_tail(ROOT / "docs" / "models.md"))
+
+
+#: Sections of docs/models.md from this heading on are written by hand (pilots) and kept when regenerating.
+HAND_WRITTEN = "## Low-latency path (pilot)"
+
+
+def _hand_written_tail(path: Path) -> str:
+    """The hand-written sections at the end of ``path`` (from :data:`HAND_WRITTEN`), or ''."""
+    text = path.read_text() if path.exists() else ""
+    at = text.find("\n" + HAND_WRITTEN)
+    return "" if at < 0 else text[at:]
 
 
 def successor_card(name: str):

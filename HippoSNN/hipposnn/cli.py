@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import DEFAULT_CODING, __version__
+from .argtypes import non_negative_float as _non_negative_float
+from .argtypes import non_negative_int as _non_negative_int
 from .argtypes import percentile as _percentile
 from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
@@ -57,6 +59,11 @@ def _add_snn(p: argparse.ArgumentParser, timesteps: int) -> None:
     p.add_argument("--timesteps", type=_positive_int, default=timesteps, help="simulation timesteps T")
 
 
+def _add_rate_penalty(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rate-penalty", type=_non_negative_float, default=0.0, metavar="W",
+                   help="add W x the mean firing rate of the hidden layers to the loss (default 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hipposnn", description="Spiking U-Net hippocampus segmentation: train, convert, fine-tune, evaluate."
@@ -71,12 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--init", type=Path, default=None,
                    help="start from the weights of this ANN file (its architecture replaces --channels)")
+    p.add_argument("--quant-levels", type=_non_negative_int, default=None, metavar="L",
+                   help="quantised-clip activations with L levels and a learned clip per layer, for conversion "
+                        "at T = L with --from-clip (0: ReLU; default: the --init model's own, else ReLU)")
 
     p = sub.add_parser("convert", help="stage 2: early-stop ANN->SNN conversion (threshold balancing)")
     _add_data(p)
     p.add_argument("--checkpoint", required=True, type=Path, help="ANN model file (e.g. RUN/best.pt)")
     p.add_argument("--out", required=True, type=Path, help="folder for converted.pt")
-    _add_snn(p, 200)
+    p.add_argument("--timesteps", type=_positive_int, default=None,
+                   help="balancing timesteps T (default 200); with --from-clip, the T the model runs at "
+                        "(default: its quantisation levels L)")
+    p.add_argument("--from-clip", action="store_true",
+                   help="quantised ANN (--quant-levels): thresholds from the learned clips, membranes start at "
+                        "half threshold; no balancing")
+    p.add_argument("--reset", choices=["subtract", "zero"], default="subtract",
+                   help="neuron reset after a spike: subtract the threshold (default) or set to zero")
     p.add_argument("--threshold-scale", type=_positive_float, default=0.7, help="scaling factor of thresholds")
     p.add_argument("--percentile", type=_percentile, default=None,
                    help="balance on this percentile of positive currents instead of the maximum")
@@ -91,11 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, type=Path, help="converted SNN (converted.pt)")
     _add_train(p, lr=1e-4, epochs=10, batch=16)
     _add_snn(p, 32)
+    _add_rate_penalty(p)
 
     p = sub.add_parser("train-snn", help="baseline: train the SNN directly from random weights")
     _add_data(p)
     _add_train(p, lr=1e-3, epochs=10, batch=16)
     _add_snn(p, 32)
+    _add_rate_penalty(p)
     p.add_argument("--channels", default="16,32,64,128")
     p.add_argument("--dropout", type=float, default=0.1)
 
@@ -174,8 +193,20 @@ def _train_config(args: argparse.Namespace, stage: str):
         stage=stage, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
         timesteps=getattr(args, "timesteps", 32), coding=args.coding, seed=args.seed, augment=args.augment,
         site_augment=args.site_augment, max_batches=args.max_batches, eval_every=args.eval_every,
-        threads=args.threads, device=args.device,
+        threads=args.threads, device=args.device, quant_levels=getattr(args, "quant_levels", None),
+        rate_penalty=getattr(args, "rate_penalty", 0.0),
     )
+
+
+def _quant_levels(path: Path) -> int:
+    """The quantisation levels of the ANN file ``path``, refused in one line when it has none."""
+    from .weights import read_payload
+
+    levels = int((read_payload(path).get("spec") or {}).get("quant_levels", 0))
+    if levels <= 0:
+        raise HippoSNNError(f"{path} has no quantisation levels: --from-clip needs an ANN trained with "
+                            "--quant-levels (or convert it by balancing, without --from-clip)")
+    return levels
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -192,9 +223,11 @@ def _run(args: argparse.Namespace) -> int:
     elif cmd == "convert":
         from .pipeline import convert_ann
 
-        convert_ann(args.checkpoint, args.data, args.out, args.timesteps, args.threshold_scale, args.percentile,
+        timesteps = args.timesteps or (_quant_levels(args.checkpoint) if args.from_clip else 200)
+        convert_ann(args.checkpoint, args.data, args.out, timesteps, args.threshold_scale, args.percentile,
                     args.coding, args.slices, args.fold, args.folds, args.seed, args.output_scaling,
-                    device=args.device, progress=tqdm_progress("convert"))
+                    device=args.device, progress=tqdm_progress("convert"), from_clip=args.from_clip,
+                    reset=args.reset)
     elif cmd in ("finetune", "train-snn"):
         from .pipeline import train_snn
         from .unet import UNetSpec

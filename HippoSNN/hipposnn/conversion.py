@@ -13,6 +13,9 @@ balanced (as in Rathi et al.'s code), so later layers see the scaled earlier one
 
 Memory: the pass holds one layer's currents for all ``T x slices`` at once, about
 ``4 * T * slices * 16 * 56 * 48`` bytes for the widest layer (1.1 GB at T = 200, 32 slices).
+
+An ANN trained with a quantised clip (:mod:`hipposnn.quant`) needs no balancing:
+:func:`convert_from_clip` takes its thresholds from the learned clips.
 """
 
 from __future__ import annotations
@@ -107,8 +110,28 @@ def convert(
     log: Optional[Callable[[str, float, float], None]] = None,
     device: str = "cpu",
     progress: Optional[Callable[[float, str], bool]] = None,
+    reset: str = "subtract",
 ) -> SpikingUNet:
     """Early-stop conversion: a spiking twin of ``ann`` with balanced thresholds (``progress``: see above)."""
-    snn = SpikingUNet.from_ann(ann, output_scaling=output_scaling)
+    snn = SpikingUNet.from_ann(ann, output_scaling=output_scaling, reset=reset)
     balance_thresholds(snn, images, timesteps, scale, percentile, coding, seed, log, device, progress)
+    return snn
+
+
+#: Start potential of clip conversion, as a fraction of the threshold: the "shift" of clip-floor-shift.
+CLIP_SHIFT = 0.5
+
+
+def convert_from_clip(ann: UNet, output_scaling: str = "mean", reset: str = "subtract") -> SpikingUNet:
+    """Conversion of a quantised-clip ANN (:mod:`hipposnn.quant`): no simulation, no data.
+
+    Each hidden layer's threshold is its learned clip and its membrane starts at half the threshold,
+    so an IF neuron run for ``T = L`` steps on a constant current emits the ANN's quantised level
+    (reset by subtraction). ``reset="zero"`` gives the hard-reset variant of the same network.
+    """
+    if ann.spec.quant_levels <= 0:
+        raise ValueError("conversion from the clip needs an ANN trained with quantisation levels (--quant-levels)")
+    snn = SpikingUNet.from_ann(ann, output_scaling=output_scaling, initial_membrane=CLIP_SHIFT, reset=reset)
+    for name, clip in ann.clip_dict().items():
+        snn.set_threshold(name, clip)
     return snn

@@ -16,7 +16,7 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -25,10 +25,11 @@ import torch
 
 from . import __version__
 from .augment import augment_cases
-from .conversion import convert
+from .conversion import convert, convert_from_clip
 from .data import DataSource, SliceSet, build_slices, describe_source, fold_names, load_cases
 from .errors import Cancelled, HippoSNNError
 from .options import RUN_FILES, existing_run_files
+from .quant import calibrate_clips
 from .training import Progress, TrainConfig, Trainer, evaluate_slices
 from .unet import SpikingUNet, UNet, UNetSpec
 from .weights import atomic_write_text, load_model, save_model
@@ -183,13 +184,23 @@ def train_ann(
     torch.manual_seed(cfg.seed)
     if init is not None:
         model = load_model(init, "ann")
-        spec = model.spec
+        assert isinstance(model, UNet)
     else:
-        model = UNet(spec)
+        model = UNet(replace(spec, quant_levels=cfg.quant_levels or 0))
+    if cfg.quant_levels is None:  # the --init model's own activation, else plain ReLU
+        cfg.quant_levels = model.spec.quant_levels
+    calibrate = cfg.quant_levels > 0 and (init is None or model.spec.quant_levels == 0)
+    model = requantise(model, cfg.quant_levels)
+    spec = model.spec
     train_set, for_epoch = training_slices(data, train, cfg, spec.context)
+    if calibrate and not resume:
+        clips = calibrate_clips(model, _calibration_batches(train_set, cfg.seed))
+        log("clips initialised from the 99.9th percentile of each layer's ReLU activations: "
+            + ", ".join(f"{k} {v:.3g}" for k, v in clips.items()))
     trainer = Trainer(
         model, cfg, train_set, slices_for(data, val, cfg.coding, spec.context), out,
-        meta=_meta("ann", data, fold, cfg, coding=cfg.coding, source=str(init) if init else None),
+        meta=_meta("ann", data, fold, cfg, coding=cfg.coding, source=str(init) if init else None,
+                   **({"quant_levels": cfg.quant_levels} if cfg.quant_levels else {})),
         progress=progress, log=log, train_for_epoch=for_epoch,
     )
     with _run_folder(out, trainer, resume, overwrite):
@@ -197,6 +208,24 @@ def train_ann(
                               "config": asdict(cfg), "spec": spec.to_dict(), "init": str(init) if init else None})
         history = trainer.fit(resume=resume)
     return {"history": history, "best_val_dice_3d": trainer.best, "out": str(out)}
+
+
+def requantise(model: UNet, levels: int) -> UNet:
+    """``model`` with ``levels`` quantisation levels (0: ReLU), same weights; clips kept where it had them."""
+    if model.spec.quant_levels == levels:
+        return model
+    new = UNet(replace(model.spec, quant_levels=levels))
+    new.weights.load_state_dict(model.weights.state_dict())
+    new.set_clips(model.clip_dict())
+    return new
+
+
+def _calibration_batches(train_set: SliceSet, seed: int, count: int = 256, batch: int = 32) -> List[torch.Tensor]:
+    """A seeded choice of training slices, in batches, for the first clips of a quantised ANN."""
+    rng = np.random.default_rng(seed + 77)
+    pick = np.sort(rng.choice(len(train_set), size=min(count, len(train_set)), replace=False))
+    images = torch.from_numpy(np.ascontiguousarray(train_set.images[pick]))
+    return list(images.split(batch))
 
 
 def convert_ann(
@@ -215,9 +244,13 @@ def convert_ann(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     progress: Optional[Progress] = None,
+    from_clip: bool = False,
+    reset: str = "subtract",
 ) -> SpikingUNet:
     """Stage 2: early-stop conversion, balancing thresholds on ``slices`` training slices.
 
+    ``from_clip``: thresholds from the learned clips of a quantised ANN instead (no data, no balancing;
+    ``timesteps`` is then only recorded as the T to run it at). ``reset``: the neurons' reset.
     ``progress(fraction, message)`` is told the reading of the data and each balanced layer; returning
     False stops with :class:`~hipposnn.errors.Cancelled` before anything is written.
     """
@@ -230,6 +263,22 @@ def convert_ann(
     report(0.0, "reading the training data")
     ann = load_model(ann_path, "ann")
     assert isinstance(ann, UNet)
+    if from_clip:
+        if ann.spec.quant_levels <= 0:
+            raise HippoSNNError(f"{ann_path} has no quantisation levels: --from-clip needs an ANN trained with "
+                                "--quant-levels (or convert it by balancing, without --from-clip)")
+        snn = convert_from_clip(ann, output_scaling, reset)
+        meta = _meta("converted", data, fold, None, coding=coding, conversion="clip", timesteps=timesteps,
+                     quant_levels=ann.spec.quant_levels, initial_membrane=snn.initial_membrane, reset=reset,
+                     seed=seed, source=str(ann_path))
+        save_model(snn, out / "converted.pt", meta)
+        report(1.0, "converted")
+        log("thresholds from the learned clips: " + ", ".join(f"{k} {v:.3g}" for k, v in snn.threshold_dict().items()))
+        log(f"converted from the clip (L = {ann.spec.quant_levels}, run at T = {timesteps}) -> {out / 'converted.pt'}")
+        return snn
+    if ann.spec.quant_levels > 0:
+        log(f"note: {ann_path} is a quantised ANN (L = {ann.spec.quant_levels}); --from-clip converts it "
+            "without balancing")
     train, _, _ = split_names(data, fold, folds, seed)
     train_set = build_slices(load_cases(data, train), coding, ann.spec.context)
     images = _balancing_slices(train_set, slices, seed)
@@ -238,12 +287,12 @@ def convert_ann(
     snn = convert(
         ann, images, timesteps, scale, percentile, coding, seed, output_scaling, device=device,
         log=lambda name, raw, theta: log(f"  {name}: statistic {raw:.4g} -> threshold {theta:.4g}"),
-        progress=None if progress is None else (lambda f, m: progress(0.1 + 0.85 * f, m)),
+        progress=None if progress is None else (lambda f, m: progress(0.1 + 0.85 * f, m)), reset=reset,
     )
     seconds = time.time() - t0
     meta = _meta("converted", data, fold, None, coding=coding, balance_timesteps=timesteps, scale=scale,
                  percentile=percentile, balance_slices=len(images), seed=seed, balance_seconds=round(seconds, 2),
-                 source=str(ann_path))
+                 source=str(ann_path), **({"reset": reset} if reset != "subtract" else {}))
     save_model(snn, out / "converted.pt", meta)
     report(1.0, "converted")
     log(f"converted in {seconds:.1f} s -> {out / 'converted.pt'}")

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .compact import compact_conv
-from .neurons import DEFAULT_GAMMA, if_forward, if_neuron
+from .neurons import DEFAULT_GAMMA, RESETS, if_forward, if_neuron
+from .quant import MIN_CLIP, qcfs
 
 INPUT = "input"
 
@@ -45,9 +46,15 @@ class UNetSpec:
     convs_per_level: int = 2
     kernel_size: int = 3
     dropout: float = 0.1
+    #: 0: ReLU hidden activations (the paper's ANN); L > 0: quantised clip with L levels and a learned
+    #: clip per layer (:mod:`hipposnn.quant`), for conversion at T = L without threshold balancing
+    quant_levels: int = 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if not data["quant_levels"]:
+            del data["quant_levels"]  # plain ANNs keep the file format older readers know
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> UNetSpec:
@@ -155,10 +162,39 @@ def _last_uses(layers: Sequence[LayerDef]) -> Dict[str, int]:
 
 
 class UNet(_UNetBase):
-    """The ANN: ReLU U-Net returning one logit per pixel ([B, 1, H, W])."""
+    """The ANN: ReLU U-Net returning one logit per pixel ([B, 1, H, W]).
 
-    def forward(self, x: Tensor, activations: Optional[Dict[str, Tensor]] = None) -> Tensor:
+    With ``spec.quant_levels = L > 0`` every hidden ReLU becomes the quantised clip activation of
+    :mod:`hipposnn.quant`, with one learnable clip per layer in ``clips`` (saved in the model file).
+    """
+
+    def __init__(self, spec: UNetSpec) -> None:
+        super().__init__(spec)
+        self.clips = nn.ParameterDict()
+        if spec.quant_levels > 0:
+            for layer in self.layers:
+                if layer.spiking:
+                    self.clips[layer.name] = nn.Parameter(torch.tensor(1.0))
+
+    def clip_dict(self) -> Dict[str, float]:
+        """The learned clip of every hidden layer (empty for a ReLU ANN)."""
+        return {name: max(float(p.detach()), MIN_CLIP) for name, p in self.clips.items()}
+
+    def set_clips(self, clips: Dict[str, float]) -> None:
+        """Set the clips of the named hidden layers (names without a clip are ignored)."""
+        with torch.no_grad():
+            for name, value in clips.items():
+                if name in self.clips:
+                    if not value > 0:
+                        raise ValueError(f"clip of {name} must be positive, got {value}")
+                    self.clips[name].fill_(float(value))
+
+    def forward(
+        self, x: Tensor, activations: Optional[Dict[str, Tensor]] = None, quantise: bool = True
+    ) -> Tensor:
+        """Logits of ``x``; ``quantise=False`` runs a quantised ANN with plain ReLUs (clip calibration)."""
         self._check_input(x, 1)
+        levels = self.spec.quant_levels if quantise else 0
         outs: Dict[str, Tensor] = {INPUT: x.contiguous(memory_format=torch.channels_last)}
         p = self.spec.dropout
         for idx, layer in enumerate(self.layers):
@@ -173,7 +209,7 @@ class UNet(_UNetBase):
             else:
                 h = F.conv2d(h, w, padding=self._padding(layer))
             if layer.spiking:
-                h = F.relu(h)
+                h = qcfs(h, self.clips[layer.name], levels) if levels > 0 else F.relu(h)
             if activations is not None:
                 activations[layer.name] = h
             outs[layer.name] = h
@@ -216,12 +252,27 @@ class SpikingUNet(_UNetBase):
     cause of the "output scaling issue" the source paper reports).
     """
 
-    def __init__(self, spec: UNetSpec, output_scaling: str = "mean", gamma: float = DEFAULT_GAMMA) -> None:
+    def __init__(
+        self,
+        spec: UNetSpec,
+        output_scaling: str = "mean",
+        gamma: float = DEFAULT_GAMMA,
+        initial_membrane: float = 0.0,
+        reset: str = "subtract",
+    ) -> None:
         super().__init__(spec)
         if output_scaling not in ("mean", "sum"):
             raise ValueError("output_scaling must be 'mean' or 'sum'")
+        if not 0.0 <= initial_membrane < 1.0:
+            raise ValueError(f"initial_membrane must be in [0, 1), got {initial_membrane}")
+        if reset not in RESETS:
+            raise ValueError(f"reset must be one of {', '.join(RESETS)}, got {reset!r}")
         self.output_scaling = output_scaling
         self.gamma = gamma
+        #: membrane at t = 0 as a fraction of the layer's threshold (0.5: the "shift" of clip conversion)
+        self.initial_membrane = float(initial_membrane)
+        #: "subtract" (soft reset, the default) or "zero" (hard reset, what NIR-style formats express)
+        self.reset = reset
         hidden = [layer.name for layer in self.layers if layer.spiking]
         self.register_buffer("thresholds", torch.ones(len(hidden)))
         self._threshold_index = {name: i for i, name in enumerate(hidden)}
@@ -256,8 +307,10 @@ class SpikingUNet(_UNetBase):
         return snn
 
     def to_ann(self) -> UNet:
+        """The ANN with these weights; a quantised spec gets the thresholds as its clips."""
         ann = UNet(self.spec)
         ann.weights.load_state_dict(self.weights.state_dict())
+        ann.set_clips(self.threshold_dict())
         return ann
 
     def _scaled_weight(self, layer: LayerDef, dropout_scale: float) -> Tensor:
@@ -289,6 +342,7 @@ class SpikingUNet(_UNetBase):
         current_hook: Optional[Callable[[LayerDef, Tensor], None]] = None,
         record: Optional[Dict[str, Tensor]] = None,
         state: Optional[Dict[str, Tensor]] = None,
+        rates: Optional[List[Tuple[Tensor, int]]] = None,
     ) -> Tensor:
         """Run input spikes ``[T, B, C, H, W]``; return the output layer's summed current [B, 1, H, W].
 
@@ -298,6 +352,8 @@ class SpikingUNet(_UNetBase):
         ``current_hook(layer, current)`` sees every layer's input current before its neurons fire
         (threshold balancing uses it and may set that layer's threshold). ``record`` receives each
         layer's spikes (teaching views). Gradients flow when autograd is on (BPTT, reset detached).
+        ``rates`` (a list) receives ``(spike sum, neuron-steps)`` of every hidden layer, the sum with
+        its gradient, for a firing-rate penalty in the loss.
         """
         self._check_input(spikes, 2)
         steps, batch = spikes.shape[0], spikes.shape[1]
@@ -335,11 +391,12 @@ class SpikingUNet(_UNetBase):
             if current_hook is not None:
                 current_hook(layer, current)
             theta = self.threshold(layer.name)
+            start = self.initial_membrane * theta
             if train_graph:
-                s = if_neuron(current, theta, self.gamma)
+                s = if_neuron(current, theta, self.gamma, reset=self.reset, initial=start)
             else:
                 membrane = state.get(layer.name) if state is not None else None
-                s, membrane = if_forward(current, theta, membrane)
+                s, membrane = if_forward(current, theta, membrane, reset=self.reset, initial=start)
                 if state is not None:
                     state[layer.name] = membrane
             del current
@@ -347,6 +404,8 @@ class SpikingUNet(_UNetBase):
                 counts[layer.name] = s.detach().flatten(0, 1).sum(1, keepdim=True)
                 stats.neurons[layer.name] = int(s[0, 0].numel())
                 stats.spikes[layer.name] = stats.spikes.get(layer.name, 0.0) + float(counts[layer.name].sum())
+            if rates is not None:
+                rates.append((s.sum(), s.numel()))
             if record is not None:
                 record[layer.name] = s.detach()
             outs[layer.name] = s.flatten(0, 1)

@@ -53,6 +53,10 @@ def model_payload(model: Model, meta: Optional[Dict[str, Any]] = None) -> Dict[s
     if isinstance(model, SpikingUNet):
         payload["thresholds"] = model.threshold_dict()
         payload["output_scaling"] = model.output_scaling
+        payload["initial_membrane"] = model.initial_membrane
+        payload["reset"] = model.reset
+    elif model.spec.quant_levels > 0:
+        payload["clips"] = model.clip_dict()
     return payload
 
 
@@ -133,11 +137,20 @@ def model_from_payload(payload: Dict[str, Any], kind: Optional[str] = None, sour
     try:
         spec = UNetSpec.from_dict(payload["spec"])
         if kind == "snn":
-            model: Model = SpikingUNet(spec, output_scaling=payload.get("output_scaling", "mean"))
+            model: Model = SpikingUNet(
+                spec, output_scaling=payload.get("output_scaling", "mean"),
+                initial_membrane=float(payload.get("initial_membrane", 0.0)), reset=payload.get("reset", "subtract"),
+            )
             for name, value in (payload.get("thresholds") or {}).items():
                 model.set_threshold(name, float(value))
         else:
             model = UNet(spec)
+            if spec.quant_levels > 0:
+                # an SNN file read as ANN: its thresholds are the clips (hipposnn.quant)
+                clips = payload["clips"] if stored == "ann" else payload["thresholds"]
+                if set(clips) != set(model.clips):
+                    raise ValueError(f"clips for {sorted(clips)}, expected {sorted(model.clips)}")
+                model.set_clips({name: float(value) for name, value in clips.items()})
         model.weights.load_state_dict(payload["weights"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise HippoSNNError(f"{where} is inconsistent: its weights do not match its architecture "

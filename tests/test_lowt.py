@@ -1,0 +1,296 @@
+"""The low-latency path: quantised-clip ANN, conversion from the clip, hard reset, firing-rate penalty."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hipposnn.cli import main
+from hipposnn.conversion import convert, convert_from_clip
+from hipposnn.data import build_slices, load_cases
+from hipposnn.encoding import make_generator
+from hipposnn.neurons import if_forward, if_neuron, surrogate_gradient
+from hipposnn.quant import calibrate_clips, qcfs
+from hipposnn.simulate import snn_logits
+from hipposnn.training import TrainConfig, Trainer, mean_rate
+from hipposnn.unet import SpikingUNet, UNet, UNetSpec
+from hipposnn.weights import load_model, model_from_payload, model_payload, read_payload, save_model
+
+from .helpers import make_msd_folder
+
+SMALL = UNetSpec(channels=(4, 8), dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return make_msd_folder(tmp_path_factory.mktemp("msd") / "data", n=6)
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
+
+
+# -- the activation -------------------------------------------------------------------------------
+def test_qcfs_levels_and_values():
+    clip = torch.tensor(2.0)
+    x = torch.tensor([-1.0, 0.0, 0.12, 0.13, 0.24, 0.26, 1.0, 1.9, 2.0, 5.0])
+    y = qcfs(x, clip, 8)
+    # step clip / L = 0.25; rounds to the nearest level (the shift), clamps to [0, clip]
+    assert y.tolist() == pytest.approx([0.0, 0.0, 0.0, 0.25, 0.25, 0.25, 1.0, 2.0, 2.0, 2.0])
+    levels = torch.unique(qcfs(torch.linspace(-3, 3, 1001), clip, 4))
+    assert levels.tolist() == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
+
+
+def test_qcfs_straight_through_gradient():
+    x = torch.tensor([-0.5, 0.3, 1.1, 3.0], requires_grad=True)
+    clip = torch.tensor(2.0, requires_grad=True)
+    qcfs(x, clip, 4).sum().backward()
+    # identity inside (0, clip), zero where clamped
+    assert x.grad.tolist() == pytest.approx([0.0, 1.0, 1.0, 0.0])
+    # d/dclip: 1 above the clip; inside, level/L - x/clip (the rounding residual)
+    expected = 0.0 + (1 / 4 - 0.3 / 2) + (2 / 4 - 1.1 / 2) + 1.0
+    assert float(clip.grad) == pytest.approx(expected, abs=1e-6)
+
+
+# -- neurons ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("levels", [2, 4, 8])
+def test_shifted_if_neuron_counts_the_quantised_level(levels):
+    """Constant current, membrane from half threshold, T = L steps: spike count = the QCFS level."""
+    torch.manual_seed(levels)
+    theta = 1.7
+    z = torch.rand(500) * 2.5 * theta - 0.5 * theta
+    current = z.expand(levels, -1).contiguous()
+    spikes, _ = if_forward(current, theta, initial=theta / 2)
+    expected = qcfs(z, torch.tensor(theta), levels) / theta * levels
+    assert torch.equal(spikes.sum(0), expected.round())
+    unshifted, _ = if_forward(current, theta)
+    assert not torch.equal(unshifted.sum(0), expected.round())  # without the shift the neuron floors
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_training_path_matches_inference_with_start_potential(reset):
+    torch.manual_seed(1)
+    current = torch.randn(6, 2, 3, 5, 4) * 0.8
+    ref, _ = if_forward(current.clone(), 0.9, reset=reset, initial=0.45)
+    x = current.clone().requires_grad_(True)
+    spikes = if_neuron(x, 0.9, reset=reset, initial=0.45)
+    assert torch.equal(spikes, ref)
+    spikes.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def _hard_reset_reference(current: torch.Tensor, theta: float, initial: float) -> torch.Tensor:
+    """Plain-autograd hard-reset IF with the triangle surrogate, reset detached (the definition)."""
+
+    class Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, u):
+            ctx.save_for_backward(u)
+            return (u >= theta).to(u.dtype)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (u,) = ctx.saved_tensors
+            return grad * surrogate_gradient(u, theta)
+
+    membrane = torch.full_like(current[0], initial)
+    out = []
+    for t in range(current.shape[0]):
+        membrane = membrane + current[t]
+        s = Spike.apply(membrane)
+        out.append(s)
+        membrane = membrane * (1.0 - s.detach())
+    return torch.stack(out)
+
+
+def test_hard_reset_bptt_matches_plain_autograd():
+    torch.manual_seed(2)
+    current = torch.randn(8, 3, 4, 6, 5) * 0.7 + 0.3
+    weights = torch.randn_like(current)
+    grads = []
+    for run in (lambda c: if_neuron(c, 0.8, reset="zero", initial=0.4), lambda c: _hard_reset_reference(c, 0.8, 0.4)):
+        x = current.clone().requires_grad_(True)
+        spikes = run(x)
+        (spikes * weights).sum().backward()
+        grads.append((spikes.detach(), x.grad))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+    assert float(grads[0][0].sum()) > 0 and float(grads[0][1].abs().sum()) > 0
+
+
+def test_zero_reset_discards_the_excess_charge():
+    current = torch.full((4, 1), 1.5)
+    soft, _ = if_forward(current, 1.0)
+    hard, _ = if_forward(current, 1.0, reset="zero")
+    assert soft[:, 0].tolist() == [1.0, 1.0, 1.0, 1.0] and hard[:, 0].tolist() == [1.0, 1.0, 1.0, 1.0]
+    current = torch.tensor([[0.6], [0.6], [0.6], [0.6]])
+    soft, _ = if_forward(current, 1.0)
+    hard, _ = if_forward(current, 1.0, reset="zero")
+    assert soft.sum() == 2 and hard.sum() == 2
+    current = torch.tensor([[1.9], [0.2], [0.0], [0.0]])
+    assert if_forward(current, 1.0)[0].sum() == 2 and if_forward(current, 1.0, reset="zero")[0].sum() == 1
+
+
+# -- conversion -------------------------------------------------------------------------------------
+def _quant_net(levels: int, seed: int, positive: bool) -> tuple:
+    torch.manual_seed(seed)
+    ann = UNet(UNetSpec(channels=(4, 8), dropout=0.0, quant_levels=levels))
+    if positive:
+        with torch.no_grad():
+            for name, w in ann.weights.items():
+                if name != "out":
+                    w.abs_()
+    x = torch.randint(0, 2, (6, 1, 16, 16)).float()  # 0/1 pixels: Poisson coding is exact
+    calibrate_clips(ann, [x])
+    return ann, x
+
+
+def _run(snn: SpikingUNet, x: torch.Tensor, steps: int) -> torch.Tensor:
+    with torch.no_grad():
+        return snn_logits(snn, x, steps, make_generator(0), "binary")
+
+
+@pytest.mark.parametrize("levels", [4, 8])
+def test_clip_conversion_is_near_lossless_at_t_equal_l(levels):
+    """Excitatory net (no sign mixing): clip conversion tracks the ANN; balancing at T = L does not."""
+    ann, x = _quant_net(levels, 0, positive=True)
+    with torch.no_grad():
+        target = ann(x)
+    scale = float(target.abs().max())
+    clip = _run(convert_from_clip(ann), x, levels)
+    assert _corr(clip, target) > 0.98
+    assert float((clip - target).abs().max()) < 0.35 * scale
+    balanced = _run(convert(ann, x.numpy(), timesteps=levels, percentile=99.9), x, levels)
+    assert float((balanced - target).abs().max()) > 0.6 * scale
+
+
+def test_clip_conversion_beats_balancing_on_a_mixed_sign_net():
+    for seed in range(2):
+        ann, x = _quant_net(4, seed, positive=False)
+        with torch.no_grad():
+            target = ann(x)
+        clip = _corr(_run(convert_from_clip(ann), x, 4), target)
+        balanced = _corr(_run(convert(ann, x.numpy(), timesteps=4, percentile=99.9), x, 4), target)
+        assert clip > 0.55 and clip > balanced + 0.2, (clip, balanced)
+
+
+def test_clip_conversion_needs_a_quantised_ann():
+    with pytest.raises(ValueError, match="quantisation levels"):
+        convert_from_clip(UNet(SMALL))
+
+
+# -- files ------------------------------------------------------------------------------------------
+def test_quantised_models_round_trip(tmp_path):
+    ann, x = _quant_net(4, 3, positive=False)
+    save_model(ann, tmp_path / "ann.pt")
+    back = load_model(tmp_path / "ann.pt")
+    assert isinstance(back, UNet) and back.spec.quant_levels == 4 and back.clip_dict() == ann.clip_dict()
+    with torch.no_grad():
+        assert torch.equal(back(x), ann(x))
+    snn = convert_from_clip(ann, reset="zero")
+    save_model(snn, tmp_path / "snn.pt")
+    loaded = load_model(tmp_path / "snn.pt")
+    assert isinstance(loaded, SpikingUNet)
+    assert (loaded.initial_membrane, loaded.reset) == (0.5, "zero")
+    assert loaded.threshold_dict() == pytest.approx(ann.clip_dict())
+    as_ann = load_model(tmp_path / "snn.pt", "ann")  # an SNN file read as ANN: thresholds are the clips
+    assert as_ann.clip_dict() == pytest.approx(ann.clip_dict())
+    # plain models keep the old file format (no new spec key) and default neurons
+    plain = model_payload(UNet(SMALL))
+    assert "quant_levels" not in plain["spec"] and "clips" not in plain
+    old = model_payload(SpikingUNet(SMALL))
+    del old["initial_membrane"], old["reset"]
+    legacy = model_from_payload(old)
+    assert (legacy.initial_membrane, legacy.reset) == (0.0, "subtract")
+
+
+# -- training ---------------------------------------------------------------------------------------
+def test_rate_penalty_has_a_gradient():
+    torch.manual_seed(0)
+    snn = SpikingUNet(SMALL)
+    spikes = (torch.rand(4, 2, 1, 16, 16) < 0.5).float()
+    rates: list = []
+    snn(spikes, rates=rates)
+    rate = mean_rate(rates)
+    assert 0 < float(rate.detach()) < 1
+    rate.backward()
+    assert any(float(w.grad.abs().sum()) > 0 for w in snn.weights.values() if w.grad is not None)
+
+
+def test_quantised_ann_resumes_exactly_with_its_clips(synth, tmp_path):
+    sl = build_slices(load_cases(synth, ["hippocampus_000"]))
+    spec = UNetSpec(channels=(4, 8), dropout=0.1, quant_levels=4)
+
+    def fit(out, epochs, resume=False):
+        torch.manual_seed(0)
+        model = UNet(spec)
+        calibrate_clips(model, [torch.from_numpy(sl.images[:8])])
+        cfg = TrainConfig(stage="ann", epochs=epochs, batch_size=8, lr=1e-2, seed=3, max_batches=None)
+        trainer = Trainer(model, cfg, sl, sl, out, log=lambda m: None)
+        trainer.fit(resume=resume)
+        return trainer.model
+
+    straight = fit(tmp_path / "a", 2)
+    fit(tmp_path / "b", 1)
+    resumed = fit(tmp_path / "b", 2, resume=True)
+    assert straight.clip_dict() == resumed.clip_dict()
+    assert all(torch.equal(straight.weights[k], resumed.weights[k]) for k in straight.weights)
+    assert straight.clip_dict() != UNet(spec).clip_dict()  # the clips did train
+
+
+def test_train_config_refuses_bad_values():
+    with pytest.raises(Exception, match="quant-levels"):
+        TrainConfig(quant_levels=-1).validate()
+    with pytest.raises(Exception, match="rate-penalty"):
+        TrainConfig(rate_penalty=float("nan")).validate()
+
+
+def test_low_latency_path_from_cli(synth, tmp_path, capsys):
+    """Warm start with --quant-levels, --from-clip conversion at T = L, fine-tuning with a rate penalty."""
+    run = tmp_path / "run"
+    common = ["--data", str(synth), "--seed", "1", "--batch-size", "8", "--max-batches", "1", "--epochs", "1"]
+    assert main(["train-ann", *common, "--out", str(run / "relu"), "--channels", "4,8,8,8"]) == 0
+    assert main(["train-ann", *common, "--out", str(run / "q"), "--init", str(run / "relu" / "best.pt"),
+                 "--quant-levels", "4"]) == 0
+    payload = read_payload(run / "q" / "best.pt")
+    assert payload["spec"]["quant_levels"] == 4 and set(payload["clips"]) >= {"enc0_0", "dec0_1"}
+    assert json.loads(payload["meta"]["train_config"])["quant_levels"] == 4
+    # the run's quantisation is one of its settings: resuming with another is refused
+    capsys.readouterr()
+    assert main(["train-ann", *common, "--out", str(run / "q"), "--init", str(run / "relu" / "best.pt"),
+                 "--quant-levels", "8", "--resume"]) == 2
+    assert "--quant-levels 4" in capsys.readouterr().err
+    # a quantised --init keeps its levels when --quant-levels is not given
+    assert main(["train-ann", *common, "--out", str(run / "q2"), "--init", str(run / "q" / "best.pt")]) == 0
+    assert read_payload(run / "q2" / "best.pt")["spec"]["quant_levels"] == 4
+    assert main(["convert", "--data", str(synth), "--checkpoint", str(run / "q" / "best.pt"), "--out",
+                 str(run / "conv"), "--from-clip"]) == 0
+    conv = read_payload(run / "conv" / "converted.pt")
+    assert conv["meta"]["timesteps"] == 4 and conv["meta"]["conversion"] == "clip"
+    assert conv["thresholds"] == pytest.approx(payload["clips"]) and conv["initial_membrane"] == 0.5
+    assert main(["finetune", *common, "--checkpoint", str(run / "conv" / "converted.pt"), "--out",
+                 str(run / "ft"), "--timesteps", "4", "--rate-penalty", "0.5"]) == 0
+    ft = read_payload(run / "ft" / "best.pt")
+    assert ft["initial_membrane"] == 0.5 and json.loads(ft["meta"]["train_config"])["rate_penalty"] == 0.5
+    # --from-clip on a ReLU ANN: one line, exit 2
+    capsys.readouterr()
+    assert main(["convert", "--data", str(synth), "--checkpoint", str(run / "relu" / "best.pt"), "--out",
+                 str(run / "bad"), "--from-clip"]) == 2
+    err = capsys.readouterr().err
+    assert "no quantisation levels" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["train-ann", "--data", "d", "--out", "o", "--quant-levels", "-1"],
+    ["train-ann", "--data", "d", "--out", "o", "--quant-levels", "x"],
+    ["finetune", "--data", "d", "--checkpoint", "c", "--out", "o", "--rate-penalty", "-0.1"],
+    ["train-snn", "--data", "d", "--out", "o", "--rate-penalty", "inf"],
+    ["convert", "--data", "d", "--checkpoint", "c", "--out", "o", "--reset", "hard"],
+])
+def test_bad_low_latency_flags_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("hipposnn")
