@@ -285,9 +285,12 @@ def test_recipe_only_runs_the_chosen_jobs_and_the_ann_they_start_from(synth, tmp
 def test_recipe_worker_stops_when_the_recipe_process_is_gone(monkeypatch):
     from hipposnn.recipe import parent_watch
 
-    alive = parent_watch(os.getppid())
+    parent = os.getppid()
+    alive = parent_watch(parent)
     assert alive(0.5, "epoch 1") is True
-    monkeypatch.setattr(os, "getppid", lambda: 1)  # re-parented: the recipe process was killed
+    # re-parented (to init or a subreaper): the recipe process was killed. Not a fixed PID such as 1:
+    # a test run started detached already has init as its parent.
+    monkeypatch.setattr(os, "getppid", lambda: parent + 1)
     assert alive(0.5, "epoch 1") is False
 
 
