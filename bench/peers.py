@@ -29,7 +29,12 @@ from hipposnn.neurons import DEFAULT_GAMMA
 from hipposnn.unet import INPUT, LayerDef, SpikingUNet
 from torch import Tensor
 
-PEERS = ("sj-s", "sj-m", "sj-m-ckpt", "sj-m-ckpt-bit", "snntorch")
+BASE_PEERS = ("sj-s", "sj-m", "sj-m-ckpt", "sj-m-ckpt-bit", "snntorch")
+#: Every peer also in channels-last layout ("-cl"): ``net.to(memory_format=torch.channels_last)``, the one
+#: line a user of that framework would add; PyTorch's CPU convolution then runs (and emits) channels-last
+#: whenever its weight is, as ours does. Benchmarks report each peer at its best layout.
+LAYOUT_SUFFIX = "-cl"
+PEERS = BASE_PEERS + tuple(name + LAYOUT_SUFFIX for name in BASE_PEERS)
 
 
 def folded_layers(model: SpikingUNet) -> List[Tuple[LayerDef, Tensor, float | None]]:
@@ -220,6 +225,8 @@ class SnnTorchNet(nn.Module):
 
 
 def build_peer(model: SpikingUNet, name: str) -> nn.Module:
+    if name.endswith(LAYOUT_SUFFIX):
+        return build_peer(model, name[: -len(LAYOUT_SUFFIX)]).to(memory_format=torch.channels_last)
     if name == "sj-s":
         return build_spikingjelly(model, "s")
     if name == "sj-m":

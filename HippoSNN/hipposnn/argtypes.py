@@ -9,24 +9,24 @@ from .errors import HippoSNNError
 from .options import validate_threshold
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, cast, allow_zero: bool):
+    """``cast(text)`` that must be finite and positive (or zero when ``allow_zero``); else a usage error."""
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+        kind = "a whole number" if cast is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
+        raise argparse.ArgumentTypeError(f"expected {'0 or ' if allow_zero else ''}a positive number, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, allow_zero=False)
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
+    return _number(text, float, allow_zero=False)
 
 
 def probability(text: str) -> float:
@@ -45,20 +45,8 @@ def percentile(text: str) -> float:
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive number, got {value}")
-    return value
+    return _number(text, int, allow_zero=True)
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive number, got {value}")
-    return value
+    return _number(text, float, allow_zero=True)
