@@ -10,14 +10,14 @@ from hipposnn.cli import main
 from hipposnn.conversion import convert, convert_from_clip
 from hipposnn.data import build_slices, load_cases
 from hipposnn.encoding import make_generator
-from hipposnn.neurons import if_forward, if_neuron, surrogate_gradient
+from hipposnn.neurons import if_forward, if_neuron
 from hipposnn.quant import calibrate_clips, qcfs
 from hipposnn.simulate import snn_logits
 from hipposnn.training import TrainConfig, Trainer, mean_rate
 from hipposnn.unet import SpikingUNet, UNet, UNetSpec
 from hipposnn.weights import load_model, model_from_payload, model_payload, read_payload, save_model
 
-from .helpers import make_msd_folder
+from .helpers import make_msd_folder, reference_if
 
 SMALL = UNetSpec(channels=(4, 8), dropout=0.0)
 
@@ -82,26 +82,7 @@ def test_training_path_matches_inference_with_start_potential(reset):
 
 def _hard_reset_reference(current: torch.Tensor, theta: float, initial: float) -> torch.Tensor:
     """Plain-autograd hard-reset IF with the triangle surrogate, reset detached (the definition)."""
-
-    class Spike(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, u):
-            ctx.save_for_backward(u)
-            return (u >= theta).to(u.dtype)
-
-        @staticmethod
-        def backward(ctx, grad):
-            (u,) = ctx.saved_tensors
-            return grad * surrogate_gradient(u, theta)
-
-    membrane = torch.full_like(current[0], initial)
-    out = []
-    for t in range(current.shape[0]):
-        membrane = membrane + current[t]
-        s = Spike.apply(membrane)
-        out.append(s)
-        membrane = membrane * (1.0 - s.detach())
-    return torch.stack(out)
+    return reference_if(current, theta, reset="zero", initial=initial)
 
 
 def test_hard_reset_bptt_matches_plain_autograd():

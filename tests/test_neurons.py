@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from hipposnn.compact import compact_conv
 from hipposnn.neurons import if_forward, if_neuron, surrogate_gradient
 
+from .helpers import reference_if
+
 
 def test_if_hand_computed_sequence():
     # threshold 1.0, constant input 0.4: u = .4 .8 1.2->.2 .6 1.0->0 .4 .8 1.2->.2
@@ -53,26 +55,7 @@ def test_surrogate_values():
 
 def _reference_if(current: torch.Tensor, v: float, gamma: float = 0.3) -> torch.Tensor:
     """Plain-autograd IF with the same surrogate and a detached reset (the definition we implement)."""
-
-    class Spike(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, u):
-            ctx.save_for_backward(u)
-            return (u >= v).to(u.dtype)
-
-        @staticmethod
-        def backward(ctx, g):
-            (u,) = ctx.saved_tensors
-            return g * surrogate_gradient(u, v, gamma)
-
-    mem = torch.zeros_like(current[0])
-    out = []
-    for t in range(current.shape[0]):
-        mem = mem + current[t]
-        s = Spike.apply(mem)
-        out.append(s)
-        mem = mem - v * s.detach()
-    return torch.stack(out)
+    return reference_if(current, v, gamma=gamma)
 
 
 def test_bptt_gradient_matches_reference_within_quantisation():
