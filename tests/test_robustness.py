@@ -140,9 +140,9 @@ def test_whole_head_scan_with_neck_gets_its_boxes_on_the_hippocampi(shared_data)
     "relative", ["wholebrain/fst-sub-02/T1.mgz", "external/ixi_nichart/IXI443-HH-2215/t1.nii.gz"]
 )
 def test_whole_head_scans_do_not_stretch_the_brain_template_over_the_head(shared_data, relative):
-    """With one start the global affine fitted the brain template to the whole head (eTIV 1.98 L and 2.45 L,
-    hippodeep: 1.33 L and 1.36 L); the multi-start finds the brain: plausible eTIV, and the whole-brain
-    scaling agrees with the scalings the two local stages find around the hippocampi."""
+    """With one start the global affine fitted the brain template to the whole head (eTIV 1.55x and 1.81x
+    hippodeep's); the multi-start finds the brain: plausible eTIV, and the whole-brain scaling agrees with
+    the scalings the two local stages find around the hippocampi."""
     path = shared_data / relative
     if not path.exists():
         pytest.skip(f"{path} not found")

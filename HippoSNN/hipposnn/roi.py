@@ -76,9 +76,10 @@ _LOCAL_HALF_WIDTH_MM = 30.0
 _COARSE_SHIFTS_MM = ((0.0,), (-20.0, 0.0, 20.0), tuple(float(v) for v in range(-60, 61, 15)))
 _COARSE_ANGLES_DEG = (-30.0, -15.0, 15.0, 30.0)
 #: Multi-start of the global affine: template scalings x superior shifts (mm) of the coarse start, each run
-#: at 8 mm, the best metric refined at 4 mm. From the coarse start alone, 19 of 40 whole-head IXI scans and
-#: two FreeSurfer T1.mgz settled with the brain-only template stretched over the whole head (determinant
-#: 1.0-1.4 instead of 0.5-0.75, worse metric): the boxes were rescued by the local stage, the eTIV was not.
+#: at 8 mm, the best metric refined at 4 mm. From the coarse start alone, 21 of 40 whole-head IXI scans and
+#: two FreeSurfer T1.mgz settled with the brain-only template stretched over the whole head (eTIV > 1.25x
+#: hippodeep's, docs/results/localisation/etiv_vs_hippodeep_single_start.json): the boxes were rescued by
+#: the local stage, the eTIV was not.
 _GLOBAL_START_SCALES = (1.0, 0.8, 0.65)
 _GLOBAL_START_SHIFTS_MM = (-15.0, 0.0)
 #: One ITK thread: the multi-threaded Mattes metric sums its histogram in a varying order, which moved the
