@@ -34,6 +34,8 @@ except ImportError:  # older code (the "before" measurement at commit 8cbf740): 
         image = nibabel.load(str(path))
         return np.asarray(image.dataobj), image.affine
 
+# The case list repeats tools/eval_sets.py's on purpose: this script also runs against the package of older
+# commits (the "before" measurement), which eval_sets' imports (hipposnn.atomicio, ...) do not exist in.
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 WHOLEBRAIN = {"fst-sub-01": ("T1.mgz", "aseg.mgz", 53, 17), "fst-sub-02": ("T1.mgz", "aseg.mgz", 53, 17),

@@ -17,25 +17,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 from hipposnn import inference
-from hipposnn.data import list_cases
+from hipposnn.data import list_cases as list_crops
 from hipposnn.inference import SegmentationSettings, segment_image
 from hipposnn.io import load_image, read_volume
 from hipposnn.pipeline import split_names
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-FREESURFER = {"fst-sub-01": "T1.mgz", "fst-sub-02": "T1.mgz", "bert": "norm.mgz", "niivue-subject": "norm.mgz"}
-LABEL_FILES = {"niivue-subject": "aparc.a2009s+aseg.mgz"}
-ASEG = {"right": 53, "left": 17}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_sets import centroid_ras, list_cases  # noqa: E402  (the evaluation's cases, label values, centroids)
 
 
-def _centroid_ras(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    return affine[:3, :3] @ np.argwhere(mask).mean(axis=0) + affine[:3, 3]
+def freesurfer_cases():
+    return [c for c in list_cases(DATA, ["wholebrain"])["wholebrain"] if c.protocol == "FreeSurfer aseg"]
 
 
 def _lateral_mm(ours: np.ndarray, label: np.ndarray, side: str) -> float:
@@ -46,13 +46,11 @@ def _lateral_mm(ours: np.ndarray, label: np.ndarray, side: str) -> float:
 def box_shifts(model: str, shifts: List[float]) -> List[Dict]:
     rows = []
     original = inference.place_rois
-    for case, t1 in FREESURFER.items():
-        folder = DATA / "wholebrain" / case
-        if not folder.is_dir():
-            continue
-        image = load_image(folder / t1)
-        labels, _ = read_volume(folder / LABEL_FILES.get(case, "aseg.mgz"))
-        truth = {side: _centroid_ras(labels == value, image.affine) for side, value in ASEG.items()}
+    for case in freesurfer_cases():
+        image = load_image(case.image)
+        labels, _ = read_volume(case.labels)
+        values = {"right": case.right, "left": case.left}
+        truth = {side: centroid_ras(labels == value, image.affine) for side, value in values.items()}
         for shift in shifts:
 
             def shifted(*args, shift=shift, **kwargs):
@@ -68,11 +66,11 @@ def box_shifts(model: str, shifts: List[float]) -> List[Dict]:
             finally:
                 inference.place_rois = original
             for side, value in (("right", 1), ("left", 2)):
-                ours = _centroid_ras(result.labels == value, image.affine)
-                rows.append({"case": case, "side": side, "box_shift_lateral_mm": shift,
+                ours = centroid_ras(result.labels == value, image.affine)
+                rows.append({"case": case.id, "side": side, "box_shift_lateral_mm": shift,
                              "lateral_offset_mm": round(_lateral_mm(ours, truth[side], side), 3),
                              "volume_mm3": float(result.volumes_mm3[side])})
-                print(f"{case:15s} {side:5s} shift {shift:+.0f} mm -> lateral offset "
+                print(f"{case.id:15s} {side:5s} shift {shift:+.0f} mm -> lateral offset "
                       f"{rows[-1]['lateral_offset_mm']:+.2f} mm", flush=True)
     return rows
 
@@ -85,7 +83,7 @@ def msd_offsets(model: str, data: Path) -> Dict:
     """
     _, val, _ = split_names(data, None, 5, 0)
     offsets, dice = [], []
-    for name, image_path, label_path in list_cases(data):
+    for name, image_path, label_path in list_crops(data):
         if name not in val:
             continue
         image = load_image(image_path)
@@ -109,7 +107,7 @@ def main() -> None:
     load = os.getloadavg()
     rows = box_shifts(args.model, args.shifts)
     slopes = []
-    for case in FREESURFER:
+    for case in (c.id for c in freesurfer_cases()):
         for side in ("right", "left"):
             pts = [(r["box_shift_lateral_mm"], r["lateral_offset_mm"]) for r in rows
                    if r["case"] == case and r["side"] == side]
