@@ -343,7 +343,7 @@ def register_to_template(image: Image, sides: Sequence[str] = SIDES) -> Registra
     "poor" when the global scale is implausible, a local stage moved the hippocampus far from the global
     estimate or its metric is weak: the ROI may then be misplaced and should be checked. The start is a
     coarse exhaustive search (:func:`_coarse_initial_transform`), so whole-head scans with neck and
-    tilted heads or headers (tested to 40 degrees) start near the brain.
+    tilted heads or headers (tested to 30 degrees about each axis) start near the brain.
     """
     start = time.perf_counter()
     previous_threads = sitk.ProcessObject_GetGlobalDefaultNumberOfThreads()
