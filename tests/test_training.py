@@ -270,6 +270,37 @@ def test_recipe_smoke_runs_every_stage(synth, tmp_path):
     assert (folder / "best.pt").stat().st_mtime_ns == stamp and not (folder / "last.pt").exists()
 
 
+def test_lowt_recipe_trains_a_quantised_ann_converts_from_its_clips_and_scores_dice_by_t(synth, tmp_path):
+    """configs/lowt_cv.json in its CI variant: quantised ANN, clip conversion (no balancing), BPTT at T."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "lowt_cv.json"
+    out = tmp_path / "lowt"
+    assert main(["recipe", "--config", str(config), "--data", str(synth), "--out", str(out), "--smoke",
+                 "--jobs", "1", "--threads", "1", "--only", "*/fold_0/*"]) == 0
+    folder = out / "ternary" / "fold_0"
+    ann = json.loads((folder / "ann" / "result.json").read_text())
+    assert load_model(folder / "ann" / "best.pt").spec.quant_levels == 8
+    converted = load_model(folder / "ann" / "converted.pt")
+    # thresholds are the learned clips, not a balancing statistic
+    clips = {k: float(v) for k, v in load_model(folder / "ann" / "best.pt").clip_dict().items()}
+    assert converted.threshold_dict() == pytest.approx(clips, rel=1e-5)
+    assert set(ann["converted"]) == {"4", "8"}
+    tuned = json.loads((folder / "finetune_T4" / "result.json").read_text())
+    assert tuned["test"]["mean_firing_rate"] > 0 and set(tuned["test_by_T"]) == {"4"}
+    assert not (folder / "direct_T4").exists()  # "direct": {"epochs": 0}
+
+
+def test_recipe_refuses_clip_conversion_without_quantised_ann(tmp_path):
+    from hipposnn.errors import HippoSNNError
+    from hipposnn.recipe import load_config
+
+    config = json.loads((Path(__file__).resolve().parents[1] / "configs" / "lowt_cv.json").read_text())
+    del config["ann"]["quant_levels"]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(HippoSNNError, match="quant_levels"):
+        load_config(path)
+
+
 def test_recipe_only_runs_the_chosen_jobs_and_the_ann_they_start_from(synth, tmp_path, capsys):
     config = Path(__file__).resolve().parents[1] / "configs" / "reference.json"
     out = tmp_path / "recipe"

@@ -9,6 +9,12 @@ in the config and every fold (plus "all" = the final model on every crop):
 3. direct SNN training from random weights at the default T with the same batch budget (folds only;
    ``"direct": {"epochs": 0}`` leaves it out).
 
+The low-latency path is the same recipe with other settings (``configs/lowt_cv.json``):
+``"ann": {"quant_levels": L}`` trains quantised-clip ANNs, ``"convert": {"from_clip": true}`` takes
+the thresholds from the learned clips (no balancing pass; ``"reset": "zero"`` for a hard reset), and
+``max_batches`` / ``rate_penalty`` in ``"ann"``, ``"finetune"`` and ``"direct"`` bound the budget and
+penalise firing.
+
 Jobs run in parallel worker processes (``--jobs``); each writes ``result.json`` when done, so an
 interrupted recipe rerun skips finished jobs and resumes unfinished training from ``last.pt``. A
 training folder that holds ``final.pt`` (training finished, scoring did not) or ``imported.json`` (a
@@ -57,6 +63,8 @@ def load_config(path: os.PathLike) -> Dict[str, Any]:
     for key in ("spec", "ann", "convert", "finetune", "direct", "eval", "codings", "folds"):
         if key not in config:
             raise HippoSNNError(f"recipe config {path} lacks '{key}'")
+    if config["convert"].get("from_clip") and not int(config["ann"].get("quant_levels") or 0) > 0:
+        raise HippoSNNError(f"recipe config {path}: conversion from the clip needs \"ann\": {{\"quant_levels\": L}}")
     return config
 
 
@@ -67,7 +75,7 @@ def smoke_config(config: Dict[str, Any]) -> Dict[str, Any]:
     c["ann"].update(epochs=1, batch_size=16)
     c["convert"].update(timesteps=8, slices=8)
     c["finetune"].update(epochs=1, batch_size=16, timesteps=[4], eval_every=None)
-    c["direct"].update(epochs=1, batch_size=16, eval_every=None)
+    c["direct"].update(epochs=min(1, int(c["direct"].get("epochs", 1))), batch_size=16, eval_every=None)
     c["eval"].update(timesteps=[4, 8])
     c["eval"]["finetune_timesteps"] = [4]
     c["default_timesteps"] = 4
@@ -234,15 +242,18 @@ def _execute(
         cfg = TrainConfig(stage="ann", epochs=a["epochs"], batch_size=a["batch_size"], lr=a["lr"], loss=a["loss"],
                           coding=job.coding, seed=seed, augment=a.get("augment", False),
                           site_augment=a.get("site_augment", False), device=device,
-                          threads=threads, plateau_patience=a.get("plateau_patience", 3))
+                          threads=threads, plateau_patience=a.get("plateau_patience", 3),
+                          quant_levels=a.get("quant_levels"), max_batches=a.get("max_batches"))
         resume = (folder / "last.pt").exists()  # an unfinished job continues; a job without last.pt starts over
         train_ann(data, folder, cfg, spec, fold, k, resume=resume, log=quiet, progress=progress, overwrite=not resume)
         result["ann_seconds"] = round(time.time() - t0, 1)
         c = config["convert"]
         t1 = time.time()
-        snn = convert_ann(folder / "best.pt", data, folder, c["timesteps"], c["scale"], c.get("percentile"),
-                          job.coding, c["slices"], fold, k, seed, c.get("output_scaling", "mean"), device, log=quiet,
-                          progress=progress)
+        from_clip = bool(c.get("from_clip", False))  # low-latency path: thresholds = the learned clips
+        snn = convert_ann(folder / "best.pt", data, folder, int(a["quant_levels"]) if from_clip else c["timesteps"],
+                          c.get("scale", 1.0), c.get("percentile"), job.coding, c.get("slices", 0), fold, k, seed,
+                          c.get("output_scaling", "mean"), device, log=quiet, progress=progress,
+                          from_clip=from_clip, reset=c.get("reset", "subtract"))
         result["convert_seconds"] = round(time.time() - t1, 1)
         if device.startswith("cuda"):
             import torch
@@ -258,7 +269,8 @@ def _execute(
                           loss=s["loss"], timesteps=job.timesteps, coding=job.coding, seed=seed,
                           augment=s.get("augment", False),
                           site_augment=s.get("site_augment", False), eval_every=s.get("eval_every"), device=device,
-                          threads=threads, plateau_patience=s.get("plateau_patience", 2))
+                          threads=threads, plateau_patience=s.get("plateau_patience", 2),
+                          max_batches=s.get("max_batches"), rate_penalty=s.get("rate_penalty", 0.0))
         init = out / job.coding / f"fold_{job.fold}" / "ann" / "converted.pt" if job.stage == "finetune" else None
         if (folder / "final.pt").exists() or (folder / "imported.json").exists():
             result["imported"] = (folder / "imported.json").exists()
