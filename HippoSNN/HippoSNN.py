@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 import slicer
-from hipposnn.options import AUTO_ROI_SHAPE, THRESHOLD_RANGE
+from hipposnn.options import AUTO_ROI_SHAPE, MODEL_CHOICES, THRESHOLD_RANGE
 from HippoSNNLib.segmentationLogic import SegmentationLogic
 from HippoSNNLib.teachingLogic import TeachingLogic
 from HippoSNNLib.trainingLogic import TrainingLogic
@@ -128,7 +128,7 @@ def parameterNodeClass():
         timesteps: Annotated[int, WithinRange(1, 1000)] = 32
         coding: Annotated[str, Choice(["binary", "ternary"])] = "ternary"
         threshold: Annotated[float, WithinRange(THRESHOLD_RANGE[0], THRESHOLD_RANGE[1])] = 0.5
-        model: Annotated[str, Choice(["snn", "ann"])] = "snn"
+        model: Annotated[str, Choice(list(MODEL_CHOICES))] = "snn"
         side: Annotated[str, Choice(["both", "right", "left"])] = "both"
         device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
         seed: Annotated[int, WithinRange(0, 2147483647)] = 0

@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from hipposnn.atomicio import atomic_write_text
+from hipposnn.options import MODEL_CHOICES
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -266,7 +267,7 @@ def run(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     parser.add_argument("--data", type=Path, default=ev.DEFAULT_DATA)
     parser.add_argument("--sets", nargs="+", default=None, help="default: all labelled sets")
     parser.add_argument("--limit", type=int, default=None, help="first N cases of each set")
-    parser.add_argument("--model", choices=("snn", "ann"), default="snn", help="HippoSNN model")
+    parser.add_argument("--model", choices=MODEL_CHOICES, default="snn", help="HippoSNN model")
     parser.add_argument("--coding", choices=("binary", "ternary"), default=None)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each tool (default 2)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -60,3 +60,20 @@ def test_command_line_threshold_uses_the_same_rule():
     for bad in ("0", "1", "1.5", "x"):
         with pytest.raises(argparse.ArgumentTypeError, match="threshold"):
             probability(bad)
+
+
+def test_model_names_resolve_to_shipped_files_with_their_own_timesteps():
+    from hipposnn.options import DEFAULT_SNN, MODEL_CHOICES, MODEL_TIMESTEPS, model_kind, resolve_choice
+    from hipposnn.weights import default_model_path, read_payload
+
+    assert resolve_choice("snn") == DEFAULT_SNN and DEFAULT_SNN in MODEL_TIMESTEPS
+    assert [model_kind(c) for c in MODEL_CHOICES] == ["snn", "snn", "snn", "ann"]
+    assert default_model_path("snn") == default_model_path(DEFAULT_SNN)
+    for name, steps in MODEL_TIMESTEPS.items():
+        meta = read_payload(default_model_path(name), verify=False)["meta"]
+        assert int(meta["timesteps"]) == steps, name  # the UI's table says what the file says
+    with pytest.raises(HippoSNNError, match="unknown model 'snn-t4'"):
+        resolve_choice("snn-t4")
+    # the low-latency SNN exists for the default coding only: a clear error, not a missing-file traceback
+    with pytest.raises(HippoSNNError, match="no low-latency"):
+        default_model_path("snn-t8", "binary")

@@ -243,6 +243,23 @@ def test_teaching_timestep_slider_range_follows_the_view_not_the_parameter_node(
     assert shown[-1] == 3
 
 
+def test_choosing_a_shipped_snn_sets_its_own_timesteps_and_a_loaded_node_keeps_its_own(module):
+    widget = standin.makeWidget(module)
+    node = widget._parameterNode
+    node.timesteps = 12  # as a saved scene would hold it: opening the module leaves it alone
+    widget.exit()
+    widget.enter()
+    assert node.timesteps == 12
+    node.model = "snn-t8"
+    assert node.timesteps == 8
+    node.timesteps = 16  # the user may still choose another T for the same model
+    assert node.timesteps == 16
+    node.model = "snn-t32"
+    assert node.timesteps == 32
+    node.model = "ann"  # the ANN has no timesteps: the field keeps its value
+    assert node.timesteps == 32
+
+
 # -- 4. one box size: the core's AUTO_ROI_SHAPE --------------------------------------------------------
 
 

@@ -287,6 +287,22 @@ def test_lowt_recipe_trains_a_quantised_ann_converts_from_its_clips_and_scores_d
     tuned = json.loads((folder / "finetune_T4" / "result.json").read_text())
     assert tuned["test"]["mean_firing_rate"] > 0 and set(tuned["test_by_T"]) == {"4"}
     assert not (folder / "direct_T4").exists()  # "direct": {"epochs": 0}
+    # the CV report reads the run folder: pooled Dice by T, spikes per neuron and energy vs the ANN's
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import report_lowt_cv
+
+    figure = tmp_path / "fig.png"
+    assert report_lowt_cv.main(["--lowt", str(out), "--reference", "--figure", str(figure)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    low = summary["lowt"]
+    assert low["folds"] == ["0"] and low["finetuned_folds"] == ["0"]
+    assert low["ann"]["dice_3d"] == pytest.approx(ann["ann"]["mean_dice_3d"])
+    assert set(low["finetuned"]) == {"4"} and low["finetuned"]["4"]["dice_3d"] == pytest.approx(
+        tuned["test"]["mean_dice_3d"])
+    row = low["finetuned"]["4"]
+    assert row["spikes_per_neuron"] == pytest.approx(4 * tuned["test"]["mean_firing_rate"])
+    assert 0 < row["energy_vs_ann"] == pytest.approx(row["energy_roi_uj"] / summary["ann_energy_roi_uj"])
+    assert figure.stat().st_size > 0 and "fine-tuned at T = 4" in (out / "table.md").read_text()
 
 
 def test_recipe_refuses_clip_conversion_without_quantised_ann(tmp_path):

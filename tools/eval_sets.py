@@ -42,6 +42,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 from hipposnn.atomicio import atomic_write, atomic_write_text
+from hipposnn.options import MODEL_CHOICES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -560,7 +561,7 @@ def run(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="reference data folder (../shared/data)")
     parser.add_argument("--sets", nargs="+", default=None, help="default: all (wholebrain and every external set)")
     parser.add_argument("--limit", type=int, default=None, help="first N cases of each set (quick runs)")
-    parser.add_argument("--model", choices=("snn", "ann"), default="snn")
+    parser.add_argument("--model", choices=MODEL_CHOICES, default="snn")
     parser.add_argument("--coding", choices=("binary", "ternary"), default=None, help="default: the model's")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     parser.add_argument("--figure", type=Path, default=None,

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import slicer
 import vtk
 from hipposnn.errors import HippoSNNError
-from hipposnn.options import AUTO_ROI_SHAPE, resolve_device, validate_threshold
+from hipposnn.options import AUTO_ROI_SHAPE, MODEL_CHOICES, resolve_device, validate_threshold
 from slicer.i18n import tr as _
 
 from HippoSNNLib import dependencies, geometry, terminology
@@ -190,7 +190,8 @@ class SegmentationLogic:
         :param roiNode: optional vtkMRMLMarkupsROINode whose centre places one side's box (instead of
             automatic template registration); with side "both" the side follows the ROI's position.
         :param side: "both", "right" or "left".
-        :param model: "snn" (spiking network) or "ann" (the network before conversion).
+        :param model: "snn" (the default spiking network), "snn-t8" (low latency), "snn-t32" (the paper's
+            path) or "ann" (the network before conversion).
         :param timesteps: SNN timesteps (None: the model's default).
         :param coding: "binary" or "ternary" input spikes (None: the model's training coding).
         :param threshold: probability threshold of the output, strictly between 0 and 1.
@@ -207,8 +208,8 @@ class SegmentationLogic:
             raise ValueError(_("Input volume or output segmentation is invalid"))
         if side not in ("both", "right", "left"):
             raise ValueError(_("side must be 'both', 'right' or 'left'"))
-        if model not in ("snn", "ann"):
-            raise ValueError(_("model must be 'snn' or 'ann'"))
+        if model not in MODEL_CHOICES:
+            raise ValueError(_("model must be one of: {choices}").format(choices=", ".join(MODEL_CHOICES)))
         try:
             threshold = validate_threshold(threshold)  # the core's rule (hipposnn.options), not a copy
         except HippoSNNError as error:

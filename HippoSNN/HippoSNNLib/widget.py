@@ -16,6 +16,7 @@ import qt
 import slicer
 import vtk
 from hipposnn.errors import Cancelled
+from hipposnn.options import MODEL_CHOICES, MODEL_TIMESTEPS, resolve_choice
 from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
@@ -61,6 +62,7 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._busy = False
         self._teachingView = None
         self._trainingProcess = None
+        self._lastModel = None  # the model choice whose timesteps the parameter node holds
 
     def createLogic(self):
         raise NotImplementedError
@@ -147,6 +149,7 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
         self._parameterNode = inputParameterNode
+        self._lastModel = None
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
@@ -156,6 +159,7 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _checkCanApply(self, caller=None, event=None) -> None:
         """Enable Apply only with valid inputs; the tooltip says what is missing."""
         node = self._parameterNode
+        self._followModelTimesteps(node)
         reason = ""
         if node is None or not node.inputVolume:
             reason = _("Select an input T1 volume")
@@ -171,6 +175,16 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         canTrain = bool(node and pathOrNone(node.trainingDataPath) and pathOrNone(node.trainingOutputPath))
         self.ui.convertButton.enabled = canTrain and bool(node and pathOrNone(node.annWeightsPath)) and not self._busy
         self.ui.fineTuneButton.enabled = canTrain and not self._busy
+
+    def _followModelTimesteps(self, node) -> None:
+        """A newly chosen shipped SNN brings its own timesteps (T = 8 or 32); the user may change them after."""
+        model = node.model if node is not None else None
+        previous, self._lastModel = self._lastModel, model
+        if previous is None or model == previous:
+            return  # first sight (a node as the scene saved it keeps its timesteps) or no change
+        steps = MODEL_TIMESTEPS.get(resolve_choice(model)) if model in MODEL_CHOICES else None
+        if steps is not None and node.timesteps != steps:
+            node.timesteps = steps
 
     def onInputVolumeChanged(self, node) -> None:
         """Name a new output segmentation after the input volume."""

@@ -21,6 +21,7 @@ from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _probability
 from .errors import HippoSNNError
+from .options import MODEL_CHOICES, model_kind
 from .progress import close_progress_bars, tqdm_progress
 
 EXIT_USER_ERROR = 2
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="3D and 2D Dice of a model on an MSD-layout folder")
     _add_data(p)
     p.add_argument("--checkpoint", type=Path, default=None, help="model file (default: the shipped model)")
-    p.add_argument("--model", choices=["snn", "ann"], default="snn", help="shipped model variant")
+    p.add_argument("--model", choices=MODEL_CHOICES, default="snn", help="shipped model (snn: the default SNN)")
     p.add_argument("--timesteps", type=_positive_int, default=None, help="T (default: the model's own)")
     p.add_argument("--coding", choices=["binary", "ternary"], default=None, help="default: the model's own")
     p.add_argument("--threshold", type=_probability, default=0.5, help="output probability threshold")
@@ -284,7 +285,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         check_output_file(args.json, args.overwrite)  # before the evaluation, not after it
     path = args.checkpoint or default_model_path(args.model, args.coding)
     payload = read_payload(path)
-    kind = args.model if args.checkpoint is None else payload.get("kind")
+    kind = model_kind(args.model) if args.checkpoint is None else payload.get("kind")
     model = model_from_payload(payload, kind, source=str(path))
     meta: Dict[str, Any] = payload.get("meta", {})
     coding = args.coding or meta.get("coding", "binary")

@@ -56,7 +56,7 @@ from .roi import (
     register_to_template,
 )
 from .unet import SpikingUNet, UNet
-from .weights import default_model_path, model_from_payload, read_payload, sha256_file
+from .weights import MODEL_CHOICES, default_model_path, model_from_payload, model_kind, read_payload, sha256_file
 
 Progress = Callable[[float, str], bool]
 
@@ -84,7 +84,7 @@ class SegmentationSettings:
 
     side: str = "both"  # "right" | "left" | "both"
     roi: object = "auto"  # "auto" | "crop" | (x, y, z) RAS mm centre
-    model: str = "snn"  # "snn" | "ann"
+    model: str = "snn"  # a MODEL_CHOICES name: "snn" (the default SNN), "snn-t8", "snn-t32" or "ann"
     timesteps: int | None = None  # None: the model's own
     coding: str | None = None  # None: the model's own
     threshold: float = 0.5
@@ -100,8 +100,8 @@ class SegmentationSettings:
         """Raise :class:`HippoSNNError` for a setting no run could use, before any work starts."""
         if self.side not in ("right", "left", "both"):
             raise HippoSNNError(f"Unknown side '{self.side}': use right, left or both")
-        if self.model not in ("snn", "ann"):
-            raise HippoSNNError(f"Unknown model '{self.model}': use snn or ann")
+        if self.model not in MODEL_CHOICES:
+            raise HippoSNNError(f"Unknown model '{self.model}': use {', '.join(MODEL_CHOICES)}")
         if self.timesteps is not None and (not isinstance(self.timesteps, int) or self.timesteps < 1):
             raise HippoSNNError(f"timesteps must be a positive whole number, got {self.timesteps!r}")
         if self.coding is not None and self.coding not in CODINGS:
@@ -232,8 +232,8 @@ def load_segmentation_model(
     network costs ~0.3 s; the cache key includes the file's modification time so a retrained file is
     picked up.
     """
-    if model not in ("snn", "ann"):
-        raise HippoSNNError(f"Unknown model '{model}': use snn or ann")
+    if model not in MODEL_CHOICES:
+        raise HippoSNNError(f"Unknown model '{model}': use {', '.join(MODEL_CHOICES)}")
     device = resolve_device(device)
     path = Path(checkpoint).expanduser() if checkpoint else default_model_path(model, coding)
     if not path.is_file():
@@ -243,8 +243,8 @@ def load_segmentation_model(
         if key in _CACHE:
             return _CACHE[key]
     payload = read_payload(path)
-    kind = model
-    if checkpoint and model == "snn" and payload.get("kind") == "ann":
+    kind = model_kind(model)
+    if checkpoint and kind == "snn" and payload.get("kind") == "ann":
         raise HippoSNNError(f"{path.name} holds an ANN: pass --model ann or convert it first")
     network = model_from_payload(payload, kind, source=str(path))
     network.eval()

@@ -24,6 +24,27 @@ THRESHOLD_RANGE: Tuple[float, float] = (0.01, 0.99)
 
 DEVICES = ("auto", "cpu", "cuda")
 
+#: The shipped models a user picks by name: the default SNN ("snn"), each SNN by its latency, the ANN.
+#: "snn-t32" is the paper's path (balanced at T = 200, fine-tuned at T = 32); "snn-t8" the low-latency
+#: path (quantised-clip ANN converted from its clips, fine-tuned at T = 8; docs/models.md).
+MODEL_CHOICES = ("snn", "snn-t8", "snn-t32", "ann")
+#: The timesteps each shipped SNN was fine-tuned at (its model file says the same: tests/test_options.py).
+MODEL_TIMESTEPS = {"snn-t8": 8, "snn-t32": 32}
+#: What "snn" means: the SNN that the cross-validation and the whole-brain evaluation support as default.
+DEFAULT_SNN = "snn-t32"
+
+
+def resolve_choice(choice: str) -> str:
+    """The shipped variant a model name stands for ("snn" -> :data:`DEFAULT_SNN`), or a one-line error."""
+    if choice not in MODEL_CHOICES:
+        raise HippoSNNError(f"unknown model {choice!r} (choose {', '.join(MODEL_CHOICES)})")
+    return DEFAULT_SNN if choice == "snn" else choice
+
+
+def model_kind(choice: str) -> str:
+    """'snn' or 'ann': what the model a user picked by name is."""
+    return "ann" if resolve_choice(choice) == "ann" else "snn"
+
 #: Files of a training run folder; the first three mean a run is there (finished or interrupted).
 RUN_FILES = ("last.pt", "best.pt", "final.pt", "log.json", "log.csv", "settings.json")
 

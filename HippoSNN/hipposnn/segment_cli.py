@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from .argtypes import positive_int, probability
 from .errors import HippoSNNError
+from .options import DEFAULT_SNN, MODEL_CHOICES, model_kind
 from .outputs import (
     IMAGE_SUFFIXES,
     OutputOptions,
@@ -57,7 +58,9 @@ def add_segmentation_arguments(parser, roi: Callable[[str], object], roi_help: s
     """
     parser.add_argument("--side", choices=("right", "left", "both"), default="both")
     parser.add_argument("--roi", type=roi, default="auto", help=roi_help)
-    parser.add_argument("--model", choices=("snn", "ann"), default="snn")
+    parser.add_argument("--model", choices=MODEL_CHOICES, default="snn",
+                        help=f"shipped model: snn (the default SNN, {DEFAULT_SNN}), snn-t8 (low latency), snn-t32 "
+                             "(the paper's path) or ann")
     parser.add_argument("--checkpoint", default=None, help="custom model file instead of the shipped one")
     parser.add_argument("--timesteps", type=positive_int, default=None,
                         help="SNN timesteps (default: the model's, 32)")
@@ -165,7 +168,7 @@ def run_segment(args: argparse.Namespace) -> int:
         if name != output_stem(path)[0]:
             shown_names[i] = str(path)
             print(f"note: several inputs are named like {path.name}: the outputs of {path} are named {name}_hippo_*")
-    if settings.model == "snn" and not str(settings.device).startswith("cuda"):
+    if model_kind(settings.model) == "snn" and not str(settings.device).startswith("cuda"):
         from .native import kernels
 
         kernels()  # decided now: a notice about compiling the C++ kernels comes before the progress bars

@@ -18,6 +18,7 @@ from . import DEFAULT_CODING
 from .atomicio import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported for training, data, recipe
 from .encoding import CODINGS
 from .errors import HippoSNNError
+from .options import DEFAULT_SNN, MODEL_CHOICES, model_kind, resolve_choice  # noqa: F401 - re-exported
 from .unet import SpikingUNet, UNet, UNetSpec
 
 FORMAT = "hipposnn-model/1"
@@ -167,24 +168,28 @@ def write_card(path: Union[str, Path], card: Dict[str, Any]) -> None:
 
 
 MODEL_KINDS = ("snn", "ann")
+_FILE_STEMS = {"snn-t32": "hipposnn_snn", "snn-t8": "hipposnn_snn_t8", "ann": "hipposnn_ann"}
 
 
 def shipped_name(kind: str, coding: str) -> str:
-    return f"hipposnn_{kind}_{coding}.pt"
+    """File name of the shipped model ``kind`` (a :data:`MODEL_CHOICES` name) for ``coding``."""
+    return f"{_FILE_STEMS[resolve_choice(kind)]}_{coding}.pt"
 
 
 def default_model_path(kind: str = "snn", coding: Optional[str] = None) -> Path:
-    """The shipped model of ``kind`` ('snn' or 'ann') for ``coding`` (default: :data:`DEFAULT_CODING`).
+    """The shipped model ``kind`` (one of :data:`MODEL_CHOICES`) for ``coding`` (default: :data:`DEFAULT_CODING`).
 
-    Both codings are shipped for both kinds because a model only works with the input normalisation
-    and spike coding it was trained with.
+    Both codings are shipped for the ANN and the T = 32 SNN because a model only works with the input
+    normalisation and spike coding it was trained with; the T = 8 SNN exists for the default coding only.
     """
-    if kind not in MODEL_KINDS:
-        raise HippoSNNError(f"unknown model {kind!r} (choose snn or ann)")
+    variant = resolve_choice(kind)
     coding = coding or DEFAULT_CODING
     if coding not in CODINGS:
         raise HippoSNNError(f"unknown spike coding {coding!r} (choose binary or ternary)")
-    path = MODELS_DIR / shipped_name(kind, coding)
+    path = MODELS_DIR / shipped_name(variant, coding)
+    if not path.is_file() and variant == "snn-t8":
+        raise HippoSNNError(f"no low-latency (T = 8) SNN is shipped for {coding} coding: use --coding "
+                            f"{DEFAULT_CODING} or --model snn-t32")
     if not path.is_file():
-        raise HippoSNNError(f"the shipped {kind.upper()} model is missing ({path}); pass --checkpoint FILE")
+        raise HippoSNNError(f"the shipped {variant.upper()} model is missing ({path}); pass --checkpoint FILE")
     return path

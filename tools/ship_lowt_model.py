@@ -1,0 +1,140 @@
+"""Ship the low-latency SNN of a ``configs/lowt_cv.json`` recipe run, with its card and its CV (issue 14).
+
+The recipe run (``hipposnn recipe --config configs/lowt_cv.json ...``) holds the 5-fold CV and the final
+model (fold "all"). This tool
+
+1. copies every job's logs and results (no weights) into ``docs/results/lowt_cv/`` and writes the CV
+   summary there (``tools/report_lowt_cv.py``: ``summary.json``, ``table.md``, the figure);
+2. copies the final fine-tuned SNN to ``HippoSNN/hipposnn/models/hipposnn_snn_t8_<coding>.pt`` and
+   writes its JSON and Markdown cards: data, split, settings, CV metrics, validation, compute, code.
+
+    python tools/ship_lowt_model.py --run runs/lowt_cv [--dry-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import report_lowt_cv  # noqa: E402
+from hipposnn.weights import MODELS_DIR, read_payload, sha256_file, write_card  # noqa: E402
+
+RESULTS = ROOT / "docs" / "results" / "lowt_cv"
+#: What a job folder keeps that the docs need (the weights stay in the run folder).
+KEEP = ("result.json", "log.json", "log.csv", "settings.json")
+
+
+def copy_results(run: Path, dest: Path) -> None:
+    """Logs and results of every job (no weights), the config and the job list."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "jobs.json"):
+        if (run / name).exists():
+            shutil.copyfile(run / name, dest / name)
+    for result in run.glob("*/fold_*/*/result.json"):
+        job = result.parent
+        target = dest / job.relative_to(run)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in KEEP:
+            if (job / name).exists():
+                shutil.copyfile(job / name, target / name)
+
+
+def cv_metrics(summary: Dict[str, Any]) -> Dict[str, Any]:
+    """The card's CV block: pooled test Dice of the quantised ANN and the fine-tuned SNN by T, with energy."""
+    low = summary["lowt"]
+    keep = ("dice_3d", "sd_3d", "dice_2d", "n_cases", "folds", "firing_rate", "spikes_per_neuron", "energy_vs_ann")
+    return {
+        "folds": "5 subject-wise folds of the 200 MSD crops (seed 0), the reference CV's folds; test folds only",
+        "quantised_ann": {k: low["ann"][k] for k in ("dice_3d", "sd_3d", "dice_2d", "n_cases", "folds")},
+        "finetuned_by_T": {t: {k: r[k] for k in keep if k in r} for t, r in low["finetuned"].items()},
+        "converted_by_T": {t: {k: r[k] for k in keep if k in r} for t, r in low["converted"].items()},
+        "per_fold": low["per_fold"],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, default=ROOT / "runs" / "lowt_cv")
+    ap.add_argument("--coding", default="ternary")
+    ap.add_argument("--dry-run", action="store_true", help="copy results and report only; ship no model")
+    args = ap.parse_args()
+    copy_results(args.run, RESULTS)
+    report_lowt_cv.main(["--lowt", str(RESULTS)])
+    summary = json.loads((RESULTS / "summary.json").read_text())
+    config = json.loads((args.run / "config.json").read_text())
+    t = int(config["default_timesteps"])
+    final = args.run / args.coding / "fold_all" / f"finetune_T{t}"
+    ann = args.run / args.coding / "fold_all" / "ann"
+    if args.dry_run:
+        return 0
+    name = f"hipposnn_snn_t{t}_{args.coding}"
+    shutil.copyfile(final / "best.pt", MODELS_DIR / f"{name}.pt")
+    payload = read_payload(MODELS_DIR / f"{name}.pt", verify=False)  # the card is written below
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
+    ann_log = json.loads((ann / "log.json").read_text())["epochs"]
+    ft_log = json.loads((final / "log.json").read_text())["epochs"]
+    ann_result = json.loads((ann / "result.json").read_text())
+    ft_result = json.loads((final / "result.json").read_text())
+    settings = json.loads((final / "settings.json").read_text())
+    cv = cv_metrics(summary)
+    best = max(ft_log, key=lambda e: e["val_dice_3d"])
+    card = {
+        "model": f"{name}.pt", "kind": "snn", "coding": args.coding, "timesteps": t,
+        "sha256": sha256_file(MODELS_DIR / f"{name}.pt"),
+        "architecture": payload["spec"], "output_scaling": payload.get("output_scaling"),
+        "initial_membrane": payload.get("initial_membrane"), "reset": payload.get("reset"),
+        "thresholds": payload.get("thresholds"),
+        "data": "MSD Task04 Hippocampus, 200 T1 crops (../shared/data/msd_hippocampus); labels 1+2 merged",
+        "training_split": "fold 'all': a seeded 10 % of the crops held out for validation (LR schedule, best "
+                          "epoch), the other 90 % trained on",
+        "method": (f"quantised-clip ANN (L = {config['ann']['quant_levels']} levels, a learned clip per layer) "
+                   "trained from random weights with in-plane and site augmentation -> conversion from the "
+                   "clips (thresholds = clips, membranes start at half threshold, soft reset; no balancing) -> "
+                   f"BPTT fine-tuning at T = {t} with the triangle surrogate"),
+        "recipe": {"config": "configs/lowt_cv.json", "settings": config},
+        "training": {"meta": payload.get("meta"), "finetune_settings": settings.get("config")},
+        "cv_metrics": cv,
+        "validation_msd_crops": {"best_val_dice_3d": best["val_dice_3d"], "at_batches": best["batches"],
+                                 "n_cases": len(settings.get("val", []))},
+        "compute": (f"2-core CPU, one thread per job: quantised ANN {len(ann_log)} epochs "
+                    f"({ann_result.get('ann_seconds', 0) / 60:.0f} min), conversion "
+                    f"({ann_result.get('convert_seconds', 0):.1f} s), fine-tuning {ft_log[-1]['batches']} batches of "
+                    f"{config['finetune']['batch_size']} at T = {t} ({ft_result.get('train_seconds', 0) / 60:.0f} min): "
+                    "`hipposnn recipe --config configs/lowt_cv.json --data ../shared/data/msd_hippocampus "
+                    "--out runs/lowt_cv --jobs 2 --threads 1`"),
+        "code_version": f"hipposnn, trained with the code of commit {commit}",
+        "limitations": ("ternary coding only; CPU budget: 12 ANN epochs and one short fine-tuning pass per model; "
+                        "boundaries follow the MSD protocol, not FreeSurfer's, DLMUSE's or LPBA40's"),
+        "provenance": {"derived_from": [str(RESULTS.relative_to(ROOT) / "summary.json"),
+                                        str(RESULTS.relative_to(ROOT) / args.coding / "fold_all")]},
+    }
+    write_card(MODELS_DIR / f"{name}.json", card)
+    ft = cv["finetuned_by_T"][str(t)]
+    md = [f"# Model card: {name}.pt", "", f"- SHA-256: `{card['sha256']}`",
+          f"- Kind: SNN; coding: {args.coding}; T: {t} (low-latency path)",
+          f"- Method: {card['method']}",
+          f"- Architecture: {payload['spec']}", f"- Data: {card['data']}", f"- Split: {card['training_split']}",
+          f"- Cross-validation (5 folds, test crops, T = {t}): 3D Dice {ft['dice_3d']:.4f} ± {ft['sd_3d']:.4f}; "
+          f"its quantised ANN {cv['quantised_ann']['dice_3d']:.4f}; {ft['spikes_per_neuron']:.2f} spikes per "
+          f"neuron; energy {ft['energy_vs_ann']:.3f} x the ANN's (45 nm convention)",
+          f"- Validation (held-out MSD crops of the final split): 3D Dice {best['val_dice_3d']:.4f}",
+          f"- Compute: {card['compute']}", f"- Code: {card['code_version']}",
+          f"- Limitations: {card['limitations']}",
+          f"- Provenance: {', '.join(f'`{p}`' for p in card['provenance']['derived_from'])}",
+          "", f"Full settings and metrics: `{name}.json`; CV tables and figure: `docs/models.md`."]
+    (MODELS_DIR / f"{name}.md").write_text("\n".join(md) + "\n")
+    print(f"shipped {name}.pt ({card['sha256'][:12]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
