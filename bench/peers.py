@@ -3,18 +3,34 @@
 Every peer is the same network as :class:`hipposnn.unet.SpikingUNet`: the layers of
 :func:`hipposnn.unet.describe`, each weight already multiplied by the threshold of the layer that
 emitted its input channels (``SpikingUNet._scaled_weight``), and IF neurons (no leak) with the
-layer's threshold and a soft reset (subtract the threshold). The output layer does not fire: every
-peer returns the output current summed over the timesteps, [B, 1, H, W], like ``model(spikes)``.
+layer's threshold and the model's dynamics. The output layer does not fire: every peer returns the
+output current summed over the timesteps, [B, 1, H, W], like ``model(spikes)``.
 
-* SpikingJelly (``spikingjelly.activation_based``): ``IFNode(v_threshold=v, v_reset=None)`` with
-  ``layer.Conv2d`` / ``layer.ConvTranspose2d`` / ``layer.AvgPool2d``, in step mode ``"s"`` (a Python
-  loop over time around the whole network) or ``"m"`` (each layer sees the whole [T, B, ...]
-  sequence), optionally wrapped block by block in ``memopt.checkpoint_module`` (recomputation,
-  optionally with the block's spike input bit-packed).
-* snnTorch: ``Leaky(beta=1.0, threshold=v, reset_mechanism="subtract")`` after ``nn.Conv2d``.
+The dynamics follow the model, because a comparison of different dynamics would say nothing about
+the engines (the low-latency models converted from a quantised-clip ANN start half-charged):
+
+* start potential ``model.initial_membrane x threshold`` at the start of every sequence;
+* ``model.reset``: ``"subtract"`` (soft reset) or ``"zero"`` (hard reset), the reset detached in
+  BPTT as ours is.
+
+Peers:
+
+* SpikingJelly (``spikingjelly.activation_based``): ``IFNode(v_threshold=v, v_reset=None)`` (soft) or
+  ``v_reset=0.0`` (hard) with ``layer.Conv2d`` / ``layer.ConvTranspose2d`` / ``layer.AvgPool2d``, in
+  step mode ``"s"`` (a Python loop over time around the whole network) or ``"m"`` (each layer sees the
+  whole [T, B, ...] sequence), optionally wrapped block by block in ``memopt.checkpoint_module``
+  (recomputation, optionally with the block's spike input bit-packed; not the first block's, whose
+  input may be ternary). ``reset_net`` brings ``v`` back
+  to 0 (``v_reset`` or 0 for the soft reset); :func:`reset_peer` then sets each node's ``v`` to its
+  start potential (a float, which SpikingJelly expands to the input's shape on the first step, also
+  inside ``memopt``'s recomputation, which reads the node's state when the block is called).
+* snnTorch: ``Leaky(beta=1.0, threshold=v, reset_mechanism="subtract" or "zero")`` after
+  ``nn.Conv2d``; the membrane is passed explicitly and starts at the start potential.
   ``Leaky`` applies the reset one step late (same forward dynamics up to float rounding, as
-  (u - v) + I versus (u + I) - v), fires on ``u > v`` instead of ``u >= v``, and detaches the reset,
-  so only its forward pass is compared with ours.
+  (u - v) + I versus (u + I) - v; for the hard reset 0 * u + I versus I, exact), fires on ``u > v``
+  instead of ``u >= v``, and detaches the reset, so only its forward pass is compared with ours.
+  The start potential is below the threshold (``initial_membrane < 1``), so the late reset never
+  fires on the start value.
 
 Peer libraries are imported lazily so that this module loads without them.
 """
@@ -35,6 +51,20 @@ BASE_PEERS = ("sj-s", "sj-m", "sj-m-ckpt", "sj-m-ckpt-bit", "snntorch")
 #: whenever its weight is, as ours does. Benchmarks report each peer at its best layout.
 LAYOUT_SUFFIX = "-cl"
 PEERS = BASE_PEERS + tuple(name + LAYOUT_SUFFIX for name in BASE_PEERS)
+
+
+#: Attribute set on every SpikingJelly node: its start potential, restored by :func:`reset_peer`.
+START_ATTR = "hipposnn_start"
+
+
+def start_potential(model: SpikingUNet, threshold: float) -> float:
+    """The membrane at t = 0 of a layer with ``threshold``, computed exactly as ``SpikingUNet`` does."""
+    return model.initial_membrane * threshold
+
+
+def sj_reset_value(model: SpikingUNet) -> float | None:
+    """SpikingJelly's ``v_reset`` for the model's reset: None (subtract the threshold) or 0.0 (hard)."""
+    return None if model.reset == "subtract" else 0.0
 
 
 def folded_layers(model: SpikingUNet) -> List[Tuple[LayerDef, Tensor, float | None]]:
@@ -134,7 +164,12 @@ class SJMultiStep(_DagNet):
 
 def build_spikingjelly(model: SpikingUNet, step_mode: str = "s", checkpoint: bool = False,
                        compress: bool = False) -> nn.Module:
-    """SpikingJelly twin of ``model``; ``checkpoint``/``compress`` use ``memopt`` (step mode ``m`` only)."""
+    """SpikingJelly twin of ``model``; ``checkpoint``/``compress`` use ``memopt`` (step mode ``m`` only).
+
+    ``compress`` bit-packs the saved input of every checkpointed block except the one reading the
+    network input: that may be ternary ({-1, 0, 1}), which ``BitSpikeCompressor`` (0/1 only) would
+    corrupt, and it holds only the 1-3 input channels, a negligible part of what is saved.
+    """
     from spikingjelly.activation_based import layer as sjl
     from spikingjelly.activation_based import neuron
 
@@ -155,26 +190,35 @@ def build_spikingjelly(model: SpikingUNet, step_mode: str = "s", checkpoint: boo
         conv.to(w.dtype).weight.data.copy_(w)  # convert first: a float32 copy would round folded weights
         mods.append(conv)
         if v is not None:
-            mods.append(neuron.IFNode(v_threshold=v, v_reset=None, surrogate_function=TriangleSurrogate(v),
-                                      detach_reset=True, step_mode=step_mode))
+            node = neuron.IFNode(v_threshold=v, v_reset=sj_reset_value(model),
+                                 surrogate_function=TriangleSurrogate(v), detach_reset=True, step_mode=step_mode)
+            # a plain attribute (not a SpikingJelly memory): reset_net leaves it alone
+            setattr(node, START_ATTR, start_potential(model, v))
+            mods.append(node)
         block: nn.Module = nn.Sequential(*mods)
         if checkpoint and v is not None:
             from spikingjelly.activation_based import memopt
 
-            block = memopt.checkpoint_module(block, compressor=memopt.BitSpikeCompressor() if compress else None)
+            packed = compress and INPUT not in layer.inputs
+            block = memopt.checkpoint_module(block, compressor=memopt.BitSpikeCompressor() if packed else None)
         blocks[layer.name] = block
     net = (SJMultiStep if step_mode == "m" else SJSingleStep)(model.layers, blocks)
     return net.to(next(model.parameters()).dtype)
 
 
 def reset_spikingjelly(net: nn.Module) -> None:
+    """``reset_net``, then every IF node's membrane to its start potential (0 unless the model says otherwise)."""
     from spikingjelly.activation_based import functional
 
     functional.reset_net(net)
+    for mod in net.modules():
+        start = getattr(mod, START_ATTR, None)
+        if start:  # 0.0 is what reset_net already left (v_reset or 0 for the soft reset)
+            mod.v = start
 
 
 class SnnTorchNet(nn.Module):
-    """snnTorch twin: ``nn.Conv2d`` + ``snn.Leaky(beta=1, subtract reset)``, one step at a time."""
+    """snnTorch twin: ``nn.Conv2d`` + ``snn.Leaky(beta=1)`` with the model's reset and start potential, per step."""
 
     def __init__(self, model: SpikingUNet) -> None:
         super().__init__()
@@ -184,6 +228,9 @@ class SnnTorchNet(nn.Module):
         self._last = _last_uses(self.layers)
         self.convs = nn.ModuleDict()
         self.neurons = nn.ModuleDict()
+        #: membrane of each hidden layer at t = 0 (``initial_membrane x threshold``)
+        self.starts: Dict[str, float] = {}
+        mechanism = "subtract" if model.reset == "subtract" else "zero"
         for layer, w, v in folded_layers(model):
             if layer.kind == "up":
                 conv: nn.Module = nn.ConvTranspose2d(layer.in_channels, layer.out_channels, 2, stride=2, bias=False)
@@ -193,7 +240,8 @@ class SnnTorchNet(nn.Module):
             conv.to(w.dtype).weight.data.copy_(w)
             self.convs[layer.name] = conv
             if v is not None:
-                self.neurons[layer.name] = snn.Leaky(beta=1.0, threshold=v, reset_mechanism="subtract")
+                self.neurons[layer.name] = snn.Leaky(beta=1.0, threshold=v, reset_mechanism=mechanism)
+                self.starts[layer.name] = start_potential(model, v)
         self.to(next(model.parameters()).dtype)
 
     def forward(self, spikes: Tensor, record: Dict[str, List[Tensor]] | None = None) -> Tensor:
@@ -211,7 +259,7 @@ class SnnTorchNet(nn.Module):
                 if layer.spiking:
                     mem = mems.get(layer.name)
                     if mem is None:
-                        mem = torch.zeros_like(h)
+                        mem = torch.full_like(h, self.starts[layer.name])
                     spk, mems[layer.name] = self.neurons[layer.name](h, mem)
                     h = spk if spk.dtype == h.dtype else spk.to(h.dtype)  # Leaky emits float32 spikes
                     if record is not None:
@@ -241,7 +289,10 @@ def build_peer(model: SpikingUNet, name: str) -> nn.Module:
 
 
 def reset_peer(net: nn.Module, name: str) -> None:
-    """Clear membrane state before a new input sequence (snnTorch's state lives in ``forward``)."""
+    """Membranes back to their start potentials before a new input sequence.
+
+    snnTorch's state lives in ``forward`` (it starts every call at the start potential).
+    """
     if name.startswith("sj"):
         reset_spikingjelly(net)
 
