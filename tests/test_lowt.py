@@ -78,6 +78,13 @@ def test_training_path_matches_inference_with_start_potential(reset):
     assert torch.equal(spikes, ref)
     spikes.sum().backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    # the start potential is exactly extra current in the first step, gradients included
+    shifted = current.clone()
+    shifted[0] += 0.45
+    shifted.requires_grad_(True)
+    again = if_neuron(shifted, 0.9, reset=reset)
+    again.sum().backward()
+    assert torch.equal(again, spikes) and torch.allclose(shifted.grad, x.grad, rtol=0, atol=1e-6)
 
 
 def _hard_reset_reference(current: torch.Tensor, theta: float, initial: float) -> torch.Tensor:

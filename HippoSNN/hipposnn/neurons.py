@@ -89,15 +89,13 @@ class _IFFunction(torch.autograd.Function):
     def forward(ctx, current: Tensor, threshold: float, gamma: float, initial: float):  # type: ignore[override]
         # height in packed units is HALF - |q - HALF| (0..127.5); scale it to gamma / v * triangle
         ctx.scale = gamma / threshold / _HALF
-        if initial:
-            # a start potential is extra current in the first step (no effect on the gradient)
-            current = current.clone()
-            current[0].add_(initial)
+        # a start potential is the membrane's first value (no effect on the gradient); not a copy of the
+        # current with the start added to its first step, which cost a layer's current in memory
         if native.usable(current):
-            spikes, packed = native.kernels().if_forward_train(current, float(threshold))
+            spikes, packed = native.kernels().if_forward_train(current, float(threshold), float(initial))
             ctx.save_for_backward(packed)
             return spikes
-        membrane = torch.zeros_like(current[0])
+        membrane = torch.full_like(current[0], float(initial))
         spikes = torch.empty_like(current)
         packed = torch.empty(current.shape, dtype=torch.uint8, device=current.device)
         scratch = torch.empty_like(current[0])

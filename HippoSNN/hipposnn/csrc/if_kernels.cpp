@@ -68,13 +68,14 @@ torch::Tensor if_forward(torch::Tensor current, torch::Tensor membrane, double t
   return spikes;
 }
 
-// Training: spikes plus the 8-bit code of clamp(u_pre, 0, 2v) * 127.5 / v used by the surrogate.
-std::vector<torch::Tensor> if_forward_train(torch::Tensor current, double threshold) {
+// Training: spikes plus the 8-bit code of clamp(u_pre, 0, 2v) * 127.5 / v used by the surrogate. The
+// membrane starts at `initial` (the low-latency path's start potential) without copying the current.
+std::vector<torch::Tensor> if_forward_train(torch::Tensor current, double threshold, double initial) {
   const int64_t steps = current.size(0);
   const int64_t n = steps ? current.numel() / steps : 0;
   auto spikes = torch::empty_like(current);
   auto packed = torch::empty_like(current, current.options().dtype(torch::kUInt8));
-  auto membrane = torch::zeros({n}, current.options());
+  auto membrane = torch::full({n}, initial, current.options());
   const float* in = current.data_ptr<float>();
   float* u = membrane.data_ptr<float>();
   float* out = spikes.data_ptr<float>();
