@@ -6,6 +6,7 @@ it is measured here, not asserted in a test. Each case runs in this process afte
 
     python bench/bench_segment.py                       # the FreeSurfer cases in ../shared/data/wholebrain
     python bench/bench_segment.py --threads 2 --repeats 3 --json out.json
+    python bench/bench_segment.py --model snn-t8 --model snn-t32 --json out.json   # several models, same cases
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ import os
 import statistics
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 os.environ.setdefault("HIPPOSNN_NATIVE", "wait")  # the fused kernels, compiled before any timing
 
 from hipposnn.inference import SegmentationSettings, segment_image
 from hipposnn.io import load_image
+from hipposnn.options import MODEL_CHOICES
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {"fst-sub-01": "T1.mgz", "fst-sub-02": "T1.mgz", "bert": "norm.mgz"}
-TARGETS = {"registration": 10.0, "total": 10.0}  # seconds on a 2-core CPU (docs/segmentation.md)
+#: Seconds on a 2-core CPU: registration and total (docs/segmentation.md); the network's time for both ROIs
+#: of one scan with the default model (issue 14's low-latency target).
+TARGETS = {"registration": 10.0, "inference": 0.5, "total": 10.0}
 
 
 def time_case(path: Path, settings: SegmentationSettings, repeats: int) -> Dict[str, Dict[str, float]]:
@@ -41,24 +45,32 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", help="write the timings here")
+    parser.add_argument("--model", action="append", choices=MODEL_CHOICES,
+                        help="shipped model(s) to time, one after the other (default: snn, the default SNN)")
     args = parser.parse_args(argv)
     data = Path(args.data)
     cases = {name: data / name / image for name, image in CASES.items() if (data / name / image).exists()}
     if not cases:
         print(f"no whole-brain cases under {data} (see ../shared/data/README)", file=sys.stderr)
         return 1
-    settings = SegmentationSettings(threads=args.threads)
-    segment_image(load_image(next(iter(cases.values()))), settings)  # warm-up: model, template, caches
-    results = {name: time_case(path, settings, args.repeats) for name, path in cases.items()}
-    print(f"threads {args.threads}, load average {os.getloadavg()[0]:.1f}; seconds, best (median)")
-    for name, steps in results.items():
-        cells = []
-        for step, t in steps.items():
-            flag = " over target" if step in TARGETS and t["best"] > TARGETS[step] else ""
-            cells.append(f"{step} {t['best']:.2f} ({t['median']:.2f}){flag}")
-        print(f"{name:12s} " + ", ".join(cells))
+    report: Dict[str, Any] = {"threads": args.threads, "models": {}}
+    print(f"threads {args.threads}; seconds, best (median)")
+    for model in args.model or ["snn"]:
+        settings = SegmentationSettings(threads=args.threads, model=model)
+        segment_image(load_image(next(iter(cases.values()))), settings)  # warm-up: model, template, caches
+        load_before = os.getloadavg()[0]
+        results = {name: time_case(path, settings, args.repeats) for name, path in cases.items()}
+        report["models"][model] = {"cases": results, "load_average_before": load_before,
+                                   "load_average_after": os.getloadavg()[0]}
+        print(f"model {model} (load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after)")
+        for name, steps in results.items():
+            cells = []
+            for step, t in steps.items():
+                flag = " over target" if step in TARGETS and t["best"] > TARGETS[step] else ""
+                cells.append(f"{step} {t['best']:.2f} ({t['median']:.2f}){flag}")
+            print(f"  {name:12s} " + ", ".join(cells))
     if args.json:
-        Path(args.json).write_text(json.dumps({"threads": args.threads, "cases": results}, indent=1))
+        Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
 
 

@@ -441,7 +441,7 @@ def write_models_md(rows, summary, curves, cv_curves, config, provenance) -> Non
 
 
 #: Sections of docs/models.md from this heading on are written by hand (pilots) and kept when regenerating.
-HAND_WRITTEN = "## Low-latency path (pilot)"
+HAND_WRITTEN = "## Low-latency path"
 
 
 def _hand_written_tail(path: Path) -> str:

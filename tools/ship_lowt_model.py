@@ -9,6 +9,13 @@ model (fold "all"). This tool
    writes its JSON and Markdown cards: data, split, settings, CV metrics, validation, compute, code.
 
     python tools/ship_lowt_model.py --run runs/lowt_cv [--dry-run]
+    python tools/ship_lowt_model.py --run runs/lowt_cv --final runs/lowt_final/finetune_T8 \
+        --ann runs/lowt_final/ann_L8      # ship the warm-started model of tools/train_lowt_final.sh instead
+
+``--final`` / ``--ann``: the fine-tuned SNN to ship and the quantised ANN it came from (default: the CV
+run's final model, fold "all", trained from random weights). A model from ``tools/train_lowt_final.sh``
+takes the same path from a warm start (the shipped site-robust ANN); its card then says that the CV
+numbers are those of the path from random weights.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import report_lowt_cv  # noqa: E402
 from hipposnn.weights import MODELS_DIR, read_payload, sha256_file, write_card  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results" / "lowt_cv"
+FINAL_RESULTS = ROOT / "docs" / "results" / "lowt_final"
 #: What a job folder keeps that the docs need (the weights stay in the run folder).
 KEEP = ("result.json", "log.json", "log.csv", "settings.json")
 
@@ -64,6 +72,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "lowt_cv")
     ap.add_argument("--coding", default="ternary")
+    ap.add_argument("--final", type=Path, default=None, help="fine-tuned SNN folder (default: RUN's fold 'all')")
+    ap.add_argument("--ann", type=Path, default=None, help="its quantised ANN folder (default: RUN's fold 'all')")
     ap.add_argument("--dry-run", action="store_true", help="copy results and report only; ship no model")
     args = ap.parse_args()
     copy_results(args.run, RESULTS)
@@ -71,8 +81,9 @@ def main() -> int:
     summary = json.loads((RESULTS / "summary.json").read_text())
     config = json.loads((args.run / "config.json").read_text())
     t = int(config["default_timesteps"])
-    final = args.run / args.coding / "fold_all" / f"finetune_T{t}"
-    ann = args.run / args.coding / "fold_all" / "ann"
+    final = args.final or args.run / args.coding / "fold_all" / f"finetune_T{t}"
+    ann = args.ann or args.run / args.coding / "fold_all" / "ann"
+    warm = args.final is not None
     if args.dry_run:
         return 0
     name = f"hipposnn_snn_t{t}_{args.coding}"
@@ -82,8 +93,8 @@ def main() -> int:
                             cwd=ROOT).stdout.strip()
     ann_log = json.loads((ann / "log.json").read_text())["epochs"]
     ft_log = json.loads((final / "log.json").read_text())["epochs"]
-    ann_result = json.loads((ann / "result.json").read_text())
-    ft_result = json.loads((final / "result.json").read_text())
+    ann_seconds = sum(e["seconds"] for e in ann_log)
+    ft_seconds = sum(e["seconds"] for e in ft_log)
     settings = json.loads((final / "settings.json").read_text())
     cv = cv_metrics(summary)
     best = max(ft_log, key=lambda e: e["val_dice_3d"])
@@ -97,33 +108,47 @@ def main() -> int:
         "training_split": "fold 'all': a seeded 10 % of the crops held out for validation (LR schedule, best "
                           "epoch), the other 90 % trained on",
         "method": (f"quantised-clip ANN (L = {config['ann']['quant_levels']} levels, a learned clip per layer) "
-                   "trained from random weights with in-plane and site augmentation -> conversion from the "
+                   + ("warm-started from the shipped site-robust ternary ANN (clips from the 99.9th percentile of "
+                      "its activations) and trained on" if warm else "trained from random weights")
+                   + " with in-plane and site augmentation -> conversion from the "
                    "clips (thresholds = clips, membranes start at half threshold, soft reset; no balancing) -> "
                    f"BPTT fine-tuning at T = {t} with the triangle surrogate"),
-        "recipe": {"config": "configs/lowt_cv.json", "settings": config},
-        "training": {"meta": payload.get("meta"), "finetune_settings": settings.get("config")},
-        "cv_metrics": cv,
+        "recipe": ({"script": "tools/train_lowt_final.sh"} if warm else
+                   {"config": "configs/lowt_cv.json", "settings": config}),
+        "training": {"meta": payload.get("meta"), "finetune_settings": settings.get("config"),
+                     "ann_settings": json.loads((ann / "settings.json").read_text()).get("config")},
+        ("cv_metrics_of_the_path_from_random_weights" if warm else "cv_metrics"): cv,
         "validation_msd_crops": {"best_val_dice_3d": best["val_dice_3d"], "at_batches": best["batches"],
                                  "n_cases": len(settings.get("val", []))},
-        "compute": (f"2-core CPU, one thread per job: quantised ANN {len(ann_log)} epochs "
-                    f"({ann_result.get('ann_seconds', 0) / 60:.0f} min), conversion "
-                    f"({ann_result.get('convert_seconds', 0):.1f} s), fine-tuning {ft_log[-1]['batches']} batches of "
-                    f"{config['finetune']['batch_size']} at T = {t} ({ft_result.get('train_seconds', 0) / 60:.0f} min): "
-                    "`hipposnn recipe --config configs/lowt_cv.json --data ../shared/data/msd_hippocampus "
-                    "--out runs/lowt_cv --jobs 2 --threads 1`"),
+        "compute": (f"2-core CPU: quantised ANN {len(ann_log)} epochs ({ann_seconds / 60:.0f} min), conversion from "
+                    f"the clips (no data), fine-tuning {ft_log[-1]['batches']} batches of "
+                    f"{settings['config']['batch_size']} at T = {t} ({ft_seconds / 60:.0f} min): "
+                    + ("`OUT=runs/lowt_final bash tools/train_lowt_final.sh`" if warm else
+                       "`hipposnn recipe --config configs/lowt_cv.json --data ../shared/data/msd_hippocampus "
+                       "--out runs/lowt_cv --jobs 2 --threads 1`")),
         "code_version": f"hipposnn, trained with the code of commit {commit}",
-        "limitations": ("ternary coding only; CPU budget: 12 ANN epochs and one short fine-tuning pass per model; "
-                        "boundaries follow the MSD protocol, not FreeSurfer's, DLMUSE's or LPBA40's"),
-        "provenance": {"derived_from": [str(RESULTS.relative_to(ROOT) / "summary.json"),
-                                        str(RESULTS.relative_to(ROOT) / args.coding / "fold_all")]},
+        "limitations": ("ternary coding only; not the default: its CV Dice is below the T = 32 model's "
+                        "(docs/models.md); "
+                        + ("the CV measured the same path from random weights, not this warm start; " if warm else
+                           "CPU budget: 12 ANN epochs and one short fine-tuning pass per model; ")
+                        + "boundaries follow the MSD protocol, not FreeSurfer's, DLMUSE's or LPBA40's"),
+        "provenance": {"derived_from": [str(RESULTS.relative_to(ROOT) / "summary.json")]
+                       + ([str(FINAL_RESULTS.relative_to(ROOT))] if warm else
+                          [str(RESULTS.relative_to(ROOT) / args.coding / "fold_all")])},
     }
+    if warm:  # the logs and settings of the warm-started run, beside the CV's
+        FINAL_RESULTS.mkdir(parents=True, exist_ok=True)
+        for folder, prefix in ((ann, "ann"), (final, "snn")):
+            for log in ("log.json", "settings.json"):
+                shutil.copyfile(folder / log, FINAL_RESULTS / f"{prefix}_{log}")
     write_card(MODELS_DIR / f"{name}.json", card)
     ft = cv["finetuned_by_T"][str(t)]
     md = [f"# Model card: {name}.pt", "", f"- SHA-256: `{card['sha256']}`",
           f"- Kind: SNN; coding: {args.coding}; T: {t} (low-latency path)",
           f"- Method: {card['method']}",
           f"- Architecture: {payload['spec']}", f"- Data: {card['data']}", f"- Split: {card['training_split']}",
-          f"- Cross-validation (5 folds, test crops, T = {t}): 3D Dice {ft['dice_3d']:.4f} ± {ft['sd_3d']:.4f}; "
+          ("- Cross-validation of the same path from random weights" if warm else "- Cross-validation")
+          + f" (5 folds, test crops, T = {t}): 3D Dice {ft['dice_3d']:.4f} ± {ft['sd_3d']:.4f}; "
           f"its quantised ANN {cv['quantised_ann']['dice_3d']:.4f}; {ft['spikes_per_neuron']:.2f} spikes per "
           f"neuron; energy {ft['energy_vs_ann']:.3f} x the ANN's (45 nm convention)",
           f"- Validation (held-out MSD crops of the final split): 3D Dice {best['val_dice_3d']:.4f}",
