@@ -4,6 +4,8 @@ Reads run folders of ``hipposnn recipe`` (results and logs only, no weights):
 
     python tools/report_lowt_cv.py --lowt docs/results/lowt_cv \
         [--reference docs/results/cv_run docs/results/reference_run]
+    python tools/report_lowt_cv.py --lowt docs/results/lowt_cv_rate --ann-from docs/results/lowt_cv \
+        --reference docs/results/lowt_cv --figure ''     # the rate-penalty fine-tuning of the same ANNs
 
 ``--lowt``: the run of ``configs/lowt_cv.json`` (quantised-clip ANN -> conversion from the clips ->
 BPTT at T = 8). ``--reference``: the runs behind the T = 32 models' CV (first run holding a fold wins,
@@ -56,11 +58,13 @@ def by_t(results: List[Dict[str, Any]], key: str, ann_uj: float) -> Dict[str, Di
     return {t: snn_row(pooled([r[key][t] for r in results]), int(t), ann_uj) for t in sorted(common, key=int)}
 
 
-def summarise(lowt: Path, reference: List[Path], coding: str = "ternary") -> Dict[str, Any]:
+def summarise(lowt: Path, reference: List[Path], coding: str = "ternary",
+              ann_from: Optional[Path] = None) -> Dict[str, Any]:
+    """``ann_from``: the run whose ANN jobs ``lowt`` fine-tuned from (a run that reused another's ANNs)."""
     config = json.loads((lowt / "config.json").read_text())
     ann_uj = ann_energy_uj(config)
     ft_t = int(config["default_timesteps"])
-    ann_res = _fold_results([lowt], coding, "ann")
+    ann_res = _fold_results([ann_from or lowt], coding, "ann")
     ft_res = _fold_results([lowt], coding, f"finetune_T{ft_t}")
     out: Dict[str, Any] = {
         "coding": coding, "ann_energy_roi_uj": ann_uj, "finetune_timesteps": ft_t,
@@ -183,9 +187,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--lowt", type=Path, default=ROOT / "docs" / "results" / "lowt_cv")
     ap.add_argument("--reference", type=Path, nargs="*",
                     default=[ROOT / "docs" / "results" / "cv_run", ROOT / "docs" / "results" / "reference_run"])
+    ap.add_argument("--ann-from", type=Path, default=None,
+                    help="run folder holding the ANN jobs (when --lowt reused another run's ANNs)")
     ap.add_argument("--figure", type=Path, default=FIG / "lowt_dice_vs_T_energy.png", help="'' for none")
     args = ap.parse_args(argv)
-    s = summarise(args.lowt, args.reference)
+    s = summarise(args.lowt, args.reference, ann_from=args.ann_from)
     (args.lowt / "summary.json").write_text(json.dumps(s, indent=1))
     text = table(s)
     (args.lowt / "table.md").write_text(text + "\n")

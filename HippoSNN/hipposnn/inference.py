@@ -50,6 +50,7 @@ from .roi import (
     RoiBox,
     _resample,
     crop_axes,
+    crop_to_box,
     extract_roi,
     place_rois,
     recenter,
@@ -71,11 +72,13 @@ LABELS = {"right": 1, "left": 2}
 FRAME_SHAPE: Tuple[int, int] = (50, 35)
 FRAME_OFFSET: Tuple[float, float] = (1.26, -2.32)
 #: Slices per SNN batch and timesteps per chunk: measured fastest on a 2-core CPU (docs/segmentation.md).
-#: With the fused C++ IF kernels (hipposnn.native) chunk 4 beats 32 (64 slices, T=32: 2.05 vs 3.37 s).
+#: With the fused C++ IF kernels (hipposnn.native) chunk 4 beat 32 (64 slices, T=32: 2.05 vs 3.37 s), and
+#: chunk 1 beats 4 on both shipped SNNs (network time per whole-brain scan, bench/bench_segment.py:
+#: T=8 0.52 vs 0.57 s, T=32 1.98-2.07 vs 2.12-2.14 s; docs/results/bench_segment_models*.json).
 #: The chunk does not change the result (same spike stream, probabilities equal to 4e-7); the batch does
 #: (one seeded generator per batch), so it stays 16.
 SNN_BATCH = 16
-SNN_CHUNK = 4
+SNN_CHUNK = 1
 
 
 @dataclass
@@ -354,14 +357,15 @@ def model_inputs(image: Image, boxes: Sequence[RoiBox], crop: bool) -> Tuple[Lis
     """
     rois, valids = [], []
     for box in boxes:
-        roi = extract_roi(image, box)
+        near = crop_to_box(image, box)  # the voxels this box can read, not the whole scan (4 copies of it)
+        roi = extract_roi(near, box)
         if crop:
-            inside = _resample_ones(image, box) > 0.5
+            inside = _resample_ones(near, box) > 0.5
         else:
             # Exact zeros inside a scan are masking (skull stripping, cerebellum removal, defacing), not
             # tissue: counted as content they pull a ternary ROI's mean down and the network finds little
             # (LPBA40 left: Dice 0.10 -> 0.32 on S11, docs/segmentation.md).
-            inside = training_window(roi.shape) & (extract_roi(_nonzero(image), box) > 0.5)
+            inside = training_window(roi.shape) & (extract_roi(_nonzero(near), box) > 0.5)
             roi[~inside] = 0.0
         rois.append(roi)
         valids.append(inside)
@@ -525,6 +529,8 @@ def segment_image(
 
         t0 = time.perf_counter()
         rois, valids = model_inputs(image, boxes, crop=settings.roi == "crop")
+        timings["roi_inputs"] = time.perf_counter() - t0  # resampling the boxes; "inference" is the network's
+        t0 = time.perf_counter()
         probs = _predict(model, rois, valids, timesteps, coding, settings.seed, steps.sub("infer"))
         timings["inference"] = time.perf_counter() - t0
         steps.finish("infer", "slices segmented")

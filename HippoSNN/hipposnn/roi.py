@@ -615,9 +615,33 @@ def extract_roi(image: Image, box: RoiBox) -> np.ndarray:
     """Sample ``image`` on the ROI grid (linear interpolation, zeros outside the scan).
 
     The box matrix already contains the mirroring of the right side, so the result always looks like
-    a training crop.
+    a training crop. Only the voxels around the box are handed to SimpleITK (:func:`crop_to_box`): a
+    whole 256^3 scan converted for two small boxes, twice each, cost 0.35 s per scan.
     """
-    return _resample(to_sitk(image.array.astype(np.float32, copy=False), image.affine), box.matrix, box.shape)
+    sub = crop_to_box(image, box)
+    return _resample(to_sitk(sub.array.astype(np.float32, copy=False), sub.affine), box.matrix, box.shape)
+
+
+def crop_to_box(image: Image, box: RoiBox, margin: int = 2) -> Image:
+    """The part of ``image`` that sampling on ``box``'s grid can read: its voxel bounding box plus ``margin``.
+
+    Linear interpolation reads the 2 neighbours of a sample point along each axis, so with a margin of at
+    least one voxel every point of the box that lies inside the scan keeps all its neighbours, and one
+    that lies outside stays outside: the resampled values are those of the whole scan. A box entirely
+    outside the scan gets a one-voxel piece of it (the result is zeros either way).
+    """
+    corners = np.array([[i, j, k, 1.0] for i in (0, box.shape[0] - 1) for j in (0, box.shape[1] - 1)
+                        for k in (0, box.shape[2] - 1)]).T
+    voxels = (np.linalg.inv(image.affine) @ box.matrix @ corners)[:3]
+    shape = np.asarray(image.shape[:3])
+    lo = np.clip(np.floor(voxels.min(axis=1)).astype(int) - margin, 0, shape - 1)
+    hi = np.clip(np.ceil(voxels.max(axis=1)).astype(int) + margin + 1, lo + 1, shape)
+    if np.all(lo == 0) and np.all(hi == shape):
+        return image
+    offset = np.eye(4)
+    offset[:3, 3] = lo
+    array = image.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    return Image(array, image.affine @ offset)
 
 
 def paste_back(roi_array: np.ndarray, box: RoiBox, image: Image) -> np.ndarray:
