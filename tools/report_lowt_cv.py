@@ -189,14 +189,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                     default=[ROOT / "docs" / "results" / "cv_run", ROOT / "docs" / "results" / "reference_run"])
     ap.add_argument("--ann-from", type=Path, default=None,
                     help="run folder holding the ANN jobs (when --lowt reused another run's ANNs)")
-    ap.add_argument("--figure", type=Path, default=FIG / "lowt_dice_vs_T_energy.png", help="'' for none")
+    ap.add_argument("--figure", default=str(FIG / "lowt_dice_vs_T_energy.png"), help="'' for none")
     args = ap.parse_args(argv)
     s = summarise(args.lowt, args.reference, ann_from=args.ann_from)
     (args.lowt / "summary.json").write_text(json.dumps(s, indent=1))
     text = table(s)
     (args.lowt / "table.md").write_text(text + "\n")
-    if str(args.figure):
-        figures(s, args.figure)
+    if args.figure:  # a Path('') would be '.', and matplotlib would write '.png'
+        figures(s, Path(args.figure))
     print(text)
     return 0
 
