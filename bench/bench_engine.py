@@ -28,17 +28,12 @@ one BPTT step at the fine-tuning T"), on a quiet machine (``uptime`` first), fro
 
     # the shipped SNN (ternary, context 1, initial membrane 0, soft reset), fine-tuned at T = 32
     python bench/bench_engine.py --model HippoSNN/hipposnn/models/hipposnn_snn_ternary.pt \\
-        --data ../shared/data/msd_hippocampus --infer-steps 32 --train-steps 32 --batch 24 --repeats 3 \\
-        --json docs/results/bench_engine_shipped_T32.json
-    # the low-latency SNN at T = 8 (clip-converted: initial membrane 0.5, soft reset), MODEL = its file,
-    # e.g. runs/lowt_cv/ternary/fold_all/finetune_T8/best.pt of configs/lowt_cv.json
-    python bench/bench_engine.py --model MODEL --data ../shared/data/msd_hippocampus \\
-        --infer-steps 8 --train-steps 8 --batch 24 --repeats 3 --json docs/results/bench_engine_lowt_T8.json
-    # until a T = 8 model file exists: the same dynamics and input on a random network of the same
-    # architecture (thresholds balanced on random images; dense compute does not depend on the weights)
-    python bench/bench_engine.py --initial-membrane 0.5 --context 1 --coding ternary \\
+        --data ../shared/data/msd_hippocampus --infer-steps 32 --train-steps 32 --batch 24 --repeats 2 \\
+        --json docs/results/bench_engine_snn_t32.json
+    # the shipped low-latency SNN (--model snn-t8: clip-converted, initial membrane 0.5, soft reset), T = 8
+    python bench/bench_engine.py --model HippoSNN/hipposnn/models/hipposnn_snn_t8_ternary.pt \\
         --data ../shared/data/msd_hippocampus --infer-steps 8 --train-steps 8 --batch 24 --repeats 3 \\
-        --json docs/results/bench_engine_random_T8.json
+        --json docs/results/bench_engine_snn_t8.json
     # self-check (in-process, batch 2, one repeat, no memory numbers; 4 minutes niced beside a training
     # run on 2 cores, most of it the float64 equality of all ten peers); --eq-steps 8 because the
     # shipped model's output layer gets no spike within the 4 steps --quick would otherwise use

@@ -60,9 +60,10 @@ def main(argv: List[str] | None = None) -> int:
         segment_image(load_image(next(iter(cases.values()))), settings)  # warm-up: model, template, caches
         load_before = os.getloadavg()[0]
         results = {name: time_case(path, settings, args.repeats) for name, path in cases.items()}
+        load_after = os.getloadavg()[0]
         report["models"][model] = {"cases": results, "load_average_before": load_before,
-                                   "load_average_after": os.getloadavg()[0]}
-        print(f"model {model} (load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after)")
+                                   "load_average_after": load_after}
+        print(f"model {model} (load average {load_before:.1f} before, {load_after:.1f} after)")
         for name, steps in results.items():
             cells = []
             for step, t in steps.items():

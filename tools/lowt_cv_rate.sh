@@ -3,7 +3,6 @@
 # the run of configs/lowt_cv.json (linked, not retrained), fine-tuned at T = 8 with loss += 0.2 x mean
 # hidden firing rate (configs/lowt_cv_rate.json), scored on the same test folds. ~11 min on 2 cores.
 #   bash tools/lowt_cv_rate.sh            # needs runs/lowt_cv (hipposnn recipe --config configs/lowt_cv.json)
-#   python tools/report_lowt_cv.py --lowt docs/results/lowt_cv_rate --ann-from docs/results/lowt_cv --reference --figure ''
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=${SRC:-runs/lowt_cv}
@@ -14,10 +13,6 @@ for fold in 0 1 2 3 4; do
 done
 hipposnn recipe --config configs/lowt_cv_rate.json --data "${DATA:-../shared/data/msd_hippocampus}" --out "$R" \
   --jobs 2 --threads 1
-mkdir -p docs/results/lowt_cv_rate
-for job in "$R"/ternary/fold_*/finetune_T8; do
-  dest=docs/results/lowt_cv_rate/${job#"$R"/}
-  mkdir -p "$dest"
-  cp "$job"/{result.json,log.json,log.csv,settings.json} "$dest"/
-done
-cp "$R"/config.json "$R"/jobs.json docs/results/lowt_cv_rate/
+# records (no weights) into docs/results/lowt_cv_rate/, the table against the ANNs it started from
+python tools/report_lowt_cv.py --copy-from "$R" --lowt docs/results/lowt_cv_rate --ann-from docs/results/lowt_cv \
+  --reference --figure ''

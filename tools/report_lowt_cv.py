@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -36,7 +37,28 @@ from hipposnn.unet import describe  # noqa: E402
 from report_recipe import SLICES_PER_ROI, _fold_results, pooled  # noqa: E402
 
 FIG = ROOT / "docs" / "figures"
-FOLDS = 5
+#: What a job folder keeps that the docs need (the weights stay in the run folder).
+KEEP = ("result.json", "log.json", "log.csv", "settings.json")
+
+
+def copy_results(run: Path, dest: Path) -> None:
+    """Logs and results of every job of the recipe run ``run`` (no weights), its config and job list.
+
+    Jobs linked in from another run (a run that reused that run's ANNs) are left out: their records
+    belong to the other run's folder (``--ann-from``)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "jobs.json"):
+        if (run / name).exists():
+            shutil.copyfile(run / name, dest / name)
+    for result in run.glob("*/fold_*/*/result.json"):
+        job = result.parent
+        if job.is_symlink():
+            continue
+        target = dest / job.relative_to(run)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in KEEP:
+            if (job / name).exists():
+                shutil.copyfile(job / name, target / name)
 
 
 def ann_energy_uj(config: Dict[str, Any]) -> float:
@@ -187,10 +209,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--lowt", type=Path, default=ROOT / "docs" / "results" / "lowt_cv")
     ap.add_argument("--reference", type=Path, nargs="*",
                     default=[ROOT / "docs" / "results" / "cv_run", ROOT / "docs" / "results" / "reference_run"])
+    ap.add_argument("--copy-from", type=Path, default=None,
+                    help="recipe run folder whose logs and results (no weights) are first copied into --lowt")
     ap.add_argument("--ann-from", type=Path, default=None,
                     help="run folder holding the ANN jobs (when --lowt reused another run's ANNs)")
     ap.add_argument("--figure", default=str(FIG / "lowt_dice_vs_T_energy.png"), help="'' for none")
     args = ap.parse_args(argv)
+    if args.copy_from is not None:
+        copy_results(args.copy_from, args.lowt)
     s = summarise(args.lowt, args.reference, ann_from=args.ann_from)
     (args.lowt / "summary.json").write_text(json.dumps(s, indent=1))
     text = table(s)

@@ -36,23 +36,6 @@ from hipposnn.weights import MODELS_DIR, read_payload, sha256_file, write_card  
 
 RESULTS = ROOT / "docs" / "results" / "lowt_cv"
 FINAL_RESULTS = ROOT / "docs" / "results" / "lowt_final"
-#: What a job folder keeps that the docs need (the weights stay in the run folder).
-KEEP = ("result.json", "log.json", "log.csv", "settings.json")
-
-
-def copy_results(run: Path, dest: Path) -> None:
-    """Logs and results of every job (no weights), the config and the job list."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "jobs.json"):
-        if (run / name).exists():
-            shutil.copyfile(run / name, dest / name)
-    for result in run.glob("*/fold_*/*/result.json"):
-        job = result.parent
-        target = dest / job.relative_to(run)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in KEEP:
-            if (job / name).exists():
-                shutil.copyfile(job / name, target / name)
 
 
 def cv_metrics(summary: Dict[str, Any]) -> Dict[str, Any]:
@@ -76,8 +59,7 @@ def main() -> int:
     ap.add_argument("--ann", type=Path, default=None, help="its quantised ANN folder (default: RUN's fold 'all')")
     ap.add_argument("--dry-run", action="store_true", help="copy results and report only; ship no model")
     args = ap.parse_args()
-    copy_results(args.run, RESULTS)
-    report_lowt_cv.main(["--lowt", str(RESULTS)])
+    report_lowt_cv.main(["--copy-from", str(args.run), "--lowt", str(RESULTS)])
     summary = json.loads((RESULTS / "summary.json").read_text())
     config = json.loads((args.run / "config.json").read_text())
     t = int(config["default_timesteps"])

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import slicer
 import vtk
 from hipposnn.errors import HippoSNNError
-from hipposnn.options import AUTO_ROI_SHAPE, MODEL_CHOICES, resolve_device, validate_threshold
+from hipposnn.options import AUTO_ROI_SHAPE, resolve_choice, resolve_device, validate_threshold
 from slicer.i18n import tr as _
 
 from HippoSNNLib import dependencies, geometry, terminology
@@ -208,10 +208,9 @@ class SegmentationLogic:
             raise ValueError(_("Input volume or output segmentation is invalid"))
         if side not in ("both", "right", "left"):
             raise ValueError(_("side must be 'both', 'right' or 'left'"))
-        if model not in MODEL_CHOICES:
-            raise ValueError(_("model must be one of: {choices}").format(choices=", ".join(MODEL_CHOICES)))
         try:
-            threshold = validate_threshold(threshold)  # the core's rule (hipposnn.options), not a copy
+            resolve_choice(model)  # the core's rules (hipposnn.options), not copies
+            threshold = validate_threshold(threshold)
         except HippoSNNError as error:
             raise ValueError(str(error)) from None
         startTime = time.time()

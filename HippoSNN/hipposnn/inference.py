@@ -57,7 +57,7 @@ from .roi import (
     register_to_template,
 )
 from .unet import SpikingUNet, UNet
-from .weights import MODEL_CHOICES, default_model_path, model_from_payload, model_kind, read_payload, sha256_file
+from .weights import default_model_path, model_from_payload, model_kind, read_payload, resolve_choice, sha256_file
 
 Progress = Callable[[float, str], bool]
 
@@ -74,7 +74,7 @@ FRAME_OFFSET: Tuple[float, float] = (1.26, -2.32)
 #: Slices per SNN batch and timesteps per chunk: measured fastest on a 2-core CPU (docs/segmentation.md).
 #: With the fused C++ IF kernels (hipposnn.native) chunk 4 beat 32 (64 slices, T=32: 2.05 vs 3.37 s), and
 #: chunk 1 beats 4 on both shipped SNNs (network time per whole-brain scan, bench/bench_segment.py:
-#: T=8 0.52 vs 0.57 s, T=32 1.98-2.07 vs 2.12-2.14 s; docs/results/bench_segment_models*.json).
+#: T=8 0.52 vs 0.57-0.59 s, T=32 1.98-2.07 vs 2.12-2.14 s; docs/results/bench_segment_models*.json).
 #: The chunk does not change the result (same spike stream, probabilities equal to 4e-7); the batch does
 #: (one seeded generator per batch), so it stays 16.
 SNN_BATCH = 16
@@ -87,7 +87,7 @@ class SegmentationSettings:
 
     side: str = "both"  # "right" | "left" | "both"
     roi: object = "auto"  # "auto" | "crop" | (x, y, z) RAS mm centre
-    model: str = "snn"  # a MODEL_CHOICES name: "snn" (the default SNN), "snn-t8", "snn-t32" or "ann"
+    model: str = "snn"  # an options.MODEL_CHOICES name: "snn" (the default SNN), "snn-t8", "snn-t32" or "ann"
     timesteps: int | None = None  # None: the model's own
     coding: str | None = None  # None: the model's own
     threshold: float = 0.5
@@ -103,8 +103,7 @@ class SegmentationSettings:
         """Raise :class:`HippoSNNError` for a setting no run could use, before any work starts."""
         if self.side not in ("right", "left", "both"):
             raise HippoSNNError(f"Unknown side '{self.side}': use right, left or both")
-        if self.model not in MODEL_CHOICES:
-            raise HippoSNNError(f"Unknown model '{self.model}': use {', '.join(MODEL_CHOICES)}")
+        resolve_choice(self.model)  # the one rule for model names (hipposnn.options)
         if self.timesteps is not None and (not isinstance(self.timesteps, int) or self.timesteps < 1):
             raise HippoSNNError(f"timesteps must be a positive whole number, got {self.timesteps!r}")
         if self.coding is not None and self.coding not in CODINGS:
@@ -235,8 +234,7 @@ def load_segmentation_model(
     network costs ~0.3 s; the cache key includes the file's modification time so a retrained file is
     picked up.
     """
-    if model not in MODEL_CHOICES:
-        raise HippoSNNError(f"Unknown model '{model}': use {', '.join(MODEL_CHOICES)}")
+    kind = model_kind(model)  # refuses an unknown name in one line (hipposnn.options)
     device = resolve_device(device)
     path = Path(checkpoint).expanduser() if checkpoint else default_model_path(model, coding)
     if not path.is_file():
@@ -246,7 +244,6 @@ def load_segmentation_model(
         if key in _CACHE:
             return _CACHE[key]
     payload = read_payload(path)
-    kind = model_kind(model)
     if checkpoint and kind == "snn" and payload.get("kind") == "ann":
         raise HippoSNNError(f"{path.name} holds an ANN: pass --model ann or convert it first")
     network = model_from_payload(payload, kind, source=str(path))

@@ -29,10 +29,10 @@ Two options serve the low-latency path (:mod:`hipposnn.quant`): ``initial`` star
 given potential instead of 0 (half the threshold makes an IF neuron round instead of floor, the
 "shift" of clip-floor-shift conversion), and ``reset="zero"`` sets the membrane to 0 after a spike
 (hard reset: what neuromorphic exchange formats such as NIR express; it discards the charge above
-threshold). The fused kernels implement the default soft reset; a start potential is added to the
-first step's current, which is the same thing. The hard reset runs on the PyTorch path, and its BPTT
-keeps the reset detached too: ``u[t] = u_pre[t] * (1 - s[t])`` with ``s[t]`` treated as a constant
-(:class:`_IFZeroFunction`).
+threshold). The fused kernels implement the default soft reset and start the membrane at the start
+potential (the same as adding it to the first step's current, without copying that current). The
+hard reset runs on the PyTorch path, and its BPTT keeps the reset detached too:
+``u[t] = u_pre[t] * (1 - s[t])`` with ``s[t]`` treated as a constant (:class:`_IFZeroFunction`).
 """
 
 from __future__ import annotations

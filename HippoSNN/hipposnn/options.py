@@ -45,6 +45,7 @@ def model_kind(choice: str) -> str:
     """'snn' or 'ann': what the model a user picked by name is."""
     return "ann" if resolve_choice(choice) == "ann" else "snn"
 
+
 #: Files of a training run folder; the first three mean a run is there (finished or interrupted).
 RUN_FILES = ("last.pt", "best.pt", "final.pt", "log.json", "log.csv", "settings.json")
 

@@ -92,9 +92,6 @@ def _meta(stage: str, data: Data, fold: Optional[int], cfg: Optional[TrainConfig
     return meta
 
 
-#: The files of a training run folder; the first three are its checkpoints.
-
-
 def check_out_folder(out: PathLike, what: str = "--out") -> Path:
     """Refuse, in one line, an output folder that is a file or lies under one."""
     out = Path(out).expanduser()

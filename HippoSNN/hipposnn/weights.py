@@ -187,9 +187,9 @@ def default_model_path(kind: str = "snn", coding: Optional[str] = None) -> Path:
     if coding not in CODINGS:
         raise HippoSNNError(f"unknown spike coding {coding!r} (choose binary or ternary)")
     path = MODELS_DIR / shipped_name(variant, coding)
-    if not path.is_file() and variant == "snn-t8":
-        raise HippoSNNError(f"no low-latency (T = 8) SNN is shipped for {coding} coding: use --coding "
-                            f"{DEFAULT_CODING} or --model snn-t32")
     if not path.is_file():
+        if variant == "snn-t8":
+            raise HippoSNNError(f"no low-latency (T = 8) SNN is shipped for {coding} coding: use --coding "
+                                f"{DEFAULT_CODING} or --model snn-t32")
         raise HippoSNNError(f"the shipped {variant.upper()} model is missing ({path}); pass --checkpoint FILE")
     return path
