@@ -269,6 +269,21 @@ def test_low_latency_path_from_cli(synth, tmp_path, capsys):
     assert "no quantisation levels" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def test_hard_reset_training_leaves_denormals_as_it_found_them(synth, tmp_path):
+    """Hard-reset training flushes denormals (speed), and only while it trains: the flag is process-wide."""
+    tiny = torch.tensor([1e-40])  # a float32 denormal; flushed, it reads as 0
+    assert float(tiny * 1) > 0
+    run = tmp_path / "run"
+    common = ["--data", str(synth), "--seed", "1", "--batch-size", "8", "--max-batches", "1", "--epochs", "1"]
+    assert main(["train-ann", *common, "--out", str(run / "q"), "--channels", "4,8,8,8", "--quant-levels", "4"]) == 0
+    assert main(["convert", "--data", str(synth), "--checkpoint", str(run / "q" / "best.pt"), "--out",
+                 str(run / "conv"), "--from-clip", "--reset", "zero"]) == 0
+    assert main(["finetune", *common, "--checkpoint", str(run / "conv" / "converted.pt"), "--out",
+                 str(run / "ft"), "--timesteps", "4"]) == 0
+    assert read_payload(run / "ft" / "best.pt")["reset"] == "zero"
+    assert float(tiny * 1) > 0
+
+
 @pytest.mark.parametrize("argv", [
     ["train-ann", "--data", "d", "--out", "o", "--quant-levels", "-1"],
     ["train-ann", "--data", "d", "--out", "o", "--quant-levels", "x"],

@@ -258,6 +258,13 @@ def test_choosing_a_shipped_snn_sets_its_own_timesteps_and_a_loaded_node_keeps_i
     assert node.timesteps == 32
     node.model = "ann"  # the ANN has no timesteps: the field keeps its value
     assert node.timesteps == 32
+    # a custom model file (as after fine-tuning at the user's T) keeps the user's T
+    from pathlib import Path
+
+    node.timesteps = 16
+    node.customWeightsPath = Path("/tmp/custom.pt")
+    node.model = "snn"
+    assert node.timesteps == 16
 
 
 # -- 4. one box size: the core's AUTO_ROI_SHAPE --------------------------------------------------------

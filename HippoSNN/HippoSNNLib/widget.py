@@ -16,7 +16,7 @@ import qt
 import slicer
 import vtk
 from hipposnn.errors import Cancelled
-from hipposnn.options import MODEL_CHOICES, MODEL_TIMESTEPS, resolve_choice
+from hipposnn.options import MODEL_TIMESTEPS, resolve_choice
 from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
@@ -177,12 +177,15 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.fineTuneButton.enabled = canTrain and not self._busy
 
     def _followModelTimesteps(self, node) -> None:
-        """A newly chosen shipped SNN brings its own timesteps (T = 8 or 32); the user may change them after."""
+        """A newly chosen shipped SNN brings its own timesteps (T = 8 or 32); the user may change them after.
+
+        Not for a custom model file (its T is the one the user fine-tuned at) nor for a node as a saved
+        scene holds it (first sight: it keeps its timesteps)."""
         model = node.model if node is not None else None
         previous, self._lastModel = self._lastModel, model
-        if previous is None or model == previous:
-            return  # first sight (a node as the scene saved it keeps its timesteps) or no change
-        steps = MODEL_TIMESTEPS.get(resolve_choice(model)) if model in MODEL_CHOICES else None
+        if previous is None or model == previous or pathOrNone(node.customWeightsPath):
+            return
+        steps = MODEL_TIMESTEPS.get(resolve_choice(model))
         if steps is not None and node.timesteps != steps:
             node.timesteps = steps
 
