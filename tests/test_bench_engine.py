@@ -122,3 +122,24 @@ def test_shipped_model_on_real_slices(be, shared_data, tmp_path):
     for eq in record["equality"]:
         if eq["dtype"] == "float64":
             assert all(row["identical_spikes"] for row in eq["peers"].values())
+
+
+def test_training_report_compares_each_allocator_and_each_peers_lowest_memory(be):
+    """Every engine runs training under both allocators: ours is compared with the fastest peer run and
+    with the lowest-memory configuration of that peer (and of any peer), under each of its allocators."""
+    def run(engine, allocator, seconds, mb):
+        return {"engine": engine, "task": "train", "chunk": None, "allocator": allocator, "best_s": seconds,
+                "median_s": seconds, "peak_mb": mb}
+
+    results = [run("ours", "default", 0.55, 790), run("ours", "frugal", 0.70, 330),
+               run("sj-s-cl", "default", 0.86, 1184), run("sj-s-cl", "frugal", 1.40, 860),
+               run("snntorch", "default", 1.18, 893)]
+    text = be.report(results, isolated=True)
+    assert "training, ours +frugal: 0.70 s vs the fastest peer sj-s-cl 0.86 s (1.23x): met" in text
+    assert "memory 330 MB vs the fastest peer's lowest-memory configuration (sj-s-cl +frugal, 860 MB): 0.38x" in text
+    assert "training, ours: 0.55 s" in text and "memory 790 MB vs the lowest of any peer (sj-s-cl +frugal" in text
+    # like with like in the per-run table: a peer under the frugal allocator against ours under it
+    assert "| train | sj-s-cl +frugal | - | 1.40 | 1.40 | 860 | 2.00x | 0.38x |" in text
+    best = be.best_configurations(results, isolated=True)
+    assert "| train | sj-s | fastest | channels-last, default allocator | 0.86 | 1184 | 1.56x | 0.67x |" in best
+    assert "| train | sj-s | lowest memory | channels-last, frugal allocator | 1.40 | 860 | 2.00x | 0.38x |" in best

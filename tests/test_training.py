@@ -368,3 +368,14 @@ def test_shipped_models_load_safely_and_coding_picks_variant():
     assert snn["spec"] == ann["spec"] and set(snn["weights"]) == set(ann["weights"])
     with pytest.raises(HippoSNNError, match="unknown spike coding"):
         default_model_path("snn", "quaternary")
+
+
+def test_frugal_memory_flag_reaches_the_training_settings_and_may_change_on_resume():
+    from hipposnn.cli import _train_config, build_parser
+    from hipposnn.training import RESUME_MAY_CHANGE
+
+    common = ["--data", "d", "--out", "o", "--checkpoint", "c.pt"]
+    args = build_parser().parse_args(["finetune", *common, "--frugal-memory"])
+    assert _train_config(args, "finetune").frugal_memory is True
+    assert _train_config(build_parser().parse_args(["finetune", *common]), "finetune").frugal_memory is False
+    assert "frugal_memory" in RESUME_MAY_CHANGE  # how it runs, not what it computes

@@ -13,7 +13,8 @@ The low-latency path is the same recipe with other settings (``configs/lowt_cv.j
 ``"ann": {"quant_levels": L}`` trains quantised-clip ANNs, ``"convert": {"from_clip": true}`` takes
 the thresholds from the learned clips (no balancing pass; ``"reset": "zero"`` for a hard reset), and
 ``max_batches`` / ``rate_penalty`` in ``"ann"``, ``"finetune"`` and ``"direct"`` bound the budget and
-penalise firing.
+penalise firing. ``"finetune": {"frugal_memory": true}`` runs BPTT with :func:`hipposnn.memory.frugal_allocator`
+(CPU: about 2.3x less peak memory per step, about 20 % slower).
 
 Jobs run in parallel worker processes (``--jobs``); each writes ``result.json`` when done, so an
 interrupted recipe rerun skips finished jobs and resumes unfinished training from ``last.pt``. A
@@ -270,7 +271,8 @@ def _execute(
                           augment=s.get("augment", False),
                           site_augment=s.get("site_augment", False), eval_every=s.get("eval_every"), device=device,
                           threads=threads, plateau_patience=s.get("plateau_patience", 2),
-                          max_batches=s.get("max_batches"), rate_penalty=s.get("rate_penalty", 0.0))
+                          max_batches=s.get("max_batches"), rate_penalty=s.get("rate_penalty", 0.0),
+                          frugal_memory=s.get("frugal_memory", False))
         init = out / job.coding / f"fold_{job.fold}" / "ann" / "converted.pt" if job.stage == "finetune" else None
         if (folder / "final.pt").exists() or (folder / "imported.json").exists():
             result["imported"] = (folder / "imported.json").exists()

@@ -37,6 +37,7 @@ from .data import SliceSet, from_slices
 from .encoding import make_generator, poisson_spikes
 from .errors import Cancelled, HippoSNNError
 from .losses import LOSSES
+from .memory import frugal_allocator
 from .metrics import dice, mean_sd, slice_dice
 from .simulate import predict_slices
 from .unet import SpikeStats, SpikingUNet, UNet
@@ -47,7 +48,7 @@ Progress = Callable[[float, str], bool]
 #: Settings a resumed run may change: how long and where it runs, not what it computes. Any other
 #: difference from the run's own settings (learning rate, batch size, loss, coding, T, seed, ...) is
 #: refused, so that ``settings.json`` and the checkpoints always describe the training that happened.
-RESUME_MAY_CHANGE = ("epochs", "max_batches", "eval_every", "threads", "device")
+RESUME_MAY_CHANGE = ("epochs", "max_batches", "eval_every", "threads", "device", "frugal_memory")
 
 
 @dataclass
@@ -71,6 +72,7 @@ class TrainConfig:
     eval_timesteps: Optional[int] = None  # T for SNN validation (default: timesteps)
     quant_levels: Optional[int] = None  # ANN: quantised-clip levels L (0: ReLU; None: the --init model's own)
     rate_penalty: float = 0.0  # SNN: loss += rate_penalty * mean firing rate of the hidden layers
+    frugal_memory: bool = False  # CPU: return freed activations to the system (hipposnn.memory)
     threads: Optional[int] = None
     device: str = "cpu"
     extra: Dict[str, Any] = field(default_factory=dict)
@@ -242,6 +244,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = torch.device(cfg.device)
+        if cfg.frugal_memory and self.device.type == "cpu" and not frugal_allocator():
+            log("--frugal-memory: not available on this platform (needs glibc); running with the default allocator")
         model.to(self.device)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
