@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 import slicer
-from hipposnn.options import AUTO_ROI_SHAPE, MODEL_CHOICES, THRESHOLD_RANGE
+from hipposnn.options import AUTO_ROI_SHAPE, CODING_CHOICES, MODEL_CHOICES, THRESHOLD_RANGE
 from HippoSNNLib.segmentationLogic import SegmentationLogic
 from HippoSNNLib.teachingLogic import TeachingLogic
 from HippoSNNLib.trainingLogic import TrainingLogic
@@ -126,7 +126,7 @@ def parameterNodeClass():
         roiNode: vtkMRMLMarkupsROINode
         outputSegmentation: vtkMRMLSegmentationNode
         timesteps: Annotated[int, WithinRange(1, 1000)] = 32
-        coding: Annotated[str, Choice(["binary", "ternary"])] = "ternary"
+        coding: Annotated[str, Choice(list(CODING_CHOICES))] = "auto"
         threshold: Annotated[float, WithinRange(THRESHOLD_RANGE[0], THRESHOLD_RANGE[1])] = 0.5
         model: Annotated[str, Choice(list(MODEL_CHOICES))] = "snn"
         side: Annotated[str, Choice(["both", "right", "left"])] = "both"
@@ -247,7 +247,7 @@ class HippoSNNTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Parameter node and option rules")
         logic = HippoSNNLogic()
         node = logic.getParameterNode()
-        self.assertEqual((node.timesteps, node.coding, node.side, node.device), (32, "ternary", "both", "auto"))
+        self.assertEqual((node.timesteps, node.coding, node.side, node.device), (32, "auto", "both", "auto"))
         self.assertTrue(THRESHOLD_RANGE[0] <= node.threshold <= THRESHOLD_RANGE[1])
         volumeNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "v")
         segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")

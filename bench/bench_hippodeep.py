@@ -139,6 +139,7 @@ def run_hipposnn(case: ev.Case, threads: int, work: Path, model: str, coding: st
         out["etiv_mm3"] = summary.get("etiv_mm3")
         out["own_volumes_mm3"] = summary.get("volumes_mm3")
         out["quality"] = qc.get("quality")
+        out["timings_s"] = summary.get("timings_s")  # the pipeline's own steps (model, registration, ...)
         out["side_quality"] = {s: ((qc.get("sides") or {}).get(s) or {}).get("quality") or qc.get("quality")
                                for s in ev.SIDES}
     if proc.returncode != 0 or not labels:

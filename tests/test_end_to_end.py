@@ -31,7 +31,8 @@ def _scan(shared_data: Path) -> Path:
 
 
 def test_default_segmentation_of_a_whole_brain_t1(shared_data, tmp_path, capsys):
-    """`hipposnn segment T1 -o OUT` with every default: ternary SNN at T = 32, automatic ROI."""
+    """`hipposnn segment T1 -o OUT` with every default: the site-robust SNN at T = 32 in binary coding (the
+    whole-brain default, hipposnn.options.default_coding), automatic ROI."""
     scan = _scan(shared_data)
     aseg, aseg_affine = read_volume(scan.parent / BERT[3])
     out = tmp_path / "out"
@@ -39,7 +40,8 @@ def test_default_segmentation_of_a_whole_brain_t1(shared_data, tmp_path, capsys)
     summary = json.loads((out / "norm_hippo.json").read_text())
     settings = summary["settings"]
     assert (settings["model"], settings["coding_used"], settings["timesteps_used"], settings["roi"]) == (
-        "snn", "ternary", 32, "auto"), settings
+        "snn", "binary", 32, "auto"), settings
+    assert settings["checkpoint_used"].endswith("hipposnn_snn_binary.pt")
     assert summary["qc"]["quality"] == "good", summary["qc"]
     labels, affine = read_volume(out / "norm_hippo_labels.mgz")
     assert labels.shape == aseg.shape and np.allclose(affine, aseg_affine, atol=1e-4)

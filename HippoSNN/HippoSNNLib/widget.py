@@ -16,7 +16,7 @@ import qt
 import slicer
 import vtk
 from hipposnn.errors import Cancelled
-from hipposnn.options import MODEL_TIMESTEPS, resolve_choice
+from hipposnn.options import MODEL_TIMESTEPS, interface_coding, resolve_choice
 from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
@@ -264,7 +264,7 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 side=node.side,
                 model=node.model,
                 timesteps=node.timesteps,
-                coding=node.coding,
+                coding=interface_coding(node.coding),
                 threshold=node.threshold,
                 seed=node.seed,
                 device=node.device,
@@ -330,7 +330,7 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     modelPath,
                     str(node.trainingDataPath),
                     str(node.trainingOutputPath),
-                    coding=node.coding,
+                    coding=interface_coding(node.coding, concrete=True),
                     seed=node.seed,
                     device=node.device,
                     progressCallback=self._progress,
@@ -401,7 +401,7 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 side="left" if node.side == "left" else "right",
                 sliceIndex=node.teachingSlice,
                 timesteps=node.timesteps,
-                coding=node.coding,
+                coding=interface_coding(node.coding, concrete=True),
                 seed=node.seed,
                 device=node.device,
                 checkpoint=pathOrNone(node.customWeightsPath),

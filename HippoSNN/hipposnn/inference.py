@@ -41,7 +41,7 @@ from .data import normalise, to_slices
 from .encoding import CODINGS
 from .errors import Cancelled, HippoSNNError
 from .io import Image
-from .options import AUTO_ROI_SHAPE, check_device, validate_threshold
+from .options import AUTO_ROI_SHAPE, check_device, chosen_coding, validate_threshold
 from .options import resolve_device as _resolve_device
 from .qc import compare_sides, etiv_mm3, overall, side_qc
 from .roi import (
@@ -89,7 +89,7 @@ class SegmentationSettings:
     roi: object = "auto"  # "auto" | "crop" | (x, y, z) RAS mm centre
     model: str = "snn"  # an options.MODEL_CHOICES name: "snn" (the default SNN), "snn-t8", "snn-t32" or "ann"
     timesteps: int | None = None  # None: the model's own
-    coding: str | None = None  # None: the model's own
+    coding: str | None = None  # None: a custom file's own, else options.default_coding (binary SNN for whole brains)
     threshold: float = 0.5
     seed: int = 0
     device: str = "cpu"  # "cpu" | "cuda" | "auto"
@@ -496,7 +496,8 @@ def segment_image(
     try:
         t0 = time.perf_counter()
         steps.report("load", 0.0, "loading the model")
-        model = load_segmentation_model(settings.model, settings.checkpoint, settings.device, settings.coding)
+        chosen = chosen_coding(settings.model, settings.coding, settings.checkpoint, settings.roi)
+        model = load_segmentation_model(settings.model, settings.checkpoint, settings.device, chosen)
         timesteps = int(settings.timesteps or model.timesteps)
         coding = settings.coding or model.coding
         timings["model"] = time.perf_counter() - t0

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
+from . import DEFAULT_CODING
 from .errors import HippoSNNError
 
 #: Auto-ROI grid (voxels at 1 mm): axis 0 lateral->medial (the slices), 1 posterior->anterior,
@@ -39,6 +40,51 @@ def resolve_choice(choice: str) -> str:
     if choice not in MODEL_CHOICES:
         raise HippoSNNError(f"unknown model {choice!r} (choose {', '.join(MODEL_CHOICES)})")
     return DEFAULT_SNN if choice == "snn" else choice
+
+
+#: The coding of the SNN that segments whole-brain scans by default (any ROI mode but "crop"). The
+#: site-robust binary T = 32 SNN is ahead of the ternary one on every labelled whole-brain set
+#: (tools/eval_sets.py, docs/segmentation.md: IXI 0.800 vs 0.677 with 0 vs 8 failures, LPBA40 0.597 vs
+#: 0.534, FreeSurfer 0.785 vs 0.763), while on MSD-like crops the ternary one stays ahead (validation
+#: 0.8982 vs 0.8950; cross-validation of their predecessors 0.9047 vs 0.8973): crops keep DEFAULT_CODING.
+WHOLE_BRAIN_SNN_CODING = "binary"
+#: Input coding choices of the user interfaces: "auto" is :func:`default_coding` for segmentation and
+#: DEFAULT_CODING where a concrete coding is needed (training, the teaching view).
+CODING_CHOICES = ("auto", "binary", "ternary")
+#: Models shipped in one coding only.
+SINGLE_CODING = {"snn-t8": DEFAULT_CODING}
+
+
+def default_coding(choice: str, roi: object = "auto") -> str:
+    """The spike coding of the shipped model a user gets when they do not choose one.
+
+    ``roi`` is the ROI mode ("auto", "crop" or a centre point): a crop is an MSD-like input, anything
+    else a whole-brain scan. Only the T = 32 SNN has a whole-brain default of its own
+    (:data:`WHOLE_BRAIN_SNN_CODING`); the ANN and the T = 8 SNN keep theirs.
+    """
+    variant = resolve_choice(choice)
+    if variant in SINGLE_CODING:
+        return SINGLE_CODING[variant]
+    if variant == "snn-t32" and not (isinstance(roi, str) and roi == "crop"):
+        return WHOLE_BRAIN_SNN_CODING
+    return DEFAULT_CODING
+
+
+def chosen_coding(choice: str, coding: Optional[str], checkpoint: object = None, roi: object = "auto") -> Optional[str]:
+    """The coding a run uses: the user's, else a custom file's own (None), else :func:`default_coding`."""
+    if coding:
+        return coding
+    return None if checkpoint else default_coding(choice, roi)
+
+
+def interface_coding(choice: str, concrete: bool = False) -> Optional[str]:
+    """A :data:`CODING_CHOICES` value as the core takes it: "auto" is None (segmentation picks
+    :func:`default_coding`) or, with ``concrete``, DEFAULT_CODING (training, teaching)."""
+    if choice not in CODING_CHOICES:
+        raise HippoSNNError(f"unknown coding {choice!r} (choose {', '.join(CODING_CHOICES)})")
+    if choice == "auto":
+        return DEFAULT_CODING if concrete else None
+    return choice
 
 
 def model_kind(choice: str) -> str:

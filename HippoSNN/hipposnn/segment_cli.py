@@ -64,7 +64,10 @@ def add_segmentation_arguments(parser, roi: Callable[[str], object], roi_help: s
     parser.add_argument("--checkpoint", default=None, help="custom model file instead of the shipped one")
     parser.add_argument("--timesteps", type=positive_int, default=None,
                         help="SNN timesteps (default: the model's own, 8 for snn-t8, 32 for snn-t32)")
-    parser.add_argument("--coding", choices=("binary", "ternary"), default=None, help="default: the model's")
+    parser.add_argument("--coding", choices=("binary", "ternary"), default=None,
+                        help="input spike coding (default: binary for the T = 32 SNN on whole-brain scans, where "
+                             "the site-robust binary model is ahead; ternary for --roi crop, snn-t8 and ann; a "
+                             "--checkpoint file's own)")
     parser.add_argument("--threshold", type=probability, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
