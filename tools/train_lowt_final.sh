@@ -6,20 +6,23 @@
 # 5-fold CV of configs/lowt_cv.json measured from random weights (docs/models.md); the warm start is what
 # the single-split pilot used (tools/lowt_pilot.sh). CPU, 2 threads; RESUME=1 continues a stopped run.
 #   OUT=runs/lowt_final bash tools/train_lowt_final.sh
+#   CODING=binary OUT=runs/lowt_final_binary bash tools/train_lowt_final.sh   # from the site-robust binary ANN
 # then: python tools/ship_lowt_model.py --final runs/lowt_final/finetune_T8 --ann runs/lowt_final/ann_L8
+#       [--coding binary --final runs/lowt_final_binary/finetune_T8 --ann runs/lowt_final_binary/ann_L8]
 set -euo pipefail
 DATA=${DATA:-../shared/data/msd_hippocampus}
 R=${OUT:-runs/lowt_final}
 EPOCHS=${EPOCHS:-6}
 BATCHES=${BATCHES:-120}
+CODING=${CODING:-ternary}
 mkdir -p "$R"
 RES=()
 [ "${RESUME:-0}" = 1 ] && RES=(--resume)
-INIT=HippoSNN/hipposnn/models/hipposnn_ann_ternary.pt
+INIT=HippoSNN/hipposnn/models/hipposnn_ann_${CODING}.pt
 [ -f "$R/ann_L8/final.pt" ] || hipposnn train-ann --data "$DATA" --out "$R/ann_L8" --init "$INIT" --quant-levels 8 \
-  --coding ternary --augment --site-augment --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads 2 --seed 0 "${RES[@]}"
+  --coding "$CODING" --augment --site-augment --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads 2 --seed 0 "${RES[@]}"
 [ -f "$R/converted.pt" ] || hipposnn convert --data "$DATA" --checkpoint "$R/ann_L8/best.pt" --out "$R" --from-clip \
-  --coding ternary --seed 0
+  --coding "$CODING" --seed 0
 [ -f "$R/finetune_T8/final.pt" ] || hipposnn finetune --data "$DATA" --checkpoint "$R/converted.pt" \
-  --out "$R/finetune_T8" --epochs 1 --max-batches "$BATCHES" --batch-size 32 --lr 1e-4 --timesteps 8 --coding ternary \
+  --out "$R/finetune_T8" --epochs 1 --max-batches "$BATCHES" --batch-size 32 --lr 1e-4 --timesteps 8 --coding "$CODING" \
   --augment --site-augment --eval-every 40 --threads 2 --seed 0 "${RES[@]}"
