@@ -14,6 +14,7 @@ DATA=${DATA:-../shared/data/msd_hippocampus}
 R=${OUT:-runs/lowt_final}
 EPOCHS=${EPOCHS:-6}
 BATCHES=${BATCHES:-120}
+FT_EPOCHS=${FT_EPOCHS:-1}  # an epoch is ~135 batches of 32: BATCHES above that needs more epochs
 CODING=${CODING:-ternary}
 mkdir -p "$R"
 RES=()
@@ -24,5 +25,5 @@ INIT=HippoSNN/hipposnn/models/hipposnn_ann_${CODING}.pt
 [ -f "$R/converted.pt" ] || hipposnn convert --data "$DATA" --checkpoint "$R/ann_L8/best.pt" --out "$R" --from-clip \
   --coding "$CODING" --seed 0
 [ -f "$R/finetune_T8/final.pt" ] || hipposnn finetune --data "$DATA" --checkpoint "$R/converted.pt" \
-  --out "$R/finetune_T8" --epochs 1 --max-batches "$BATCHES" --batch-size 32 --lr 1e-4 --timesteps 8 --coding "$CODING" \
+  --out "$R/finetune_T8" --epochs "$FT_EPOCHS" --max-batches "$BATCHES" --batch-size 32 --lr 1e-4 --timesteps 8 --coding "$CODING" \
   --augment --site-augment --eval-every 40 --threads 2 --seed 0 "${RES[@]}"
