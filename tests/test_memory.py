@@ -8,6 +8,7 @@ long-lived ones (the saved 8-bit codes), then the large ones freed.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,9 +18,9 @@ from hipposnn import memory
 
 PATTERN = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
     import torch
-    from hipposnn.memory import frugal_allocator, frugal_allocator_active
+    from hipposnn.memory import frugal_allocator
 
     def rss_mb():
         with open("/proc/self/statm") as fh:
@@ -40,13 +41,19 @@ PATTERN = textwrap.dedent(
         if i % 2:
             big.pop(0)
     big.clear()
-    print(json.dumps({"applied": applied, "active": frugal_allocator_active(), "held_mb": rss_mb() - base}))
+    active = os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"
+    print(json.dumps({"applied": applied, "active": active, "held_mb": rss_mb() - base}))
     """
 )
 
 
+#: the child processes start without the setting, whatever this process's environment holds
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+
+
 def _run(mode: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", PATTERN, mode], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", PATTERN, mode], capture_output=True, text=True, check=True,
+                         env=CLEAN_ENV)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -65,9 +72,9 @@ def test_frugal_allocator_returns_freed_blocks():
 def test_frugal_allocator_is_idempotent_and_off_by_default():
     out = subprocess.run(
         [sys.executable, "-c", "from hipposnn import memory as m, training as t; import os; "
-         "a = m.frugal_allocator_active(); b = m.frugal_allocator(); c = m.frugal_allocator(); "
+         "a = os.environ.get('THP_MEM_ALLOC_ENABLE') == '1'; b = m.frugal_allocator(); c = m.frugal_allocator(); "
          "print(a, b == c, t.TrainConfig().frugal_memory, os.environ.get('THP_MEM_ALLOC_ENABLE') == '1' or not b)"],
-        capture_output=True, text=True, check=True)
+        capture_output=True, text=True, check=True, env=CLEAN_ENV)
     assert out.stdout.split() == ["False", "True", "False", "True"]
 
 

@@ -75,7 +75,7 @@ def test_model_names_resolve_to_shipped_files_with_their_own_timesteps():
     with pytest.raises(HippoSNNError, match="unknown model 'snn-t4'"):
         resolve_choice("snn-t4")
     # the low-latency SNN exists for the default coding only: a clear error, not a missing-file traceback
-    with pytest.raises(HippoSNNError, match="no low-latency"):
+    with pytest.raises(HippoSNNError, match="no snn-t8 model is shipped for binary coding"):
         default_model_path("snn-t8", "binary")
 
 
@@ -92,6 +92,12 @@ def test_default_coding_is_binary_for_the_default_snn_on_whole_brains_only():
     assert chosen_coding("snn", "ternary") == "ternary"  # the user's choice wins
     assert chosen_coding("snn", None, checkpoint="my.pt") is None  # a custom file's own
     assert chosen_coding("snn", None) == "binary"
+    from hipposnn.weights import chosen_model_path
+
+    assert chosen_model_path("snn").name == "hipposnn_snn_binary.pt"  # the file a whole-brain run reads
+    assert chosen_model_path("snn", roi="crop").name == "hipposnn_snn_ternary.pt"
+    assert chosen_model_path("snn-t8").name == "hipposnn_snn_t8_ternary.pt"
+    assert chosen_model_path("snn", checkpoint="~/my.pt", coding="binary").name == "my.pt"
     assert interface_coding("auto") is None and interface_coding("auto", concrete=True) == DEFAULT_CODING
     assert interface_coding("binary", concrete=True) == "binary"
     with pytest.raises(HippoSNNError, match="unknown coding"):

@@ -476,11 +476,9 @@ def _worker_init(threads: int, warm: Optional[Dict[str, Any]] = None) -> None:
     if warm is not None:
         try:
             from .inference import load_segmentation_model
-            from .options import chosen_coding
 
-            model = warm.get("model", "snn")
-            coding = chosen_coding(model, warm.get("coding"), warm.get("checkpoint"), warm.get("roi", "auto"))
-            load_segmentation_model(model, warm.get("checkpoint"), warm.get("device", "cpu"), coding)
+            load_segmentation_model(warm.get("model", "snn"), warm.get("checkpoint"), warm.get("device", "cpu"),
+                                    warm.get("coding"), warm.get("roi", "auto"))
         except Exception:  # noqa: BLE001 - the scan itself will report the problem
             pass
 
@@ -613,13 +611,10 @@ def default_threads(jobs: int) -> int:
 
 def model_sha256(settings: Dict[str, Any]) -> str:
     """SHA-256 of the model file these settings use (checks that it exists)."""
-    from .options import chosen_coding
-    from .weights import default_model_path
+    from .weights import chosen_model_path
 
-    checkpoint = settings.get("checkpoint")
-    model = settings.get("model", "snn")
-    coding = chosen_coding(model, settings.get("coding"), checkpoint, settings.get("roi", "auto"))
-    path = Path(checkpoint).expanduser() if checkpoint else default_model_path(model, coding)
+    path = chosen_model_path(settings.get("model", "snn"), settings.get("checkpoint"), settings.get("coding"),
+                             settings.get("roi", "auto"))
     if not path.is_file():
         raise HippoSNNError(f"model file not found: {path}")
     return _sha256(path)

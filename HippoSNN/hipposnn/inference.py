@@ -41,7 +41,7 @@ from .data import normalise, to_slices
 from .encoding import CODINGS
 from .errors import Cancelled, HippoSNNError
 from .io import Image
-from .options import AUTO_ROI_SHAPE, check_device, chosen_coding, validate_threshold
+from .options import AUTO_ROI_SHAPE, check_device, validate_threshold
 from .options import resolve_device as _resolve_device
 from .qc import compare_sides, etiv_mm3, overall, side_qc
 from .roi import (
@@ -57,7 +57,7 @@ from .roi import (
     register_to_template,
 )
 from .unet import SpikingUNet, UNet
-from .weights import default_model_path, model_from_payload, model_kind, read_payload, resolve_choice, sha256_file
+from .weights import chosen_model_path, model_from_payload, model_kind, read_payload, resolve_choice, sha256_file
 
 Progress = Callable[[float, str], bool]
 
@@ -226,9 +226,13 @@ def resolve_device(device: str = "cpu") -> str:
 
 
 def load_segmentation_model(
-    model: str = "snn", checkpoint: str | None = None, device: str = "cpu", coding: str | None = None
+    model: str = "snn", checkpoint: str | None = None, device: str = "cpu", coding: str | None = None,
+    roi: object = "auto",
 ) -> LoadedModel:
     """Load (once per file, kind and device) the network to segment with.
+
+    Without ``coding`` the shipped model is the default for the input ``roi`` describes
+    (:func:`hipposnn.options.default_coding`: binary T = 32 SNN on whole-brain scans).
 
     Cached because the Slicer module segments several scans in one session and reading/building the
     network costs ~0.3 s; the cache key includes the file's modification time so a retrained file is
@@ -236,7 +240,7 @@ def load_segmentation_model(
     """
     kind = model_kind(model)  # refuses an unknown name in one line (hipposnn.options)
     device = resolve_device(device)
-    path = Path(checkpoint).expanduser() if checkpoint else default_model_path(model, coding)
+    path = chosen_model_path(model, checkpoint, coding, roi)
     if not path.is_file():
         raise HippoSNNError(f"model file not found: {path}")
     key = (str(path.resolve()), model, device, path.stat().st_mtime)
@@ -496,8 +500,8 @@ def segment_image(
     try:
         t0 = time.perf_counter()
         steps.report("load", 0.0, "loading the model")
-        chosen = chosen_coding(settings.model, settings.coding, settings.checkpoint, settings.roi)
-        model = load_segmentation_model(settings.model, settings.checkpoint, settings.device, chosen)
+        model = load_segmentation_model(settings.model, settings.checkpoint, settings.device, settings.coding,
+                                        settings.roi)
         timesteps = int(settings.timesteps or model.timesteps)
         coding = settings.coding or model.coding
         timings["model"] = time.perf_counter() - t0

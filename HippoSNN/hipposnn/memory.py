@@ -56,8 +56,3 @@ def frugal_allocator() -> bool:
     os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
     _applied = True
     return True
-
-
-def frugal_allocator_active() -> bool:
-    """Whether :func:`frugal_allocator` has taken effect in this process."""
-    return _applied

@@ -18,7 +18,7 @@ from . import DEFAULT_CODING
 from .atomicio import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported for training, data, recipe
 from .encoding import CODINGS
 from .errors import HippoSNNError
-from .options import DEFAULT_SNN, MODEL_CHOICES, model_kind, resolve_choice  # noqa: F401 - re-exported
+from .options import DEFAULT_SNN, MODEL_CHOICES, SINGLE_CODING, chosen_coding, model_kind, resolve_choice  # noqa: F401
 from .unet import SpikingUNet, UNet, UNetSpec
 
 FORMAT = "hipposnn-model/1"
@@ -186,10 +186,19 @@ def default_model_path(kind: str = "snn", coding: Optional[str] = None) -> Path:
     coding = coding or DEFAULT_CODING
     if coding not in CODINGS:
         raise HippoSNNError(f"unknown spike coding {coding!r} (choose binary or ternary)")
+    if variant in SINGLE_CODING and coding != SINGLE_CODING[variant]:
+        raise HippoSNNError(f"no {variant} model is shipped for {coding} coding: use --coding "
+                            f"{SINGLE_CODING[variant]} or another --model")
     path = MODELS_DIR / shipped_name(variant, coding)
     if not path.is_file():
-        if variant == "snn-t8":
-            raise HippoSNNError(f"no low-latency (T = 8) SNN is shipped for {coding} coding: use --coding "
-                                f"{DEFAULT_CODING} or --model snn-t32")
         raise HippoSNNError(f"the shipped {variant.upper()} model is missing ({path}); pass --checkpoint FILE")
     return path
+
+
+def chosen_model_path(kind: str = "snn", checkpoint: Optional[str] = None, coding: Optional[str] = None,
+                      roi: object = "auto") -> Path:
+    """The file a segmentation run with these settings reads: ``checkpoint``, else the shipped model of
+    the coding :func:`hipposnn.options.chosen_coding` picks (the user's, else the default for this input)."""
+    if checkpoint:
+        return Path(checkpoint).expanduser()
+    return default_model_path(kind, chosen_coding(kind, coding, checkpoint, roi))
