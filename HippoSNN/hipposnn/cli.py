@@ -64,7 +64,7 @@ def _add_rate_penalty(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate-penalty", type=_non_negative_float, default=0.0, metavar="W",
                    help="add W x the mean firing rate of the hidden layers to the loss (default 0)")
     p.add_argument("--frugal-memory", action="store_true",
-                   help="CPU: return freed activations to the system; ~2.3x lower peak memory of a BPTT step, "
+                   help="CPU: return freed activations to the system; about half the peak memory of a BPTT step, "
                         "~20%% slower (glibc; see hipposnn.memory)")
 
 

@@ -1,19 +1,19 @@
 """Frugal process memory for BPTT on a CPU: freed activations go back to the system.
 
-Why: a BPTT step allocates and frees a few gigabytes of short-lived float tensors (currents, spikes,
-gradients) between long-lived compact ones (the 8-bit surrogate codes and spikes kept for the backward
-pass). glibc's malloc serves blocks up to 32 MiB from its heap once a block of that size has been
-freed (its mmap threshold adapts upwards), and a heap can only shrink from its top: the long-lived
-blocks pin the freed ones in between, and the process's resident memory ends up at about twice the
-memory the step actually holds at any moment (measured on the shipped T = 8 model, batch 24: 737-836 MB
-resident for a ~330 MB live peak).
+Why: a BPTT step allocates and frees many short-lived float tensors (currents, spikes, gradients)
+between long-lived compact ones (the 8-bit surrogate codes and spikes kept for the backward pass).
+glibc's malloc serves blocks up to 32 MiB from its heap once a block of that size has been freed (its
+mmap threshold adapts upwards), and a heap can only shrink from its top: the long-lived blocks pin the
+freed ones in between, and the process's resident memory grows well past what the step holds at any
+moment.
 
 :func:`frugal_allocator` fixes malloc's mmap threshold at 1 MiB, so every large tensor is its own
 mapping and is returned when freed, and asks PyTorch to back its large allocations with transparent
 huge pages (``THP_MEM_ALLOC_ENABLE``), so the fresh mappings cost one page fault per 2 MiB instead of
-one per 4 KiB. It is process-wide and meant for training processes: the CPU fine-tuning step then
-peaks at ~330 MB instead of ~790 MB and takes ~20 % longer (``bench/bench_engine.py``, allocator
-"frugal"). Elsewhere than glibc (macOS, Windows, musl) it does nothing and says so.
+one per 4 KiB. It is process-wide and meant for training processes: the CPU fine-tuning step of the
+shipped T = 8 model (batch 24) peaked at 331 instead of 647 MB and took 20 % longer (0.73 vs 0.61 s;
+``bench/bench_engine.py``, docs/results/bench_engine_snn_t8_allocators.log). Elsewhere than glibc
+(macOS, Windows, musl) it does nothing and says so.
 """
 
 from __future__ import annotations

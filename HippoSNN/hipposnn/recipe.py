@@ -14,7 +14,7 @@ The low-latency path is the same recipe with other settings (``configs/lowt_cv.j
 the thresholds from the learned clips (no balancing pass; ``"reset": "zero"`` for a hard reset), and
 ``max_batches`` / ``rate_penalty`` in ``"ann"``, ``"finetune"`` and ``"direct"`` bound the budget and
 penalise firing. ``"finetune": {"frugal_memory": true}`` runs BPTT with :func:`hipposnn.memory.frugal_allocator`
-(CPU: about 2.3x less peak memory per step, about 20 % slower).
+(CPU: about half the peak memory per step, about 20 % slower; docs/benchmarks.md).
 
 Jobs run in parallel worker processes (``--jobs``); each writes ``result.json`` when done, so an
 interrupted recipe rerun skips finished jobs and resumes unfinished training from ``last.pt``. A

@@ -231,8 +231,7 @@ def _in_parallel(calls: Sequence[Callable[[], T]]) -> List[T]:
     """Run independent registrations on up to :data:`_WORKERS` threads; results in the order given.
 
     Each registration keeps its one ITK thread (bit-identical results); SimpleITK releases the GIL
-    while it runs, so the six global starts and the two local stages overlap on a 2-core machine
-    (IXI 2 mm scan: the two local stages 0.64 s one after the other).
+    while it runs, so the six global starts and the two local stages overlap on a 2-core machine.
     """
     if len(calls) < 2 or _WORKERS < 2:
         return [call() for call in calls]
@@ -356,7 +355,7 @@ def _global_affine(
 def register_to_template(image: Image, sides: Sequence[str] = SIDES) -> RegistrationResult:
     """Affinely register ``image`` to the ICBM 2009a template; global stage plus one local stage per side.
 
-    Takes about 1.3 s for a 256^3 scan and 0.8 s for a 2 mm one on 2 cores (one ITK thread per
+    Takes about 1.4 s for a 256^3 scan on 2 cores (``bench/bench_segment.py``; one ITK thread per
     registration, for bit-identical results; independent ones side by side, :func:`_in_parallel`). The quality flag is
     "poor" when the global scale is implausible, a local stage moved the hippocampus far from the global
     estimate or its metric is weak: the ROI may then be misplaced and should be checked. The start is a
