@@ -225,13 +225,15 @@ def _side_qc(result: Any, side: str) -> Tuple[str, List[str]]:
     return str(quality), [str(r) for r in reasons]
 
 
-def cli_seconds(case: Case, model: str, coding: str | None, threads: int) -> Tuple[float, int]:
+def cli_seconds(case: Case, model: str, coding: str | None, threads: int, refine: bool = False) -> Tuple[float, int]:
     """Wall time (s) and exit code of a fresh ``hipposnn segment`` process on the case."""
     with tempfile.TemporaryDirectory(prefix="eval_cli_") as tmp:
         cmd = [sys.executable, "-c", "import sys; from hipposnn.cli import main; sys.exit(main())",
                "segment", case.image, "-o", tmp, "--quiet", "--json", "--model", model]
         if coding:
             cmd += ["--coding", coding]
+        if refine:
+            cmd.append("--refine")
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=thread_env(threads), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return round(time.perf_counter() - t0, 2), int(proc.returncode)
@@ -245,7 +247,7 @@ def thread_env(threads: int) -> Dict[str, str]:
 
 
 def evaluate_case(case: Case, model: str = "snn", coding: str | None = None, threads: int = 2,
-                  cli: bool = False) -> Dict[str, Any]:
+                  cli: bool = False, refine: bool = False) -> Dict[str, Any]:
     """Segment one case with ``segment_image`` (default settings otherwise) and score both sides."""
     from hipposnn.errors import HippoSNNError
     from hipposnn.inference import SegmentationSettings, roi_coverage, segment_image
@@ -262,7 +264,8 @@ def evaluate_case(case: Case, model: str = "snn", coding: str | None = None, thr
         record["shape"] = list(image.shape)
         record["spacing_mm"] = [round(v, 3) for v in image.spacing]
         t1 = time.perf_counter()
-        result = segment_image(image, SegmentationSettings(model=model, coding=coding, threads=threads))
+        result = segment_image(image, SegmentationSettings(model=model, coding=coding, threads=threads,
+                                                                refine=refine))
         record["seconds"] = round(time.perf_counter() - t1, 2)
         record["seconds_with_read"] = round(time.perf_counter() - t0, 2)
     except HippoSNNError as exc:
@@ -305,7 +308,7 @@ def evaluate_case(case: Case, model: str = "snn", coding: str | None = None, thr
         rec["quality"], rec["reasons"] = quality, reasons
         record[side] = rec
     if cli:
-        record["cli_seconds"], record["cli_exit"] = cli_seconds(case, model, coding, threads)
+        record["cli_seconds"], record["cli_exit"] = cli_seconds(case, model, coding, threads, refine)
     record["load_after"] = load_stats()
     return record
 
@@ -526,8 +529,8 @@ def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def tag_of(model: str, coding: str | None) -> str:
-    return model + (f"_{coding}" if coding else "")
+def tag_of(model: str, coding: str | None, refine: bool = False) -> str:
+    return model + (f"_{coding}" if coding else "") + ("_refine" if refine else "")
 
 
 def write_outputs(
@@ -549,9 +552,8 @@ def write_outputs(
     return rows
 
 
-def _worker(args: Tuple[Case, str, Optional[str], int, bool]) -> Dict[str, Any]:
-    case, model, coding, threads, cli = args
-    return evaluate_case(case, model, coding, threads, cli)
+def _worker(args: Tuple[Case, str, Optional[str], int, bool, bool]) -> Dict[str, Any]:
+    return evaluate_case(*args)
 
 
 def run(argv: Sequence[str] | None = None) -> Dict[str, Any]:
@@ -570,10 +572,12 @@ def run(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     parser.add_argument("--jobs", type=int, default=1, help="cases in parallel (timings then mean less)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per case (default cores / jobs)")
     parser.add_argument("--cli", action="store_true", help="also time a fresh `hipposnn segment` process per case")
+    parser.add_argument("--refine", action="store_true", help="recentre each box on a first ANN prediction "
+                        "(segment --refine); outputs tagged _refine")
     parser.add_argument("--resume", action="store_true", help="keep the cases already in the raw JSON")
     args = parser.parse_args(argv)
 
-    tag = tag_of(args.model, args.coding)
+    tag = tag_of(args.model, args.coding, args.refine)
     cases = list_cases(args.data, args.sets, args.limit)
     order = list(cases)
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
@@ -585,15 +589,17 @@ def run(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     if args.resume and raw_path.is_file():
         raw = json.loads(raw_path.read_text())
         previous = raw.get("meta", {}).get("settings", {})
-        if previous and (previous.get("model"), previous.get("coding")) != (args.model, args.coding):
-            raise SystemExit(f"{raw_path} holds model {previous.get('model')} / coding {previous.get('coding')}")
+        if previous and (previous.get("model"), previous.get("coding"), previous.get("refine", False)) != (
+                args.model, args.coding, args.refine):
+            raise SystemExit(f"{raw_path} holds model {previous.get('model')} / coding {previous.get('coding')} / "
+                             f"refine {previous.get('refine', False)}")
         raw.setdefault("runs", []).append({k: raw["meta"].get(k) for k in ("started", "finished", "git", "load_start",
                                                                             "load_end", "argv")})
     raw["meta"] = {
         "tool": "tools/eval_sets.py", "argv": list(sys.argv[1:] if argv is None else argv), "started": now(),
         "git": git_state(), "machine": machine(), "load_start": load_stats(),
         "settings": {"model": args.model, "coding": args.coding, "threads": threads, "jobs": args.jobs,
-                     "cli": args.cli, "fail_dice": FAIL_DICE, "coverage_good": GOOD_COVERAGE},
+                     "cli": args.cli, "refine": args.refine, "fail_dice": FAIL_DICE, "coverage_good": GOOD_COVERAGE},
         "sets": {name: len(c) for name, c in cases.items()},
         "notes": "seconds: wall time of segment_image (model loading included, reading excluded); "
                  "cli_seconds: a fresh `hipposnn segment --json` process; load: os.getloadavg() before each case",
@@ -616,12 +622,12 @@ def run(argv: Sequence[str] | None = None) -> Dict[str, Any]:
 
     if args.jobs > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(_worker, (c, args.model, args.coding, threads, args.cli)) for c in todo]
+            futures = [pool.submit(_worker, (c, args.model, args.coding, threads, args.cli, args.refine)) for c in todo]
             for fut in as_completed(futures):
                 done(fut.result())
     else:
         for case in todo:
-            done(evaluate_case(case, args.model, args.coding, threads, args.cli))
+            done(evaluate_case(case, args.model, args.coding, threads, args.cli, args.refine))
     bar.close()
     raw["meta"]["finished"] = now()
     raw["meta"]["load_end"] = load_stats()
