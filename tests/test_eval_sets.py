@@ -98,6 +98,12 @@ def test_one_shared_case_end_to_end(ev, shared_data, tmp_path):
     again = ev.run(["--data", str(shared_data), "--sets", "ixi_nichart", "--limit", "1", "--model", "ann",
                     "--out", str(tmp_path), "--resume", "--no-figure"])
     assert again["cases"] == json.loads((tmp_path / "raw_ann.json").read_text())["cases"] == raw["cases"]
+    # --refine is another setting: its own tag, never mixed with the cases of a plain run
+    refined = ev.run(["--data", str(shared_data), "--sets", "ixi_nichart", "--limit", "1", "--model", "ann",
+                      "--out", str(tmp_path), "--refine", "--resume", "--no-figure"])
+    assert refined["meta"]["settings"]["refine"] is True and (tmp_path / "table_ann_refine.md").is_file()
+    moved = next(iter(refined["cases"].values()))
+    assert any(moved[s]["box_centre_ras"] != case[s]["box_centre_ras"] for s in ("right", "left"))
 
 
 def test_bench_hippodeep_pairs_speed_only_within_one_run(ev):
