@@ -10,7 +10,7 @@
 #   SRC=runs/lowt_cv_long ANN_DOCS=docs/results/lowt_cv_long CONFIG=configs/lowt_cv_long_ft200.json \
 #     OUT=runs/lowt_cv_long_ft200 DOCS=docs/results/lowt_cv_long_ft200 bash tools/lowt_cv_refit.sh
 #                                         # the 24-epoch ANNs of tools/lowt_cv_long.sh, fine-tuned one epoch (108 batches)
-#   (the same with CONFIG=configs/lowt_cv_long_lr5e4.json, OUT=runs/lowt_cv_long_lr5e4, DOCS=docs/results/lowt_cv_long_lr5e4: lr 5e-4)
+#   (the same with CONFIG=configs/lowt_cv_long_lr5e4.json, OUT=runs/lowt_cv_long_lr5e4, DOCS=docs/results/lowt_cv_long_lr5e4: lr 5e-4; or lowt_cv_long_lr1e3: lr 1e-3, 2 epochs)
 # Needs runs/lowt_cv (hipposnn recipe --config configs/lowt_cv.json), or the SRC run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
