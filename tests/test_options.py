@@ -83,17 +83,15 @@ def test_default_coding_is_binary_for_the_default_snn_on_whole_brains_only():
     """The shipped default per kind of input (docs/segmentation.md): the site-robust binary T = 32 SNN on
     whole-brain scans, ternary on crops; the T = 8 SNN has one coding; the ANN keeps DEFAULT_CODING."""
     from hipposnn import DEFAULT_CODING
-    from hipposnn.options import chosen_coding, default_coding, interface_coding
+    from hipposnn.options import default_coding, interface_coding
 
     assert default_coding("snn") == default_coding("snn-t32", (10.0, -20.0, -15.0)) == "binary"
     assert default_coding("snn", "crop") == default_coding("snn-t32", "crop") == DEFAULT_CODING == "ternary"
     assert default_coding("snn-t8") == default_coding("snn-t8", "crop") == "ternary"
     assert default_coding("ann") == default_coding("ann", "crop") == "ternary"
-    assert chosen_coding("snn", "ternary") == "ternary"  # the user's choice wins
-    assert chosen_coding("snn", None, checkpoint="my.pt") is None  # a custom file's own
-    assert chosen_coding("snn", None) == "binary"
     from hipposnn.weights import chosen_model_path
 
+    assert chosen_model_path("snn", coding="ternary").name == "hipposnn_snn_ternary.pt"  # the user's choice wins
     assert chosen_model_path("snn").name == "hipposnn_snn_binary.pt"  # the file a whole-brain run reads
     assert chosen_model_path("snn", roi="crop").name == "hipposnn_snn_ternary.pt"
     assert chosen_model_path("snn-t8").name == "hipposnn_snn_t8_ternary.pt"

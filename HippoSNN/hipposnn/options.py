@@ -70,13 +70,6 @@ def default_coding(choice: str, roi: object = "auto") -> str:
     return DEFAULT_CODING
 
 
-def chosen_coding(choice: str, coding: Optional[str], checkpoint: object = None, roi: object = "auto") -> Optional[str]:
-    """The coding a run uses: the user's, else a custom file's own (None), else :func:`default_coding`."""
-    if coding:
-        return coding
-    return None if checkpoint else default_coding(choice, roi)
-
-
 def interface_coding(choice: str, concrete: bool = False) -> Optional[str]:
     """A :data:`CODING_CHOICES` value as the core takes it: "auto" is None (segmentation picks
     :func:`default_coding`) or, with ``concrete``, DEFAULT_CODING (training, teaching)."""

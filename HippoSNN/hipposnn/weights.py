@@ -18,7 +18,7 @@ from . import DEFAULT_CODING
 from .atomicio import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported for training, data, recipe
 from .encoding import CODINGS
 from .errors import HippoSNNError
-from .options import DEFAULT_SNN, MODEL_CHOICES, SINGLE_CODING, chosen_coding, model_kind, resolve_choice  # noqa: F401
+from .options import DEFAULT_SNN, MODEL_CHOICES, SINGLE_CODING, default_coding, model_kind, resolve_choice  # noqa: F401
 from .unet import SpikingUNet, UNet, UNetSpec
 
 FORMAT = "hipposnn-model/1"
@@ -198,7 +198,7 @@ def default_model_path(kind: str = "snn", coding: Optional[str] = None) -> Path:
 def chosen_model_path(kind: str = "snn", checkpoint: Optional[str] = None, coding: Optional[str] = None,
                       roi: object = "auto") -> Path:
     """The file a segmentation run with these settings reads: ``checkpoint``, else the shipped model of
-    the coding :func:`hipposnn.options.chosen_coding` picks (the user's, else the default for this input)."""
+    the user's coding, else of :func:`hipposnn.options.default_coding` for this input."""
     if checkpoint:
         return Path(checkpoint).expanduser()
-    return default_model_path(kind, chosen_coding(kind, coding, checkpoint, roi))
+    return default_model_path(kind, coding or default_coding(kind, roi))
