@@ -317,6 +317,35 @@ def test_recipe_refuses_clip_conversion_without_quantised_ann(tmp_path):
         load_config(path)
 
 
+def _without_nulls(value):
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None and k != "description"}
+    return value
+
+
+@pytest.mark.parametrize("name", ["lowt_cv_rate", "lowt_cv_rate005", "lowt_cv_t4", "lowt_cv_long",
+                                  "lowt_cv_long_ft200", "lowt_cv_long_lr5e4", "lowt_cv_long_lr1e3"])
+def test_a_config_with_a_base_is_the_config_its_committed_run_used(name):
+    """Configs that name a "base" hold only their changes; merged, they equal the full config each run
+    wrote into its folder (committed under docs/results/<name>/config.json)."""
+    from hipposnn.recipe import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    assert "base" in json.loads((root / "configs" / f"{name}.json").read_text())
+    ran = json.loads((root / "docs" / "results" / name / "config.json").read_text())
+    assert _without_nulls(load_config(root / "configs" / f"{name}.json")) == _without_nulls(ran)
+
+
+def test_a_config_base_chain_that_loops_is_refused(tmp_path):
+    from hipposnn.errors import HippoSNNError
+    from hipposnn.recipe import load_config
+
+    (tmp_path / "a.json").write_text(json.dumps({"base": "b.json"}))
+    (tmp_path / "b.json").write_text(json.dumps({"base": "a.json"}))
+    with pytest.raises(HippoSNNError, match="loops"):
+        load_config(tmp_path / "a.json")
+
+
 def test_recipe_only_runs_the_chosen_jobs_and_the_ann_they_start_from(synth, tmp_path, capsys):
     config = Path(__file__).resolve().parents[1] / "configs" / "reference.json"
     out = tmp_path / "recipe"

@@ -14,7 +14,9 @@ The low-latency path is the same recipe with other settings (``configs/lowt_cv.j
 the thresholds from the learned clips (no balancing pass; ``"reset": "zero"`` for a hard reset), and
 ``max_batches`` / ``rate_penalty`` in ``"ann"``, ``"finetune"`` and ``"direct"`` bound the budget and
 penalise firing. ``"finetune": {"frugal_memory": true}`` runs BPTT with :func:`hipposnn.memory.frugal_allocator`
-(CPU: about half the peak memory per step, about 20 % slower; docs/benchmarks.md).
+(CPU: about half the peak memory per step, about 20 % slower; docs/benchmarks.md). A config with
+``"base": "other.json"`` holds only its changes to that file (``configs/lowt_cv_long_lr1e3.json``);
+the run folder's ``config.json`` is the merged whole.
 
 Jobs run in parallel worker processes (``--jobs``); each writes ``result.json`` when done, so an
 interrupted recipe rerun skips finished jobs and resumes unfinished training from ``last.pt``. A
@@ -56,11 +58,34 @@ class Job:
         return f"{self.coding}/fold_{self.fold}/{name}"
 
 
-def load_config(path: os.PathLike) -> Dict[str, Any]:
+def _merged(base: Dict[str, Any], changes: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` with ``changes`` applied: nested sections merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_config(path: Path, seen: tuple = ()) -> Dict[str, Any]:
+    """A config file; one with ``"base": "other.json"`` (next to it) holds only what differs from that one.
+
+    Why: experiments on one path (``configs/lowt_cv_*.json``) change a setting or two, and full copies
+    would hide which.
+    """
+    if path.resolve() in seen:
+        raise HippoSNNError(f"recipe config {path}: its \"base\" chain loops")
     try:
-        config = json.loads(Path(path).read_text())
+        config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise HippoSNNError(f"cannot read recipe config {path}: {exc}") from None
+    base = config.pop("base", None)
+    if base is None:
+        return config
+    return _merged(_read_config(path.parent / base, seen + (path.resolve(),)), config)
+
+
+def load_config(path: os.PathLike) -> Dict[str, Any]:
+    config = _read_config(Path(path))
     for key in ("spec", "ann", "convert", "finetune", "direct", "eval", "codings", "folds"):
         if key not in config:
             raise HippoSNNError(f"recipe config {path} lacks '{key}'")
