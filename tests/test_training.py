@@ -305,6 +305,49 @@ def test_lowt_recipe_trains_a_quantised_ann_converts_from_its_clips_and_scores_d
     assert figure.stat().st_size > 0 and "fine-tuned at T = 4" in (out / "table.md").read_text()
 
 
+def test_warm_start_recipe_trains_a_relu_ann_and_starts_the_quantised_ann_from_it(synth, tmp_path):
+    """configs/lowt_cv_warm.json in its CI variant: ReLU ANN (ann_relu), then the quantised-clip ANN
+    initialised from its weights, both scored on the test fold."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "lowt_cv_warm.json"
+    out = tmp_path / "warm"
+    assert main(["recipe", "--config", str(config), "--data", str(synth), "--out", str(out), "--smoke",
+                 "--jobs", "1", "--threads", "1", "--only", "*/fold_0/ann"]) == 0
+    folder = out / "ternary" / "fold_0"
+    relu = load_model(folder / "ann_relu" / "best.pt")
+    quant = load_model(folder / "ann" / "best.pt")
+    assert relu.spec.quant_levels == 0 and quant.spec.quant_levels == 8
+    settings = json.loads((folder / "ann" / "settings.json").read_text())
+    assert settings["init"] == str(folder / "ann_relu" / "best.pt")
+    assert json.loads((folder / "ann_relu" / "settings.json").read_text())["config"]["lr"] == 0.001
+    assert settings["config"]["lr"] == 0.0003
+    ann = json.loads((folder / "ann" / "result.json").read_text())
+    assert 0 <= ann["relu_ann"]["mean_dice_3d"] <= 1 and "relu_ann_seconds" in ann
+    # the CV report keeps the ReLU ANN's log and puts its Dice in the table
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import report_lowt_cv
+
+    docs = tmp_path / "docs"
+    assert report_lowt_cv.main(["--copy-from", str(out), "--lowt", str(docs), "--figure", ""]) == 0
+    assert (docs / "ternary" / "fold_0" / "ann_relu" / "log.json").exists()
+    summary = json.loads((docs / "summary.json").read_text())
+    assert summary["lowt"]["relu_ann"]["dice_3d"] == pytest.approx(ann["relu_ann"]["mean_dice_3d"])
+    assert "ReLU ANN the quantised ANN starts from" in (docs / "table.md").read_text()
+
+
+def test_recipe_refuses_a_warm_start_without_quantised_ann(tmp_path):
+    from hipposnn.errors import HippoSNNError
+    from hipposnn.recipe import load_config
+
+    config = json.loads((Path(__file__).resolve().parents[1] / "configs" / "lowt_cv.json").read_text())
+    config["ann"]["warm_start"] = {"epochs": 2}
+    del config["ann"]["quant_levels"]
+    config["convert"]["from_clip"] = False
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(HippoSNNError, match="warm_start"):
+        load_config(path)
+
+
 def test_recipe_refuses_clip_conversion_without_quantised_ann(tmp_path):
     from hipposnn.errors import HippoSNNError
     from hipposnn.recipe import load_config

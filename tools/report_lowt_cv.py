@@ -50,9 +50,8 @@ def copy_results(run: Path, dest: Path) -> None:
     for name in ("config.json", "jobs.json"):
         if (run / name).exists():
             shutil.copyfile(run / name, dest / name)
-    for result in run.glob("*/fold_*/*/result.json"):
-        job = result.parent
-        if job.is_symlink():
+    for job in run.glob("*/fold_*/*/"):  # job folders, and a warm start's ReLU ANN (ann_relu, no result.json)
+        if job.is_symlink() or not any((job / name).exists() for name in KEEP):
             continue
         target = dest / job.relative_to(run)
         target.mkdir(parents=True, exist_ok=True)
@@ -94,6 +93,8 @@ def summarise(lowt: Path, reference: List[Path], coding: str = "ternary",
         "lowt": {"folds": sorted(r["fold"] for r in ann_res),
                  "finetuned_folds": sorted(r["fold"] for r in ft_res),
                  "ann": pooled([r["ann"] for r in ann_res]) if ann_res else None,
+                 "relu_ann": pooled([r["relu_ann"] for r in ann_res])
+                 if ann_res and all("relu_ann" in r for r in ann_res) else None,
                  "converted": by_t(ann_res, "converted", ann_uj),
                  "finetuned": by_t(ft_res, "test_by_T", ann_uj),
                  "ann_same_folds": pooled([r["ann"] for r in ann_res if r["fold"] in {f["fold"] for f in ft_res}])
@@ -144,6 +145,7 @@ def table(s: Dict[str, Any]) -> str:
         else:
             lines.append(f"| {name} | - | {_d(r)} | {r['dice_2d']:.4f} | - | - | {s['ann_energy_roi_uj']:.1f} | 1 |")
 
+    add(f"ReLU ANN the quantised ANN starts from (warm start, {len(low['folds'])} folds)", low.get("relu_ann"))
     add(f"quantised-clip ANN (L = {s['quant_levels']}, {len(low['folds'])} folds)", low["ann"])
     for t, r in low["converted"].items():
         add("converted from the clips, no fine-tuning", r, t)

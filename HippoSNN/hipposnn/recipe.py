@@ -12,6 +12,9 @@ in the config and every fold (plus "all" = the final model on every crop):
 The low-latency path is the same recipe with other settings (``configs/lowt_cv.json``):
 ``"ann": {"quant_levels": L}`` trains quantised-clip ANNs, ``"convert": {"from_clip": true}`` takes
 the thresholds from the learned clips (no balancing pass; ``"reset": "zero"`` for a hard reset), and
+``"ann": {"warm_start": {"epochs": E, ...}}`` first trains a ReLU ANN with those changes to the
+``"ann"`` settings (folder ``ann_relu``) and starts the quantised-clip ANN from it, its clips at the
+99.9th percentile of the ReLU activations (the single-split pilot's warm start, cross-validated);
 ``max_batches`` / ``rate_penalty`` in ``"ann"``, ``"finetune"`` and ``"direct"`` bound the budget and
 penalise firing. ``"finetune": {"frugal_memory": true}`` runs BPTT with :func:`hipposnn.memory.frugal_allocator`
 (CPU: about half the peak memory per step, about 20 % slower; docs/benchmarks.md). A config with
@@ -91,6 +94,10 @@ def load_config(path: os.PathLike) -> Dict[str, Any]:
             raise HippoSNNError(f"recipe config {path} lacks '{key}'")
     if config["convert"].get("from_clip") and not int(config["ann"].get("quant_levels") or 0) > 0:
         raise HippoSNNError(f"recipe config {path}: conversion from the clip needs \"ann\": {{\"quant_levels\": L}}")
+    warm = config["ann"].get("warm_start")
+    if warm is not None and not (isinstance(warm, dict) and int(config["ann"].get("quant_levels") or 0) > 0):
+        raise HippoSNNError(f"recipe config {path}: \"ann\": {{\"warm_start\": {{...}}}} takes the settings of a ReLU "
+                            "ANN (e.g. {\"epochs\": 16}) that a quantised-clip ANN (\"quant_levels\": L) starts from")
     return config
 
 
@@ -99,6 +106,8 @@ def smoke_config(config: Dict[str, Any]) -> Dict[str, Any]:
     c = json.loads(json.dumps(config))
     c["spec"].update(channels=[4, 8], dropout=0.0)
     c["ann"].update(epochs=1, batch_size=16)
+    if c["ann"].get("warm_start"):
+        c["ann"]["warm_start"].update(epochs=1)
     c["convert"].update(timesteps=8, slices=8)
     c["finetune"].update(epochs=1, batch_size=16, timesteps=[4], eval_every=None)
     c["direct"].update(epochs=min(1, int(c["direct"].get("epochs", 1))), batch_size=16, eval_every=None)
@@ -265,13 +274,27 @@ def _execute(
 
     if job.stage == "ann":
         a = config["ann"]
-        cfg = TrainConfig(stage="ann", epochs=a["epochs"], batch_size=a["batch_size"], lr=a["lr"], loss=a["loss"],
-                          coding=job.coding, seed=seed, augment=a.get("augment", False),
-                          site_augment=a.get("site_augment", False), device=device,
-                          threads=threads, plateau_patience=a.get("plateau_patience", 3),
-                          quant_levels=a.get("quant_levels"), max_batches=a.get("max_batches"))
+
+        def ann_config(settings: Dict[str, Any], quant_levels: Optional[int]) -> TrainConfig:
+            return TrainConfig(stage="ann", epochs=settings["epochs"], batch_size=settings["batch_size"],
+                               lr=settings["lr"], loss=settings["loss"], coding=job.coding, seed=seed,
+                               augment=settings.get("augment", False),
+                               site_augment=settings.get("site_augment", False), device=device, threads=threads,
+                               plateau_patience=settings.get("plateau_patience", 3), quant_levels=quant_levels,
+                               max_batches=settings.get("max_batches"))
+
+        init = None
+        if a.get("warm_start"):  # a ReLU ANN first; the quantised-clip ANN starts from it
+            relu = folder.parent / "ann_relu"
+            if not (relu / "final.pt").exists():
+                resume = (relu / "last.pt").exists()
+                train_ann(data, relu, ann_config(_merged(a, a["warm_start"]), 0), spec, fold, k, resume=resume,
+                          log=quiet, progress=progress, overwrite=not resume)
+            init = relu / "best.pt"
+            result["relu_ann_seconds"] = round(time.time() - t0, 1)
         resume = (folder / "last.pt").exists()  # an unfinished job continues; a job without last.pt starts over
-        train_ann(data, folder, cfg, spec, fold, k, resume=resume, log=quiet, progress=progress, overwrite=not resume)
+        train_ann(data, folder, ann_config(a, a.get("quant_levels")), spec, fold, k, resume=resume, log=quiet,
+                  progress=progress, overwrite=not resume, init=init)
         result["ann_seconds"] = round(time.time() - t0, 1)
         c = config["convert"]
         t1 = time.time()
@@ -288,6 +311,8 @@ def _execute(
         result["thresholds"] = snn.threshold_dict()
         if test:
             result["ann"] = score(load_model(folder / "best.pt"))
+            if init is not None:
+                result["relu_ann"] = score(load_model(init))
             result["converted"] = {str(t): score(snn, t) for t in config["eval"]["timesteps"]}
     else:
         s = config[job.stage]
