@@ -22,7 +22,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -206,6 +206,41 @@ def figures(s: Dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def compare_figure(runs: List[Tuple[str, Path]], path: Path) -> None:
+    """Dice vs energy of several low-T CV runs on one zoomed plot (their ``summary.json``): the paths differ
+    by a few thousandths of Dice, which the full-range plot of :func:`figures` cannot show."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (label, folder), colour in zip(runs, colours):
+        low = json.loads((folder / "summary.json").read_text())["lowt"]
+        for key, style, what in (("converted", "o--", "converted"), ("finetuned", "*-", "fine-tuned")):
+            pts = low.get(key) or {}
+            ts = sorted(pts, key=int)
+            if not ts:
+                continue
+            e, d = [pts[t]["energy_vs_ann"] for t in ts], [pts[t]["dice_3d"] for t in ts]
+            ax.plot(e, d, style, color=colour, ms=9 if "*" in style else 5, label=f"{label}: {what}")
+            for x, y, t in zip(e, d, ts):
+                ax.annotate(f"T={t}", (x, y), fontsize=6, xytext=(3, -8), textcoords="offset points")
+        ax.axhline(low["ann"]["dice_3d"], color=colour, ls=":", lw=1, label=f"{label}: quantised ANN")
+    ax.axhline(0.900, color="grey", ls="-.", lw=0.8, label="target 0.900")
+    ax.axvline(0.25, color="grey", ls="--", lw=0.8, label="target: 0.25 x ANN energy")
+    ax.set(xscale="log", xlabel="energy per ROI / ANN's (45 nm convention)", ylabel="test 3D Dice (5-fold CV)",
+           title="Low-T paths, 5-fold CV: Dice vs energy")
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _labelled(text: str) -> Tuple[str, Path]:
+    label, sep, folder = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--compare takes LABEL=FOLDER, not {text!r}")
+    return label, Path(folder)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lowt", type=Path, default=ROOT / "docs" / "results" / "lowt_cv")
@@ -216,7 +251,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--ann-from", type=Path, default=None,
                     help="run folder holding the ANN jobs (when --lowt reused another run's ANNs)")
     ap.add_argument("--figure", default=str(FIG / "lowt_dice_vs_T_energy.png"), help="'' for none")
+    ap.add_argument("--compare", type=_labelled, nargs="+", default=None, metavar="LABEL=FOLDER",
+                    help="only draw Dice vs energy of these reported CV folders (summary.json) into --figure")
     args = ap.parse_args(argv)
+    if args.compare:
+        compare_figure(args.compare, Path(args.figure))
+        return 0
     if args.copy_from is not None:
         copy_results(args.copy_from, args.lowt)
     s = summarise(args.lowt, args.reference, ann_from=args.ann_from)

@@ -11,11 +11,18 @@ model (fold "all"). This tool
     python tools/ship_lowt_model.py --run runs/lowt_cv [--dry-run]
     python tools/ship_lowt_model.py --run runs/lowt_cv --final runs/lowt_final/finetune_T8 \
         --ann runs/lowt_final/ann_L8      # ship the warm-started model of tools/train_lowt_final.sh instead
+    python tools/ship_lowt_model.py --cv docs/results/lowt_cv_warm --final runs/lowt_final/finetune_T8_lr1e3 \
+        --ann runs/lowt_final/ann_L8 --results docs/results/lowt_final_lr1e3 \
+        --command "LR=1e-3 FT_EPOCHS=2 BATCHES=270 FT=finetune_T8_lr1e3 OUT=runs/lowt_final \
+                   bash tools/train_lowt_final.sh"
 
 ``--final`` / ``--ann``: the fine-tuned SNN to ship and the quantised ANN it came from (default: the CV
 run's final model, fold "all", trained from random weights). A model from ``tools/train_lowt_final.sh``
-takes the same path from a warm start (the shipped site-robust ANN); its card then says that the CV
-numbers are those of the path from random weights.
+takes the same path from a warm start (the shipped site-robust ANN); its card then says which path the
+CV measured: from random weights (``configs/lowt_cv.json``) or warm-started from each fold's own ReLU
+ANN (``"ann": {"warm_start": ...}``, ``configs/lowt_cv_warm.json``). ``--cv``: the committed CV results
+folder the card cites (``--run`` first copies a recipe run's logs and results into it); ``--results``:
+where the warm-started run's logs and settings go; ``--command``: the command that trained it.
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ RESULTS = ROOT / "docs" / "results" / "lowt_cv"
 FINAL_RESULTS = ROOT / "docs" / "results" / "lowt_final"
 
 
+def _rel(path: Path) -> str:
+    return str(path.resolve().relative_to(ROOT))
+
+
 def cv_metrics(summary: Dict[str, Any]) -> Dict[str, Any]:
     """The card's CV block: pooled test Dice of the quantised ANN and the fine-tuned SNN by T, with energy."""
     low = summary["lowt"]
@@ -53,19 +64,29 @@ def cv_metrics(summary: Dict[str, Any]) -> Dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, default=ROOT / "runs" / "lowt_cv")
+    ap.add_argument("--run", type=Path, default=None,
+                    help="recipe run whose logs and results are first copied into --cv (and reported there)")
+    ap.add_argument("--cv", type=Path, default=RESULTS, help="committed CV results folder (summary.json) to cite")
     ap.add_argument("--coding", default="ternary")
     ap.add_argument("--final", type=Path, default=None, help="fine-tuned SNN folder (default: RUN's fold 'all')")
     ap.add_argument("--ann", type=Path, default=None, help="its quantised ANN folder (default: RUN's fold 'all')")
+    ap.add_argument("--results", type=Path, default=FINAL_RESULTS, help="where a warm-started run's logs go")
+    ap.add_argument("--command", default="OUT=runs/lowt_final bash tools/train_lowt_final.sh",
+                    help="the command that trained a warm-started model (for its card)")
     ap.add_argument("--dry-run", action="store_true", help="copy results and report only; ship no model")
     args = ap.parse_args()
-    report_lowt_cv.main(["--copy-from", str(args.run), "--lowt", str(RESULTS)])
-    summary = json.loads((RESULTS / "summary.json").read_text())
-    config = json.loads((args.run / "config.json").read_text())
+    if args.run is not None:
+        report_lowt_cv.main(["--copy-from", str(args.run), "--lowt", str(args.cv)]
+                            + (["--figure", ""] if args.cv != RESULTS else []))
+    elif args.final is None:
+        raise SystemExit("ship_lowt_model.py: without --final, --run (the recipe run with fold 'all') is needed")
+    summary = json.loads((args.cv / "summary.json").read_text())
+    config = json.loads((args.cv / "config.json").read_text())
     t = int(config["default_timesteps"])
     final = args.final or args.run / args.coding / "fold_all" / f"finetune_T{t}"
     ann = args.ann or args.run / args.coding / "fold_all" / "ann"
     warm = args.final is not None
+    cv_warm = bool(config["ann"].get("warm_start"))  # the CV itself measured a warm-started path
     if args.dry_run:
         return 0
     name = f"hipposnn_snn_t{t}_{args.coding}"
@@ -99,37 +120,40 @@ def main() -> int:
                    {"config": "configs/lowt_cv.json", "settings": config}),
         "training": {"meta": payload.get("meta"), "finetune_settings": settings.get("config"),
                      "ann_settings": json.loads((ann / "settings.json").read_text()).get("config")},
-        ("cv_metrics_of_the_path_from_random_weights" if warm else "cv_metrics"): cv,
+        (("cv_metrics_of_the_path_warm_started_from_each_folds_relu_ann" if cv_warm else
+          "cv_metrics_of_the_path_from_random_weights") if warm else "cv_metrics"): cv,
         "validation_msd_crops": {"best_val_dice_3d": best["val_dice_3d"], "at_batches": best["batches"],
                                  "n_cases": len(settings.get("val", []))},
         "compute": (f"2-core CPU: quantised ANN {len(ann_log)} epochs ({ann_seconds / 60:.0f} min), conversion from "
                     f"the clips (no data), fine-tuning {ft_log[-1]['batches']} batches of "
                     f"{settings['config']['batch_size']} at T = {t} ({ft_seconds / 60:.0f} min): "
-                    + ("`OUT=runs/lowt_final bash tools/train_lowt_final.sh`" if warm else
+                    + (f"`{args.command}`" if warm else
                        "`hipposnn recipe --config configs/lowt_cv.json --data ../shared/data/msd_hippocampus "
                        "--out runs/lowt_cv --jobs 2 --threads 1`")),
         "code_version": f"hipposnn, trained with the code of commit {commit}",
         "limitations": ("ternary coding only; not the default: its CV Dice is below the T = 32 model's "
                         "(docs/models.md); "
-                        + ("the CV measured the same path from random weights, not this warm start; " if warm else
+                        + (("the CV warm-started each fold from its own ReLU ANN, this model from the shipped "
+                            "site-robust ANN; " if cv_warm else
+                            "the CV measured the same path from random weights, not this warm start; ") if warm else
                            "CPU budget: 12 ANN epochs and one short fine-tuning pass per model; ")
                         + "boundaries follow the MSD protocol, not FreeSurfer's, DLMUSE's or LPBA40's"),
-        "provenance": {"derived_from": [str(RESULTS.relative_to(ROOT) / "summary.json")]
-                       + ([str(FINAL_RESULTS.relative_to(ROOT))] if warm else
-                          [str(RESULTS.relative_to(ROOT) / args.coding / "fold_all")])},
+        "provenance": {"derived_from": [_rel(args.cv / "summary.json")]
+                       + ([_rel(args.results)] if warm else [_rel(args.cv / args.coding / "fold_all")])},
     }
     if warm:  # the logs and settings of the warm-started run, beside the CV's
-        FINAL_RESULTS.mkdir(parents=True, exist_ok=True)
+        args.results.mkdir(parents=True, exist_ok=True)
         for folder, prefix in ((ann, "ann"), (final, "snn")):
             for log in ("log.json", "settings.json"):
-                shutil.copyfile(folder / log, FINAL_RESULTS / f"{prefix}_{log}")
+                shutil.copyfile(folder / log, args.results / f"{prefix}_{log}")
     write_card(MODELS_DIR / f"{name}.json", card)
     ft = cv["finetuned_by_T"][str(t)]
     md = [f"# Model card: {name}.pt", "", f"- SHA-256: `{card['sha256']}`",
           f"- Kind: SNN; coding: {args.coding}; T: {t} (low-latency path)",
           f"- Method: {card['method']}",
           f"- Architecture: {payload['spec']}", f"- Data: {card['data']}", f"- Split: {card['training_split']}",
-          ("- Cross-validation of the same path from random weights" if warm else "- Cross-validation")
+          (("- Cross-validation of the same path warm-started from each fold's ReLU ANN" if cv_warm else
+            "- Cross-validation of the same path from random weights") if warm else "- Cross-validation")
           + f" (5 folds, test crops, T = {t}): 3D Dice {ft['dice_3d']:.4f} ± {ft['sd_3d']:.4f}; "
           f"its quantised ANN {cv['quantised_ann']['dice_3d']:.4f}; {ft['spikes_per_neuron']:.2f} spikes per "
           f"neuron; energy {ft['energy_vs_ann']:.3f} x the ANN's (45 nm convention)",

@@ -7,6 +7,8 @@
 # the single-split pilot used (tools/lowt_pilot.sh). CPU, 2 threads; RESUME=1 continues a stopped run.
 #   OUT=runs/lowt_final bash tools/train_lowt_final.sh
 #   CODING=binary OUT=runs/lowt_final_binary bash tools/train_lowt_final.sh   # from the site-robust binary ANN
+#   LR=1e-3 FT_EPOCHS=2 BATCHES=270 FT=finetune_T8_lr1e3 OUT=runs/lowt_final bash tools/train_lowt_final.sh
+#     # fine-tunes the same conversion again, as the CV's best fine-tuning (configs/lowt_cv_long_lr1e3.json)
 # then: python tools/ship_lowt_model.py --final runs/lowt_final/finetune_T8 --ann runs/lowt_final/ann_L8
 #       [--coding binary --final runs/lowt_final_binary/finetune_T8 --ann runs/lowt_final_binary/ann_L8]
 set -euo pipefail
@@ -15,6 +17,8 @@ R=${OUT:-runs/lowt_final}
 EPOCHS=${EPOCHS:-6}
 BATCHES=${BATCHES:-120}
 FT_EPOCHS=${FT_EPOCHS:-1}  # an epoch is ~135 batches of 32: BATCHES above that needs more epochs
+LR=${LR:-1e-4}             # fine-tuning learning rate (the CV found 1e-3 for 2 epochs better than 1e-4)
+FT=${FT:-finetune_T8}      # fine-tuning folder under OUT (a second fine-tuning of the same conversion)
 CODING=${CODING:-ternary}
 mkdir -p "$R"
 RES=()
@@ -24,6 +28,6 @@ INIT=HippoSNN/hipposnn/models/hipposnn_ann_${CODING}.pt
   --coding "$CODING" --augment --site-augment --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads 2 --seed 0 "${RES[@]}"
 [ -f "$R/converted.pt" ] || hipposnn convert --data "$DATA" --checkpoint "$R/ann_L8/best.pt" --out "$R" --from-clip \
   --coding "$CODING" --seed 0
-[ -f "$R/finetune_T8/final.pt" ] || hipposnn finetune --data "$DATA" --checkpoint "$R/converted.pt" \
-  --out "$R/finetune_T8" --epochs "$FT_EPOCHS" --max-batches "$BATCHES" --batch-size 32 --lr 1e-4 --timesteps 8 --coding "$CODING" \
+[ -f "$R/$FT/final.pt" ] || hipposnn finetune --data "$DATA" --checkpoint "$R/converted.pt" \
+  --out "$R/$FT" --epochs "$FT_EPOCHS" --max-batches "$BATCHES" --batch-size 32 --lr "$LR" --timesteps 8 --coding "$CODING" \
   --augment --site-augment --eval-every 40 --threads 2 --seed 0 "${RES[@]}"
