@@ -46,7 +46,9 @@ FINAL_RESULTS = ROOT / "docs" / "results" / "lowt_final"
 
 
 def _rel(path: Path) -> str:
-    return str(path.resolve().relative_to(ROOT))
+    """``path`` as the card cites it: relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if ROOT in path.parents else str(path)
 
 
 def cv_metrics(summary: Dict[str, Any]) -> Dict[str, Any]:
