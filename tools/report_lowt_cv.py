@@ -170,6 +170,15 @@ def table(s: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _dice_vs_energy(ax, pts: Dict[str, Dict[str, Any]], style: str, colour: str, label: str, big: int) -> None:
+    """One series of pooled results by T on a Dice-vs-energy axis, each point labelled with its T."""
+    ts = sorted(pts, key=int)
+    e, d = [pts[t]["energy_vs_ann"] for t in ts], [pts[t]["dice_3d"] for t in ts]
+    ax.plot(e, d, style, color=colour, ms=big if "*" in style else 5, label=label)
+    for x, y, t in zip(e, d, ts):
+        ax.annotate(f"T={t}", (x, y), fontsize=6, xytext=(3, -8), textcoords="offset points")
+
+
 def figures(s: Dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     series = [("lowt", "converted", "o--", "tab:green", "low-T: converted from the clips"),
@@ -182,12 +191,9 @@ def figures(s: Dict[str, Any], path: Path) -> None:
         ts = sorted(pts, key=int)
         if not ts:
             continue
-        ms = 10 if "*" in style else 5
-        ax_t.plot([int(t) for t in ts], [pts[t]["dice_3d"] for t in ts], style, color=colour, ms=ms, label=label)
-        e = [pts[t]["energy_vs_ann"] for t in ts]
-        ax_e.plot(e, [pts[t]["dice_3d"] for t in ts], style, color=colour, ms=ms, label=label)
-        for x, y, t in zip(e, [pts[t]["dice_3d"] for t in ts], ts):
-            ax_e.annotate(f"T={t}", (x, y), fontsize=6, xytext=(3, -8), textcoords="offset points")
+        ax_t.plot([int(t) for t in ts], [pts[t]["dice_3d"] for t in ts], style, color=colour,
+                  ms=10 if "*" in style else 5, label=label)
+        _dice_vs_energy(ax_e, pts, style, colour, label, big=10)
     for group, colour, label in (("lowt", "tab:green", "quantised ANN"), ("t32", "tab:orange", "today's ANN")):
         ann = (s.get(group) or {}).get("ann")
         if ann:
@@ -215,14 +221,8 @@ def compare_figure(runs: List[Tuple[str, Path]], path: Path) -> None:
     for (label, folder), colour in zip(runs, colours):
         low = json.loads((folder / "summary.json").read_text())["lowt"]
         for key, style, what in (("converted", "o--", "converted"), ("finetuned", "*-", "fine-tuned")):
-            pts = low.get(key) or {}
-            ts = sorted(pts, key=int)
-            if not ts:
-                continue
-            e, d = [pts[t]["energy_vs_ann"] for t in ts], [pts[t]["dice_3d"] for t in ts]
-            ax.plot(e, d, style, color=colour, ms=9 if "*" in style else 5, label=f"{label}: {what}")
-            for x, y, t in zip(e, d, ts):
-                ax.annotate(f"T={t}", (x, y), fontsize=6, xytext=(3, -8), textcoords="offset points")
+            if low.get(key):
+                _dice_vs_energy(ax, low[key], style, colour, f"{label}: {what}", big=9)
         ax.axhline(low["ann"]["dice_3d"], color=colour, ls=":", lw=1, label=f"{label}: quantised ANN")
     ax.axhline(0.900, color="grey", ls="-.", lw=0.8, label="target 0.900")
     ax.axvline(0.25, color="grey", ls="--", lw=0.8, label="target: 0.25 x ANN energy")

@@ -51,6 +51,19 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT)) if ROOT in path.parents else str(path)
 
 
+#: How the card names the CV behind a model: its JSON key, its sentence in the limitations and its heading in
+#: the Markdown card; keyed None for the CV run's own final model, else by whether the CV was warm-started.
+CV_WORDING = {
+    None: ("cv_metrics", "CPU budget: 12 ANN epochs and one short fine-tuning pass per model; ", "- Cross-validation"),
+    False: ("cv_metrics_of_the_path_from_random_weights",
+            "the CV measured the same path from random weights, not this warm start; ",
+            "- Cross-validation of the same path from random weights"),
+    True: ("cv_metrics_of_the_path_warm_started_from_each_folds_relu_ann",
+           "the CV warm-started each fold from its own ReLU ANN, this model from the shipped site-robust ANN; ",
+           "- Cross-validation of the same path warm-started from each fold's ReLU ANN"),
+}
+
+
 def cv_metrics(summary: Dict[str, Any]) -> Dict[str, Any]:
     """The card's CV block: pooled test Dice of the quantised ANN and the fine-tuned SNN by T, with energy."""
     low = summary["lowt"]
@@ -88,7 +101,7 @@ def main() -> int:
     final = args.final or args.run / args.coding / "fold_all" / f"finetune_T{t}"
     ann = args.ann or args.run / args.coding / "fold_all" / "ann"
     warm = args.final is not None
-    cv_warm = bool(config["ann"].get("warm_start"))  # the CV itself measured a warm-started path
+    cv_key, cv_limitation, cv_heading = CV_WORDING[bool(config["ann"].get("warm_start")) if warm else None]
     if args.dry_run:
         return 0
     name = f"hipposnn_snn_t{t}_{args.coding}"
@@ -122,8 +135,7 @@ def main() -> int:
                    {"config": "configs/lowt_cv.json", "settings": config}),
         "training": {"meta": payload.get("meta"), "finetune_settings": settings.get("config"),
                      "ann_settings": json.loads((ann / "settings.json").read_text()).get("config")},
-        (("cv_metrics_of_the_path_warm_started_from_each_folds_relu_ann" if cv_warm else
-          "cv_metrics_of_the_path_from_random_weights") if warm else "cv_metrics"): cv,
+        cv_key: cv,
         "validation_msd_crops": {"best_val_dice_3d": best["val_dice_3d"], "at_batches": best["batches"],
                                  "n_cases": len(settings.get("val", []))},
         "compute": (f"2-core CPU: quantised ANN {len(ann_log)} epochs ({ann_seconds / 60:.0f} min), conversion from "
@@ -135,10 +147,7 @@ def main() -> int:
         "code_version": f"hipposnn, trained with the code of commit {commit}",
         "limitations": ("ternary coding only; not the default: its CV Dice is below the T = 32 model's "
                         "(docs/models.md); "
-                        + (("the CV warm-started each fold from its own ReLU ANN, this model from the shipped "
-                            "site-robust ANN; " if cv_warm else
-                            "the CV measured the same path from random weights, not this warm start; ") if warm else
-                           "CPU budget: 12 ANN epochs and one short fine-tuning pass per model; ")
+                        + cv_limitation
                         + "boundaries follow the MSD protocol, not FreeSurfer's, DLMUSE's or LPBA40's"),
         "provenance": {"derived_from": [_rel(args.cv / "summary.json")]
                        + ([_rel(args.results)] if warm else [_rel(args.cv / args.coding / "fold_all")])},
@@ -154,8 +163,7 @@ def main() -> int:
           f"- Kind: SNN; coding: {args.coding}; T: {t} (low-latency path)",
           f"- Method: {card['method']}",
           f"- Architecture: {payload['spec']}", f"- Data: {card['data']}", f"- Split: {card['training_split']}",
-          (("- Cross-validation of the same path warm-started from each fold's ReLU ANN" if cv_warm else
-            "- Cross-validation of the same path from random weights") if warm else "- Cross-validation")
+          cv_heading
           + f" (5 folds, test crops, T = {t}): 3D Dice {ft['dice_3d']:.4f} ± {ft['sd_3d']:.4f}; "
           f"its quantised ANN {cv['quantised_ann']['dice_3d']:.4f}; {ft['spikes_per_neuron']:.2f} spikes per "
           f"neuron; energy {ft['energy_vs_ann']:.3f} x the ANN's (45 nm convention)",
