@@ -9,12 +9,15 @@ import torch
 from hipposnn.cli import main
 from hipposnn.conversion import convert, convert_from_clip
 from hipposnn.data import build_slices, load_cases
-from hipposnn.encoding import make_generator
+from hipposnn.encoding import make_generator, poisson_spikes
+from hipposnn.errors import HippoSNNError
+from hipposnn.losses import distill_loss
+from hipposnn.metrics import ann_macs
 from hipposnn.neurons import if_forward, if_neuron
 from hipposnn.quant import calibrate_clips, qcfs
 from hipposnn.simulate import snn_logits
 from hipposnn.training import TrainConfig, Trainer, mean_rate
-from hipposnn.unet import SpikingUNet, UNet, UNetSpec
+from hipposnn.unet import SpikeStats, SpikingUNet, UNet, UNetSpec
 from hipposnn.weights import load_model, model_from_payload, model_payload, read_payload, save_model
 
 from .helpers import make_msd_folder, reference_if
@@ -194,6 +197,67 @@ def test_quantised_models_round_trip(tmp_path):
 
 
 # -- training ---------------------------------------------------------------------------------------
+# -- direct input ----------------------------------------------------------------------------------
+def _direct_pair(levels: int = 4):
+    torch.manual_seed(0)
+    ann = UNet(UNetSpec(channels=(4, 8), dropout=0.0, quant_levels=levels))
+    x = torch.rand(3, 1, 16, 16)
+    calibrate_clips(ann, [x])
+    return ann, x
+
+
+def test_direct_input_has_no_sampling_noise_and_is_closer_to_the_ann_than_poisson_input():
+    ann, x = _direct_pair()
+    direct, poisson = convert_from_clip(ann, input_encoding="direct"), convert_from_clip(ann)
+    with torch.no_grad():
+        target = torch.sigmoid(ann(x))
+        runs = {name: [torch.sigmoid(snn_logits(m, x, 4, make_generator(seed), "binary")) for seed in (1, 2)]
+                for name, m in (("direct", direct), ("poisson", poisson))}
+    assert torch.equal(runs["direct"][0], runs["direct"][1])  # the image itself: nothing drawn
+    assert not torch.equal(runs["poisson"][0], runs["poisson"][1])
+    error = {name: float((r[0] - target).abs().mean()) for name, r in runs.items()}
+    assert error["direct"] < 0.8 * error["poisson"], error
+
+
+def test_direct_input_pays_the_first_layers_macs_once_per_slice_whatever_the_chunking():
+    ann, x = _direct_pair()
+    snn = convert_from_clip(ann, input_encoding="direct")
+    first = ann_macs(snn.layers, snn.spec, 16, 16)["enc0_0"]
+    seen = []
+    for chunk in (1, 4):
+        stats = SpikeStats()
+        with torch.no_grad():
+            snn_logits(snn, x, 8, make_generator(0), "binary", chunk=chunk, stats=stats)
+        assert stats.macs_per_sample() == {"enc0_0": pytest.approx(first)}
+        assert "enc0_0" not in stats.synops  # the image is not spikes: no accumulates counted for it
+        seen.append(stats.synops_per_sample())
+    assert seen[0] == pytest.approx(seen[1])
+    poisson = SpikeStats()
+    with torch.no_grad():
+        snn_logits(convert_from_clip(ann), x, 8, make_generator(0), "binary", stats=poisson)
+    assert poisson.macs == {} and poisson.synops["enc0_0"] > 0
+
+
+def test_direct_input_trains_its_first_layer_in_float_and_round_trips(tmp_path):
+    ann, x = _direct_pair()
+    snn = convert_from_clip(ann, input_encoding="direct")
+    snn.train()
+    snn.logits(snn(snn.encode(x, 4, make_generator(0), "binary")), 4).sum().backward()
+    # the reference: the same first-layer current from an ordinary float convolution
+    w = snn.weights["enc0_0"].detach().clone().requires_grad_(True)
+    torch.nn.functional.conv2d(x, w, padding=1).sum().backward()
+    grad = snn.weights["enc0_0"].grad
+    assert grad is not None and float(grad.abs().sum()) > 0 and torch.isfinite(grad).all()
+    save_model(snn, tmp_path / "d.pt")
+    back = load_model(tmp_path / "d.pt")
+    assert back.input_encoding == "direct" and read_payload(tmp_path / "d.pt")["input_encoding"] == "direct"
+    old = model_payload(convert_from_clip(ann))
+    del old["input_encoding"]
+    assert model_from_payload(old).input_encoding == "poisson"  # files from before the option
+    with pytest.raises(ValueError, match="input_encoding"):
+        SpikingUNet(SMALL, input_encoding="analog")
+
+
 def test_rate_penalty_has_a_gradient():
     torch.manual_seed(0)
     snn = SpikingUNet(SMALL)
@@ -204,6 +268,43 @@ def test_rate_penalty_has_a_gradient():
     assert 0 < float(rate.detach()) < 1
     rate.backward()
     assert any(float(w.grad.abs().sum()) > 0 for w in snn.weights.values() if w.grad is not None)
+
+
+def test_distill_loss_is_zero_on_agreement_and_has_the_soft_target_gradient():
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 1, 8, 8) * 3
+    assert float(distill_loss(teacher.clone(), teacher)) == pytest.approx(0.0, abs=1e-6)
+    student = torch.randn(2, 1, 8, 8, requires_grad=True)
+    loss = distill_loss(student, teacher)
+    assert float(loss.detach()) > 0.01
+    loss.backward()
+    expected = (torch.sigmoid(student.detach()) - torch.sigmoid(teacher)) / student.numel()
+    assert torch.allclose(student.grad, expected, atol=1e-7)
+
+
+def _disagreement(snn: SpikingUNet, ann: UNet, images: torch.Tensor) -> float:
+    snn.eval()
+    with torch.no_grad():
+        spikes = poisson_spikes(images, 4, make_generator(9), "binary")
+        return float(distill_loss(snn.logits(snn(spikes), 4), ann(images)))
+
+
+def test_distillation_pulls_the_snn_towards_its_teacher(synth, tmp_path):
+    """Fine-tuned with a large distillation weight, the SNN ends closer to its ANN than without."""
+    sl = build_slices(load_cases(synth, ["hippocampus_000", "hippocampus_001"]))
+    torch.manual_seed(0)
+    ann = UNet(UNetSpec(channels=(4, 8), dropout=0.0, quant_levels=4))
+    calibrate_clips(ann, [torch.from_numpy(sl.images[:16])])
+    images = torch.from_numpy(sl.images[:16])
+    after = {}
+    for weight in (0.0, 20.0):
+        snn = convert_from_clip(ann)
+        cfg = TrainConfig(stage="finetune", epochs=2, batch_size=8, lr=3e-3, timesteps=4, seed=3, distill=weight)
+        Trainer(snn, cfg, sl, None, tmp_path / str(weight), log=lambda m: None, teacher=ann).fit()
+        after[weight] = _disagreement(snn, ann, images)
+    assert after[20.0] < 0.8 * after[0.0], after
+    with pytest.raises(HippoSNNError, match="teacher"):
+        Trainer(convert_from_clip(ann), TrainConfig(stage="finetune", distill=1.0), sl, None, tmp_path / "x")
 
 
 def test_quantised_ann_resumes_exactly_with_its_clips(synth, tmp_path):
@@ -232,6 +333,8 @@ def test_train_config_refuses_bad_values():
         TrainConfig(quant_levels=-1).validate()
     with pytest.raises(Exception, match="rate-penalty"):
         TrainConfig(rate_penalty=float("nan")).validate()
+    with pytest.raises(Exception, match="distill"):
+        TrainConfig(distill=-1.0).validate()
 
 
 def test_low_latency_path_from_cli(synth, tmp_path, capsys):
@@ -261,6 +364,25 @@ def test_low_latency_path_from_cli(synth, tmp_path, capsys):
                  str(run / "ft"), "--timesteps", "4", "--rate-penalty", "0.5"]) == 0
     ft = read_payload(run / "ft" / "best.pt")
     assert ft["initial_membrane"] == 0.5 and json.loads(ft["meta"]["train_config"])["rate_penalty"] == 0.5
+    # direct input: chosen at conversion, kept by fine-tuning
+    assert main(["convert", "--data", str(synth), "--checkpoint", str(run / "q" / "best.pt"), "--out",
+                 str(run / "dconv"), "--from-clip", "--input", "direct"]) == 0
+    assert read_payload(run / "dconv" / "converted.pt")["meta"]["input_encoding"] == "direct"
+    assert main(["finetune", *common, "--checkpoint", str(run / "dconv" / "converted.pt"), "--out",
+                 str(run / "dft"), "--timesteps", "4"]) == 0
+    assert load_model(run / "dft" / "best.pt").input_encoding == "direct"
+    # distillation: the teacher defaults to the ANN the checkpoint was converted from
+    assert main(["finetune", *common, "--checkpoint", str(run / "conv" / "converted.pt"), "--out",
+                 str(run / "kd"), "--timesteps", "4", "--distill", "0.5"]) == 0
+    settings = json.loads((run / "kd" / "settings.json").read_text())
+    assert settings["teacher"] == str(run / "q" / "best.pt") and settings["config"]["distill"] == 0.5
+    assert read_payload(run / "kd" / "best.pt")["meta"]["teacher"] == str(run / "q" / "best.pt")
+    for teacher, message in ((run / "conv" / "converted.pt", "is not an ANN"), (run / "nope.pt", "not found")):
+        capsys.readouterr()
+        assert main(["finetune", *common, "--checkpoint", str(run / "conv" / "converted.pt"), "--out",
+                     str(run / "kd2"), "--timesteps", "4", "--distill", "0.5", "--teacher", str(teacher)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and not (run / "kd2").exists()
     # --from-clip on a ReLU ANN: one line, exit 2
     capsys.readouterr()
     assert main(["convert", "--data", str(synth), "--checkpoint", str(run / "relu" / "best.pt"), "--out",
@@ -289,7 +411,10 @@ def test_hard_reset_training_leaves_denormals_as_it_found_them(synth, tmp_path):
     ["train-ann", "--data", "d", "--out", "o", "--quant-levels", "x"],
     ["finetune", "--data", "d", "--checkpoint", "c", "--out", "o", "--rate-penalty", "-0.1"],
     ["train-snn", "--data", "d", "--out", "o", "--rate-penalty", "inf"],
+    ["finetune", "--data", "d", "--checkpoint", "c", "--out", "o", "--distill", "-1"],
+    ["train-snn", "--data", "d", "--out", "o", "--distill", "1"],
     ["convert", "--data", "d", "--checkpoint", "c", "--out", "o", "--reset", "hard"],
+    ["convert", "--data", "d", "--checkpoint", "c", "--out", "o", "--input", "analog"],
 ])
 def test_bad_low_latency_flags_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:

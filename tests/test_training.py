@@ -334,6 +334,57 @@ def test_warm_start_recipe_trains_a_relu_ann_and_starts_the_quantised_ann_from_i
     assert "ReLU ANN the quantised ANN starts from" in (docs / "table.md").read_text()
 
 
+def test_distillation_recipe_fine_tunes_with_the_folds_ann_as_teacher(synth, tmp_path):
+    """configs/lowt_cv_warm_kd.json in its CI variant: the fine-tuning's teacher is the fold's quantised ANN."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "lowt_cv_warm_kd.json"
+    out = tmp_path / "kd"
+    assert main(["recipe", "--config", str(config), "--data", str(synth), "--out", str(out), "--smoke",
+                 "--jobs", "1", "--threads", "1", "--only", "*/fold_0/finetune_*"]) == 0
+    folder = out / "ternary" / "fold_0"
+    settings = json.loads((folder / "finetune_T4" / "settings.json").read_text())
+    assert settings["teacher"] == str(folder / "ann" / "best.pt") and settings["config"]["distill"] == 1.0
+    result = json.loads((folder / "finetune_T4" / "result.json").read_text())
+    assert 0 <= result["test"]["mean_dice_3d"] <= 1
+
+
+def test_recipe_converts_a_finished_ann_again_without_retraining_it(synth, tmp_path):
+    """tools/lowt_cv_refit.sh RECONVERT=1: a run whose ann folder links another run's trained ANN converts
+    it under its own "convert" settings (here direct input) and does not train it again."""
+    root = Path(__file__).resolve().parents[1]
+    first = tmp_path / "first"
+    assert main(["recipe", "--config", str(root / "configs" / "lowt_cv_warm.json"), "--data", str(synth), "--out",
+                 str(first), "--smoke", "--jobs", "1", "--threads", "1", "--only", "*/fold_0/ann"]) == 0
+    src = first / "ternary" / "fold_0"
+    again = tmp_path / "again" / "ternary" / "fold_0"
+    (again / "ann").mkdir(parents=True)
+    for name in ("best.pt", "final.pt", "last.pt", "log.json", "settings.json"):
+        (again / "ann" / name).symlink_to(src / "ann" / name)
+    (again / "ann_relu").symlink_to(src / "ann_relu")
+    assert main(["recipe", "--config", str(root / "configs" / "lowt_cv_warm_direct.json"), "--data", str(synth),
+                 "--out", str(tmp_path / "again"), "--smoke", "--jobs", "1", "--threads", "1",
+                 "--only", "*/fold_0/finetune_*"]) == 0
+    result = json.loads((again / "ann" / "result.json").read_text())
+    assert "ann_seconds" not in result and "relu_ann_seconds" in result  # scored, not trained
+    assert all((again / "ann" / name).is_symlink() for name in ("best.pt", "final.pt", "last.pt"))
+    assert load_model(again / "ann" / "converted.pt").input_encoding == "direct"
+    assert load_model(src / "ann" / "converted.pt").input_encoding == "poisson"
+    assert result["ann"]["mean_dice_3d"] == pytest.approx(
+        json.loads((src / "ann" / "result.json").read_text())["ann"]["mean_dice_3d"])
+    assert load_model(again / "finetune_T4" / "best.pt").input_encoding == "direct"
+    assert "macs_per_slice" in json.loads((again / "finetune_T4" / "result.json").read_text())["test"]
+
+
+def test_recipe_refuses_an_unknown_input_encoding(tmp_path):
+    from hipposnn.errors import HippoSNNError
+    from hipposnn.recipe import load_config
+
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"base": str(Path(__file__).resolve().parents[1] / "configs" / "lowt_cv.json"),
+                                "convert": {"input": "analog"}}))
+    with pytest.raises(HippoSNNError, match="poisson, direct"):
+        load_config(path)
+
+
 def test_recipe_refuses_a_warm_start_without_quantised_ann(tmp_path):
     from hipposnn.errors import HippoSNNError
     from hipposnn.recipe import load_config
@@ -368,7 +419,7 @@ def _without_nulls(value):
 
 @pytest.mark.parametrize("name", ["lowt_cv_rate", "lowt_cv_rate005", "lowt_cv_t4", "lowt_cv_long",
                                   "lowt_cv_long_ft200", "lowt_cv_long_lr5e4", "lowt_cv_long_lr1e3",
-                                  "lowt_cv_warm", "lowt_cv_warm_lr1e4"])
+                                  "lowt_cv_warm", "lowt_cv_warm_lr1e4", "lowt_cv_warm_kd"])
 def test_a_config_with_a_base_is_the_config_its_committed_run_used(name):
     """Configs that name a "base" hold only their changes; merged, they equal the full config each run
     wrote into its folder (committed under docs/results/<name>/config.json)."""

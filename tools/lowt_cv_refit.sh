@@ -11,6 +11,10 @@
 #     OUT=runs/lowt_cv_long_ft200 DOCS=docs/results/lowt_cv_long_ft200 bash tools/lowt_cv_refit.sh
 #                                         # the 24-epoch ANNs of tools/lowt_cv_long.sh, fine-tuned one epoch (108 batches)
 #   (the same with CONFIG=configs/lowt_cv_long_lr5e4.json, OUT=runs/lowt_cv_long_lr5e4, DOCS=docs/results/lowt_cv_long_lr5e4: lr 5e-4; or lowt_cv_long_lr1e3: lr 1e-3, 2 epochs)
+# RECONVERT=1 links only the trained ANNs (and a warm start's ReLU ANN), so the recipe converts them again
+# under CONFIG's "convert" settings and scores the ANN and the new conversion in this run's own ann jobs:
+#   RECONVERT=1 SRC=runs/lowt_cv_warm CONFIG=configs/lowt_cv_warm_direct.json OUT=runs/lowt_cv_warm_direct \
+#     DOCS=docs/results/lowt_cv_warm_direct bash tools/lowt_cv_refit.sh   # direct input (issue 14)
 # Needs runs/lowt_cv (hipposnn recipe --config configs/lowt_cv.json), or the SRC run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +24,20 @@ CONFIG=${CONFIG:-configs/lowt_cv_rate.json}
 DOCS=${DOCS:-docs/results/lowt_cv_rate}
 ANN_DOCS=${ANN_DOCS:-docs/results/lowt_cv}
 for fold in 0 1 2 3 4; do
+  src="$(cd "$SRC/ternary/fold_$fold" && pwd)"
   mkdir -p "$R/ternary/fold_$fold"
-  ln -sfn "$(cd "$SRC/ternary/fold_$fold/ann" && pwd)" "$R/ternary/fold_$fold/ann"
+  if [ "${RECONVERT:-0}" = 1 ]; then
+    mkdir -p "$R/ternary/fold_$fold/ann"
+    for f in best.pt final.pt last.pt log.json log.csv settings.json; do
+      ln -sfn "$src/ann/$f" "$R/ternary/fold_$fold/ann/$f"
+    done
+    if [ -d "$src/ann_relu" ]; then ln -sfn "$src/ann_relu" "$R/ternary/fold_$fold/ann_relu"; fi
+  else
+    ln -sfn "$src/ann" "$R/ternary/fold_$fold/ann"
+  fi
 done
 hipposnn recipe --config "$CONFIG" --data "${DATA:-../shared/data/msd_hippocampus}" --out "$R" \
   --jobs 2 --threads 1
-# records (no weights) into $DOCS, the table against the ANNs it started from
-python tools/report_lowt_cv.py --copy-from "$R" --lowt "$DOCS" --ann-from "$ANN_DOCS" \
-  --reference --figure ''
+# records (no weights) into $DOCS, the table against the ANNs it started from (a reconversion scores its own)
+if [ "${RECONVERT:-0}" = 1 ]; then FROM=(); else FROM=(--ann-from "$ANN_DOCS"); fi
+python tools/report_lowt_cv.py --copy-from "$R" --lowt "$DOCS" "${FROM[@]}" --reference --figure ''

@@ -46,10 +46,11 @@ def _score(model: Any, data: Path, names: List[str], timesteps: int, coding: str
     ann_uj = sum(ann_macs(describe(spec), spec, 56, 48).values()) * SLICES_PER_ROI * MAC_PJ / 1e6
     if isinstance(model, SpikingUNet):
         sops = result["synops_per_slice"] * SLICES_PER_ROI
+        energy = (sops * AC_PJ + result.get("macs_per_slice", 0.0) * SLICES_PER_ROI * MAC_PJ) / 1e6
         row.update({
             "timesteps": timesteps, "mean_firing_rate": result["mean_firing_rate"],
             "spikes_per_neuron": result["mean_firing_rate"] * timesteps, "firing_rates": result["firing_rates"],
-            "synops_roi": sops, "energy_roi_uj": sops * AC_PJ / 1e6, "energy_vs_ann": sops * AC_PJ / 1e6 / ann_uj,
+            "synops_roi": sops, "energy_roi_uj": energy, "energy_vs_ann": energy / ann_uj,
             "reset": model.reset, "initial_membrane": model.initial_membrane,
         })
     else:

@@ -68,7 +68,7 @@ def ann_energy_uj(config: Dict[str, Any]) -> float:
 
 def snn_row(r: Dict[str, Any], t: int, ann_uj: float) -> Dict[str, Any]:
     """A pooled SNN result with spikes per neuron and energy (absolute and as a fraction of the ANN's)."""
-    energy = r["synops_roi"] * AC_PJ / 1e6
+    energy = (r["synops_roi"] * AC_PJ + r.get("macs_roi", 0.0) * MAC_PJ) / 1e6
     return {**r, "timesteps": t, "spikes_per_neuron": r["firing_rate"] * t, "energy_roi_uj": energy,
             "energy_vs_ann": energy / ann_uj}
 

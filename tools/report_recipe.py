@@ -49,6 +49,8 @@ def pooled(results: List[Dict[str, Any]]) -> Dict[str, float]:
     if "mean_firing_rate" in results[0]:
         out["firing_rate"] = float(np.mean([r["mean_firing_rate"] for r in results]))
         out["synops_roi"] = float(np.mean([r["synops_per_slice"] for r in results])) * SLICES_PER_ROI
+        # multiply-accumulates of a direct input's first layer (none with Poisson input spikes)
+        out["macs_roi"] = float(np.mean([r.get("macs_per_slice", 0.0) for r in results])) * SLICES_PER_ROI
     return out
 
 

@@ -9,6 +9,9 @@
 #   CODING=binary OUT=runs/lowt_final_binary bash tools/train_lowt_final.sh   # from the site-robust binary ANN
 #   LR=1e-3 FT_EPOCHS=2 BATCHES=270 FT=finetune_T8_lr1e3 OUT=runs/lowt_final bash tools/train_lowt_final.sh
 #     # fine-tunes the same conversion again, as the CV's best fine-tuning (configs/lowt_cv_long_lr1e3.json)
+#   INPUT=direct FT=finetune_T8_direct OUT=runs/lowt_final bash tools/train_lowt_final.sh
+#     # the same quantised ANN converted with direct input (into OUT/direct/), fine-tuned gently
+#     # (configs/lowt_cv_warm_direct.json in the CV)
 # then: python tools/ship_lowt_model.py --final runs/lowt_final/finetune_T8 --ann runs/lowt_final/ann_L8
 #       [--coding binary --final runs/lowt_final_binary/finetune_T8 --ann runs/lowt_final_binary/ann_L8]
 set -euo pipefail
@@ -20,14 +23,17 @@ FT_EPOCHS=${FT_EPOCHS:-1}  # an epoch is ~135 batches of 32: BATCHES above that 
 LR=${LR:-1e-4}             # fine-tuning learning rate (the CV found 1e-3 for 2 epochs better than 1e-4)
 FT=${FT:-finetune_T8}      # fine-tuning folder under OUT (a second fine-tuning of the same conversion)
 CODING=${CODING:-ternary}
+INPUT=${INPUT:-poisson}    # what the SNN's first layer receives: Poisson spikes, or the image (direct)
+CONV=$R                    # the conversion's folder: OUT itself for Poisson input, OUT/direct for direct input
+[ "$INPUT" = poisson ] || CONV=$R/$INPUT
 mkdir -p "$R"
 RES=()
 [ "${RESUME:-0}" = 1 ] && RES=(--resume)
 INIT=HippoSNN/hipposnn/models/hipposnn_ann_${CODING}.pt
 [ -f "$R/ann_L8/final.pt" ] || hipposnn train-ann --data "$DATA" --out "$R/ann_L8" --init "$INIT" --quant-levels 8 \
   --coding "$CODING" --augment --site-augment --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads 2 --seed 0 "${RES[@]}"
-[ -f "$R/converted.pt" ] || hipposnn convert --data "$DATA" --checkpoint "$R/ann_L8/best.pt" --out "$R" --from-clip \
-  --coding "$CODING" --seed 0
-[ -f "$R/$FT/final.pt" ] || hipposnn finetune --data "$DATA" --checkpoint "$R/converted.pt" \
+[ -f "$CONV/converted.pt" ] || hipposnn convert --data "$DATA" --checkpoint "$R/ann_L8/best.pt" --out "$CONV" \
+  --from-clip --coding "$CODING" --input "$INPUT" --seed 0
+[ -f "$R/$FT/final.pt" ] || hipposnn finetune --data "$DATA" --checkpoint "$CONV/converted.pt" \
   --out "$R/$FT" --epochs "$FT_EPOCHS" --max-batches "$BATCHES" --batch-size 32 --lr "$LR" --timesteps 8 --coding "$CODING" \
   --augment --site-augment --eval-every 40 --threads 2 --seed 0 "${RES[@]}"

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "half threshold; no balancing")
     p.add_argument("--reset", choices=["subtract", "zero"], default="subtract",
                    help="neuron reset after a spike: subtract the threshold (default) or set to zero")
+    p.add_argument("--input", choices=["poisson", "direct"], default="poisson", dest="input_encoding",
+                   help="what the first layer receives: Poisson input spikes (default, the paper's) or the image "
+                        "itself as a constant current (direct input, for low T)")
     p.add_argument("--threshold-scale", type=_positive_float, default=0.7, help="scaling factor of thresholds")
     p.add_argument("--percentile", type=_percentile, default=None,
                    help="balance on this percentile of positive currents instead of the maximum")
@@ -113,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(p, lr=1e-4, epochs=10, batch=16)
     _add_snn(p, 32)
     _add_rate_penalty(p)
+    p.add_argument("--distill", type=_non_negative_float, default=0.0, metavar="W",
+                   help="add W x the per-pixel KL divergence from a teacher ANN's answer to the loss (default 0)")
+    p.add_argument("--teacher", type=Path, default=None, metavar="ANN.pt",
+                   help="the ANN to distil from (default: the ANN the checkpoint was converted from)")
 
     p = sub.add_parser("train-snn", help="baseline: train the SNN directly from random weights")
     _add_data(p)
@@ -199,6 +206,7 @@ def _train_config(args: argparse.Namespace, stage: str):
         site_augment=args.site_augment, max_batches=args.max_batches, eval_every=args.eval_every,
         threads=args.threads, device=args.device, quant_levels=getattr(args, "quant_levels", None),
         rate_penalty=getattr(args, "rate_penalty", 0.0), frugal_memory=getattr(args, "frugal_memory", False),
+        distill=getattr(args, "distill", 0.0),
     )
 
 
@@ -231,7 +239,7 @@ def _run(args: argparse.Namespace) -> int:
         convert_ann(args.checkpoint, args.data, args.out, timesteps, args.threshold_scale, args.percentile,
                     args.coding, args.slices, args.fold, args.folds, args.seed, args.output_scaling,
                     device=args.device, progress=tqdm_progress("convert"), from_clip=args.from_clip,
-                    reset=args.reset)
+                    reset=args.reset, input_encoding=args.input_encoding)
     elif cmd in ("finetune", "train-snn"):
         from .pipeline import train_snn
         from .unet import UNetSpec
@@ -239,7 +247,8 @@ def _run(args: argparse.Namespace) -> int:
         spec = UNetSpec(channels=_channels(args.channels), dropout=args.dropout) if cmd == "train-snn" else None
         init = args.checkpoint if cmd == "finetune" else None
         train_snn(args.data, args.out, _train_config(args, "finetune" if init else "direct"), init, spec,
-                  args.fold, args.folds, args.resume, progress=tqdm_progress(cmd), overwrite=args.overwrite)
+                  args.fold, args.folds, args.resume, progress=tqdm_progress(cmd), overwrite=args.overwrite,
+                  teacher=getattr(args, "teacher", None))
         print(f"SNN written to {args.out / 'best.pt'}")
     elif cmd == "evaluate":
         return _evaluate(args)

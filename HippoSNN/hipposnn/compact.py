@@ -98,11 +98,29 @@ def compact_conv(
     ``weight``). Without autograd this is an ordinary (pooled, masked) convolution.
     """
     if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
-        if pool:
-            x = F.avg_pool2d(x, 2)
-        if mask is not None:
-            x = _apply_mask(x, mask)
-        if transposed:
-            return F.conv_transpose2d(x, weight, stride=stride, padding=padding)
-        return F.conv2d(x, weight, stride=stride, padding=padding)
+        return plain_conv(x, weight, pool=pool, mask=mask, transposed=transposed, padding=padding, stride=stride)
     return _CompactConv.apply(x, weight, quant, pool, mask, transposed, padding, stride)
+
+
+def plain_conv(
+    x: Tensor,
+    weight: Tensor,
+    *,
+    quant: int = 1,
+    pool: bool = False,
+    mask: Optional[Tensor] = None,
+    transposed: bool = False,
+    padding: int = 0,
+    stride: int = 1,
+) -> Tensor:
+    """:func:`compact_conv` for any input (an analog one too): ordinary autograd, float input saved.
+
+    ``quant`` is accepted for the same call signature and ignored.
+    """
+    if pool:
+        x = F.avg_pool2d(x, 2)
+    if mask is not None:
+        x = _apply_mask(x, mask)
+    if transposed:
+        return F.conv_transpose2d(x, weight, stride=stride, padding=padding)
+    return F.conv2d(x, weight, stride=stride, padding=padding)

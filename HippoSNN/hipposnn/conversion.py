@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .encoding import make_generator, poisson_spikes
+from .encoding import make_generator
 from .errors import Cancelled
 from .unet import LayerDef, SpikingUNet, UNet
 
@@ -74,7 +74,7 @@ def balance_thresholds(
     gen = make_generator(seed, torch.device(device))
     sample_gen = make_generator(seed + 1, torch.device(device))
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    spikes = poisson_spikes(x, timesteps, gen, coding)
+    spikes = snn.encode(x, timesteps, gen, coding)
     names = list(snn.threshold_dict())
     for name in names:
         snn.set_threshold(name, 1.0)
@@ -111,9 +111,10 @@ def convert(
     device: str = "cpu",
     progress: Optional[Callable[[float, str], bool]] = None,
     reset: str = "subtract",
+    input_encoding: str = "poisson",
 ) -> SpikingUNet:
     """Early-stop conversion: a spiking twin of ``ann`` with balanced thresholds (``progress``: see above)."""
-    snn = SpikingUNet.from_ann(ann, output_scaling=output_scaling, reset=reset)
+    snn = SpikingUNet.from_ann(ann, output_scaling=output_scaling, reset=reset, input_encoding=input_encoding)
     balance_thresholds(snn, images, timesteps, scale, percentile, coding, seed, log, device, progress)
     return snn
 
@@ -122,16 +123,20 @@ def convert(
 CLIP_SHIFT = 0.5
 
 
-def convert_from_clip(ann: UNet, output_scaling: str = "mean", reset: str = "subtract") -> SpikingUNet:
+def convert_from_clip(
+    ann: UNet, output_scaling: str = "mean", reset: str = "subtract", input_encoding: str = "poisson"
+) -> SpikingUNet:
     """Conversion of a quantised-clip ANN (:mod:`hipposnn.quant`): no simulation, no data.
 
     Each hidden layer's threshold is its learned clip and its membrane starts at half the threshold,
     so an IF neuron run for ``T = L`` steps on a constant current emits the ANN's quantised level
-    (reset by subtraction). ``reset="zero"`` gives the hard-reset variant of the same network.
+    (reset by subtraction). ``reset="zero"`` gives the hard-reset variant of the same network;
+    ``input_encoding="direct"`` feeds the image itself to the first layer (see :class:`SpikingUNet`).
     """
     if ann.spec.quant_levels <= 0:
         raise ValueError("conversion from the clip needs an ANN trained with quantisation levels (--quant-levels)")
-    snn = SpikingUNet.from_ann(ann, output_scaling=output_scaling, initial_membrane=CLIP_SHIFT, reset=reset)
+    snn = SpikingUNet.from_ann(ann, output_scaling=output_scaling, initial_membrane=CLIP_SHIFT, reset=reset,
+                               input_encoding=input_encoding)
     for name, clip in ann.clip_dict().items():
         snn.set_threshold(name, clip)
     return snn

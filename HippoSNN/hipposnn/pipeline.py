@@ -32,7 +32,7 @@ from .options import RUN_FILES, existing_run_files
 from .quant import calibrate_clips
 from .training import Progress, TrainConfig, Trainer, evaluate_slices
 from .unet import SpikingUNet, UNet, UNetSpec
-from .weights import atomic_write_text, load_model, save_model
+from .weights import atomic_write_text, load_model, read_payload, save_model
 
 PathLike = Union[str, Path]
 #: Where labelled cases come from (see the module docstring).
@@ -243,11 +243,13 @@ def convert_ann(
     progress: Optional[Progress] = None,
     from_clip: bool = False,
     reset: str = "subtract",
+    input_encoding: str = "poisson",
 ) -> SpikingUNet:
     """Stage 2: early-stop conversion, balancing thresholds on ``slices`` training slices.
 
     ``from_clip``: thresholds from the learned clips of a quantised ANN instead (no data, no balancing;
-    ``timesteps`` is then only recorded as the T to run it at). ``reset``: the neurons' reset.
+    ``timesteps`` is then only recorded as the T to run it at). ``reset``: the neurons' reset;
+    ``input_encoding``: Poisson input spikes or the image itself (see :class:`~hipposnn.unet.SpikingUNet`).
     ``progress(fraction, message)`` is told the reading of the data and each balanced layer; returning
     False stops with :class:`~hipposnn.errors.Cancelled` before anything is written.
     """
@@ -264,10 +266,10 @@ def convert_ann(
         if ann.spec.quant_levels <= 0:
             raise HippoSNNError(f"{ann_path} has no quantisation levels: --from-clip needs an ANN trained with "
                                 "--quant-levels (or convert it by balancing, without --from-clip)")
-        snn = convert_from_clip(ann, output_scaling, reset)
+        snn = convert_from_clip(ann, output_scaling, reset, input_encoding)
         meta = _meta("converted", data, fold, None, coding=coding, conversion="clip", timesteps=timesteps,
                      quant_levels=ann.spec.quant_levels, initial_membrane=snn.initial_membrane, reset=reset,
-                     seed=seed, source=str(ann_path))
+                     input_encoding=input_encoding, seed=seed, source=str(ann_path))
         save_model(snn, out / "converted.pt", meta)
         report(1.0, "converted")
         log("thresholds from the learned clips: " + ", ".join(f"{k} {v:.3g}" for k, v in snn.threshold_dict().items()))
@@ -285,11 +287,13 @@ def convert_ann(
         ann, images, timesteps, scale, percentile, coding, seed, output_scaling, device=device,
         log=lambda name, raw, theta: log(f"  {name}: statistic {raw:.4g} -> threshold {theta:.4g}"),
         progress=None if progress is None else (lambda f, m: progress(0.1 + 0.85 * f, m)), reset=reset,
+        input_encoding=input_encoding,
     )
     seconds = time.time() - t0
     meta = _meta("converted", data, fold, None, coding=coding, balance_timesteps=timesteps, scale=scale,
                  percentile=percentile, balance_slices=len(images), seed=seed, balance_seconds=round(seconds, 2),
-                 source=str(ann_path), **({"reset": reset} if reset != "subtract" else {}))
+                 source=str(ann_path), **({"reset": reset} if reset != "subtract" else {}),
+                 **({"input_encoding": input_encoding} if input_encoding != "poisson" else {}))
     save_model(snn, out / "converted.pt", meta)
     report(1.0, "converted")
     log(f"converted in {seconds:.1f} s -> {out / 'converted.pt'}")
@@ -317,12 +321,15 @@ def train_snn(
     progress: Optional[Progress] = None,
     log: Callable[[str], None] = print,
     overwrite: bool = False,
+    teacher: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """Stage 3 (``init`` = a converted SNN) or the direct-training baseline (``init`` = None).
 
-    ``resume``, ``overwrite`` and seeding as in :func:`train_ann`.
+    ``resume``, ``overwrite`` and seeding as in :func:`train_ann`. With ``cfg.distill`` the loss also
+    pulls the SNN towards the ANN ``teacher`` (default: the ANN that ``init`` was converted from).
     """
     cfg.stage = "finetune" if init is not None else "direct"
+    teacher = _teacher_path(cfg, init, teacher)
     out = _check_run_folder(out, resume, overwrite)
     if init is not None:
         model = load_model(init, "snn")
@@ -336,15 +343,35 @@ def train_snn(
     trainer = Trainer(
         model, cfg, train_set, slices_for(data, val, cfg.coding, ctx), out,
         meta=_meta(cfg.stage, data, fold, cfg, coding=cfg.coding, timesteps=cfg.timesteps,
-                   source=str(init) if init else None),
+                   source=str(init) if init else None, **({"teacher": str(teacher)} if teacher else {})),
         progress=progress, log=log, train_for_epoch=for_epoch,
+        teacher=load_model(teacher, "ann") if teacher else None,  # type: ignore[arg-type]
     )
     with _run_folder(out, trainer, resume, overwrite):
         _write_settings(out, {"stage": cfg.stage, "fold": fold, "train": train, "val": val, "test": test,
                               "config": asdict(cfg), "spec": model.spec.to_dict(),
-                              "init": str(init) if init else None})
+                              "init": str(init) if init else None,
+                              **({"teacher": str(teacher)} if teacher else {})})
         history = trainer.fit(resume=resume)
     return {"history": history, "best_val_dice_3d": trainer.best, "out": str(out)}
+
+
+def _teacher_path(cfg: TrainConfig, init: Optional[PathLike], teacher: Optional[PathLike]) -> Optional[Path]:
+    """The ANN to distil from: ``teacher``, else the ANN ``init`` was converted from; None without --distill."""
+    if cfg.distill <= 0:
+        return None
+    if teacher is None and init is not None:
+        source = (read_payload(init).get("meta") or {}).get("source")
+        teacher = source if source and Path(source).is_file() else None
+        if teacher is None:
+            raise HippoSNNError(f"--distill: {init} does not name an ANN file that exists here; give --teacher ANN.pt")
+    if teacher is None:
+        raise HippoSNNError("--distill needs a converted SNN to fine-tune (direct training has no teacher)")
+    if not Path(teacher).is_file():
+        raise HippoSNNError(f"--teacher: file not found: {teacher}")
+    if read_payload(teacher).get("kind") != "ann":
+        raise HippoSNNError(f"--teacher: {teacher} is not an ANN")
+    return Path(teacher)
 
 
 def evaluate_model(

@@ -11,12 +11,15 @@ in the config and every fold (plus "all" = the final model on every crop):
 
 The low-latency path is the same recipe with other settings (``configs/lowt_cv.json``):
 ``"ann": {"quant_levels": L}`` trains quantised-clip ANNs, ``"convert": {"from_clip": true}`` takes
-the thresholds from the learned clips (no balancing pass; ``"reset": "zero"`` for a hard reset), and
+the thresholds from the learned clips (no balancing pass; ``"reset": "zero"`` for a hard reset;
+``"input": "direct"`` feeds the image itself to the first layer instead of Poisson spikes), and
 ``"ann": {"warm_start": {"epochs": E, ...}}`` first trains a ReLU ANN with those changes to the
 ``"ann"`` settings (folder ``ann_relu``) and starts the quantised-clip ANN from it, its clips at the
 99.9th percentile of the ReLU activations (the single-split pilot's warm start, cross-validated);
 ``max_batches`` / ``rate_penalty`` in ``"ann"``, ``"finetune"`` and ``"direct"`` bound the budget and
-penalise firing. ``"finetune": {"frugal_memory": true}`` runs BPTT with :func:`hipposnn.memory.frugal_allocator`
+penalise firing; ``"finetune": {"distill": W}`` adds W x the per-pixel KL from the fold's ANN to the
+fine-tuning loss (:func:`hipposnn.losses.distill_loss`). ``"finetune": {"frugal_memory": true}`` runs BPTT
+with :func:`hipposnn.memory.frugal_allocator`
 (CPU: about half the peak memory per step, about 20 % slower; docs/benchmarks.md). A config with
 ``"base": "other.json"`` holds only its changes to that file (``configs/lowt_cv_long_lr1e3.json``);
 the run folder's ``config.json`` is the merged whole.
@@ -88,12 +91,17 @@ def _read_config(path: Path, seen: tuple = ()) -> Dict[str, Any]:
 
 
 def load_config(path: os.PathLike) -> Dict[str, Any]:
+    from .unet import INPUT_ENCODINGS
+
     config = _read_config(Path(path))
     for key in ("spec", "ann", "convert", "finetune", "direct", "eval", "codings", "folds"):
         if key not in config:
             raise HippoSNNError(f"recipe config {path} lacks '{key}'")
     if config["convert"].get("from_clip") and not int(config["ann"].get("quant_levels") or 0) > 0:
         raise HippoSNNError(f"recipe config {path}: conversion from the clip needs \"ann\": {{\"quant_levels\": L}}")
+    if config["convert"].get("input", "poisson") not in INPUT_ENCODINGS:
+        raise HippoSNNError(f"recipe config {path}: \"convert\": {{\"input\": ...}} must be one of "
+                            + ", ".join(INPUT_ENCODINGS))
     warm = config["ann"].get("warm_start")
     if warm is not None and not (isinstance(warm, dict) and int(config["ann"].get("quant_levels") or 0) > 0):
         raise HippoSNNError(f"recipe config {path}: \"ann\": {{\"warm_start\": {{...}}}} takes the settings of a ReLU "
@@ -284,25 +292,28 @@ def _execute(
                                max_batches=settings.get("max_batches"))
 
         init = None
+        trained = (folder / "final.pt").exists()  # a finished ANN (e.g. linked from another run) is converted as is
         if a.get("warm_start"):  # a ReLU ANN first; the quantised-clip ANN starts from it
             relu = folder.parent / "ann_relu"
-            if not (relu / "final.pt").exists():
+            if not (trained or (relu / "final.pt").exists()):
                 resume = (relu / "last.pt").exists()
                 train_ann(data, relu, ann_config(_merged(a, a["warm_start"]), 0), spec, fold, k, resume=resume,
                           log=quiet, progress=progress, overwrite=not resume)
             init = relu / "best.pt"
             result["relu_ann_seconds"] = round(time.time() - t0, 1)
-        resume = (folder / "last.pt").exists()  # an unfinished job continues; a job without last.pt starts over
-        train_ann(data, folder, ann_config(a, a.get("quant_levels")), spec, fold, k, resume=resume, log=quiet,
-                  progress=progress, overwrite=not resume, init=init)
-        result["ann_seconds"] = round(time.time() - t0, 1)
+        if not trained:
+            resume = (folder / "last.pt").exists()  # an unfinished job continues; one without last.pt starts over
+            train_ann(data, folder, ann_config(a, a.get("quant_levels")), spec, fold, k, resume=resume, log=quiet,
+                      progress=progress, overwrite=not resume, init=init)
+            result["ann_seconds"] = round(time.time() - t0, 1)
         c = config["convert"]
         t1 = time.time()
         from_clip = bool(c.get("from_clip", False))  # low-latency path: thresholds = the learned clips
         snn = convert_ann(folder / "best.pt", data, folder, int(a["quant_levels"]) if from_clip else c["timesteps"],
                           c.get("scale", 1.0), c.get("percentile"), job.coding, c.get("slices", 0), fold, k, seed,
                           c.get("output_scaling", "mean"), device, log=quiet, progress=progress,
-                          from_clip=from_clip, reset=c.get("reset", "subtract"))
+                          from_clip=from_clip, reset=c.get("reset", "subtract"),
+                          input_encoding=c.get("input", "poisson"))
         result["convert_seconds"] = round(time.time() - t1, 1)
         if device.startswith("cuda"):
             import torch
@@ -322,14 +333,15 @@ def _execute(
                           site_augment=s.get("site_augment", False), eval_every=s.get("eval_every"), device=device,
                           threads=threads, plateau_patience=s.get("plateau_patience", 2),
                           max_batches=s.get("max_batches"), rate_penalty=s.get("rate_penalty", 0.0),
-                          frugal_memory=s.get("frugal_memory", False))
-        init = out / job.coding / f"fold_{job.fold}" / "ann" / "converted.pt" if job.stage == "finetune" else None
+                          frugal_memory=s.get("frugal_memory", False), distill=s.get("distill", 0.0))
+        ann = out / job.coding / f"fold_{job.fold}" / "ann"
+        init = ann / "converted.pt" if job.stage == "finetune" else None
         if (folder / "final.pt").exists() or (folder / "imported.json").exists():
             result["imported"] = (folder / "imported.json").exists()
         else:
             resume = (folder / "last.pt").exists()
             train_snn(data, folder, cfg, init, spec, fold, k, resume=resume, log=quiet, progress=progress,
-                      overwrite=not resume)
+                      overwrite=not resume, teacher=ann / "best.pt" if cfg.distill > 0 else None)
             result["train_seconds"] = round(time.time() - t0, 1)
         result["log"] = json.loads((folder / "log.json").read_text())
         if test:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .encoding import make_generator, poisson_spikes
+from .encoding import make_generator
 from .errors import Cancelled
 from .unet import SpikeStats, SpikingUNet, UNet
 
@@ -44,7 +44,7 @@ def snn_logits(
     done = 0
     while done < timesteps:
         n = min(chunk, timesteps - done)
-        spikes = poisson_spikes(x, n, generator, coding)
+        spikes = model.encode(x, n, generator, coding)
         out = model(spikes, stats=stats, state=state)
         total = out if total is None else total + out
         done += n

@@ -146,7 +146,8 @@ def energy_comparison(model: SpikingUNet, stats: SpikeStats, height: int, width:
     """
     synops = sum(stats.synops_per_sample().values())
     macs = sum(ann_macs(model.layers, model.spec, height, width).values())
-    snn = energy_pj(accumulates=synops)
+    # a direct input's first layer multiplies (once per slice); every other synapse only accumulates
+    snn = energy_pj(macs=sum(stats.macs_per_sample().values()), accumulates=synops)
     ann = energy_pj(macs=macs)
     return {
         "snn_synops": float(synops),

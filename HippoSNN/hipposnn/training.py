@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .data import SliceSet, from_slices
-from .encoding import make_generator, poisson_spikes
+from .encoding import make_generator
 from .errors import Cancelled, HippoSNNError
-from .losses import LOSSES
+from .losses import LOSSES, distill_loss
 from .memory import frugal_allocator
 from .metrics import dice, mean_sd, slice_dice
 from .simulate import predict_slices
@@ -72,6 +72,7 @@ class TrainConfig:
     eval_timesteps: Optional[int] = None  # T for SNN validation (default: timesteps)
     quant_levels: Optional[int] = None  # ANN: quantised-clip levels L (0: ReLU; None: the --init model's own)
     rate_penalty: float = 0.0  # SNN: loss += rate_penalty * mean firing rate of the hidden layers
+    distill: float = 0.0  # fine-tuning: loss += distill * per-pixel KL from the teacher ANN (losses.distill_loss)
     frugal_memory: bool = False  # CPU: return freed activations to the system (hipposnn.memory)
     threads: Optional[int] = None
     device: str = "cpu"
@@ -90,6 +91,8 @@ class TrainConfig:
             raise HippoSNNError("--quant-levels must be 0 (plain ReLU) or positive")
         if not (math.isfinite(self.rate_penalty) and self.rate_penalty >= 0):
             raise HippoSNNError("--rate-penalty must be a non-negative number")
+        if not (math.isfinite(self.distill) and self.distill >= 0):
+            raise HippoSNNError("--distill must be a non-negative number")
 
 
 def _distributed() -> bool:
@@ -151,7 +154,7 @@ def model_logits(
     """
     core = model.module if hasattr(model, "module") else model
     if isinstance(core, SpikingUNet):
-        spikes = poisson_spikes(x, cfg.timesteps, generator, cfg.coding)
+        spikes = core.encode(x, cfg.timesteps, generator, cfg.coding)
         out = model(spikes, rates=rates) if rates is not None else model(spikes)
         return core.logits(out, cfg.timesteps)
     return model(x)
@@ -206,6 +209,7 @@ def evaluate_slices(
         result["firing_rates"] = stats.firing_rates()
         result["mean_firing_rate"] = stats.mean_firing_rate()
         result["synops_per_slice"] = sum(stats.synops_per_sample().values())
+        result["macs_per_slice"] = sum(stats.macs_per_sample().values())
     return result
 
 
@@ -223,8 +227,11 @@ class Trainer:
         progress: Optional[Progress] = None,
         log: Callable[[str], None] = print,
         train_for_epoch: Optional[Callable[[int], SliceSet]] = None,
+        teacher: Optional[UNet] = None,
     ) -> None:
         cfg.validate()
+        if cfg.distill > 0 and (teacher is None or not isinstance(model, SpikingUNet)):
+            raise HippoSNNError("--distill needs an SNN to train and a teacher ANN (--teacher)")
         self.cfg = cfg
         self.model = model
         self._spiking = isinstance(model, SpikingUNet)
@@ -247,6 +254,8 @@ class Trainer:
         if cfg.frugal_memory and self.device.type == "cpu" and not frugal_allocator():
             log("--frugal-memory: not available on this platform (needs glibc); running with the default allocator")
         model.to(self.device)
+        # The teacher only answers (eval mode, no gradients); it is neither saved nor optimised.
+        self.teacher = teacher.to(self.device).eval() if teacher is not None and cfg.distill > 0 else None
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
@@ -416,9 +425,14 @@ class Trainer:
                 x, y = x.to(self.device), y.to(self.device)
                 self.optimizer.zero_grad(set_to_none=True)
                 rates: Optional[list] = [] if cfg.rate_penalty > 0 and self._spiking else None
-                loss = loss_fn(model_logits(net, x, cfg, spike_gen, rates), y)
+                logits = model_logits(net, x, cfg, spike_gen, rates)
+                loss = loss_fn(logits, y)
                 if rates:
                     loss = loss + cfg.rate_penalty * mean_rate(rates)
+                if self.teacher is not None:
+                    with torch.no_grad():
+                        answer = self.teacher(x)
+                    loss = loss + cfg.distill * distill_loss(logits, answer)
                 loss.backward()
                 self.optimizer.step()
                 losses.append(float(loss.detach()))

@@ -30,11 +30,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .compact import compact_conv
+from .compact import compact_conv, plain_conv
+from .encoding import poisson_spikes
 from .neurons import DEFAULT_GAMMA, RESETS, if_forward, if_neuron
 from .quant import MIN_CLIP, qcfs
 
 INPUT = "input"
+#: What an SNN's first layer receives (SpikingUNet.input_encoding).
+INPUT_ENCODINGS = ("poisson", "direct")
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,7 @@ class SpikeStats:
     neurons: Dict[str, int] = field(default_factory=dict)  # neurons per sample
     spikes: Dict[str, float] = field(default_factory=dict)  # total output spikes
     synops: Dict[str, float] = field(default_factory=dict)  # synaptic operations (accumulates)
+    macs: Dict[str, float] = field(default_factory=dict)  # multiply-accumulates (a direct input's first layer)
     samples: int = 0
     timesteps: int = 0
 
@@ -242,6 +246,9 @@ class SpikeStats:
     def synops_per_sample(self) -> Dict[str, float]:
         return {k: v / max(self.samples, 1) for k, v in self.synops.items()}
 
+    def macs_per_sample(self) -> Dict[str, float]:
+        return {k: v / max(self.samples, 1) for k, v in self.macs.items()}
+
 
 class SpikingUNet(_UNetBase):
     """The spiking twin: IF layers with per-layer thresholds and a non-firing output layer.
@@ -250,6 +257,14 @@ class SpikingUNet(_UNetBase):
     ``"mean"`` divides by T (the logit estimates the ANN's logit whatever T is), ``"sum"`` keeps the
     raw accumulated potential (it grows with T, so the 0.5 probability threshold moves with T: one
     cause of the "output scaling issue" the source paper reports).
+
+    ``input_encoding`` decides what the first layer sees: ``"poisson"`` (the paper's rate coding:
+    binary or ternary input spikes, see :mod:`hipposnn.encoding`) or ``"direct"`` (the normalised
+    image itself as a constant input current at every step, as most low-latency conversion work
+    does). Direct input removes the sampling noise of T Poisson draws, the largest part of the
+    conversion loss at T = 8; the first layer then does multiply-accumulates on the image, once per
+    slice since its current does not change (counted in :attr:`SpikeStats.macs`), and every later
+    layer still receives spikes only.
     """
 
     def __init__(
@@ -259,6 +274,7 @@ class SpikingUNet(_UNetBase):
         gamma: float = DEFAULT_GAMMA,
         initial_membrane: float = 0.0,
         reset: str = "subtract",
+        input_encoding: str = "poisson",
     ) -> None:
         super().__init__(spec)
         if output_scaling not in ("mean", "sum"):
@@ -267,12 +283,15 @@ class SpikingUNet(_UNetBase):
             raise ValueError(f"initial_membrane must be in [0, 1), got {initial_membrane}")
         if reset not in RESETS:
             raise ValueError(f"reset must be one of {', '.join(RESETS)}, got {reset!r}")
+        if input_encoding not in INPUT_ENCODINGS:
+            raise ValueError(f"input_encoding must be one of {', '.join(INPUT_ENCODINGS)}, got {input_encoding!r}")
         self.output_scaling = output_scaling
         self.gamma = gamma
         #: membrane at t = 0 as a fraction of the layer's threshold (0.5: the "shift" of clip conversion)
         self.initial_membrane = float(initial_membrane)
         #: "subtract" (soft reset, the default) or "zero" (hard reset, what NIR-style formats express)
         self.reset = reset
+        self.input_encoding = input_encoding
         hidden = [layer.name for layer in self.layers if layer.spiking]
         self.register_buffer("thresholds", torch.ones(len(hidden)))
         self._threshold_index = {name: i for i, name in enumerate(hidden)}
@@ -334,6 +353,12 @@ class SpikingUNet(_UNetBase):
         return next(layer.out_channels for layer in self.layers if layer.name == name)
 
     # -- execution ----------------------------------------------------------------------------
+    def encode(self, x: Tensor, timesteps: int, generator: torch.Generator, coding: str) -> Tensor:
+        """The input ``[T, *x.shape]`` this network runs on for images ``x``: Poisson spikes or ``x`` itself."""
+        if self.input_encoding == "direct":
+            return x.unsqueeze(0).expand(timesteps, *x.shape)
+        return poisson_spikes(x, timesteps, generator, coding)
+
     def forward(
         self,
         spikes: Tensor,
@@ -362,7 +387,8 @@ class SpikingUNet(_UNetBase):
         outs: Dict[str, Tensor] = {INPUT: spikes.flatten(0, 1).contiguous(memory_format=torch.channels_last)}
         # spikes per position summed over channels, one map per output, shared by counters
         counts: Dict[str, Tensor] = {}
-        if stats is not None:
+        direct = self.input_encoding == "direct"
+        if stats is not None and not direct:
             counts[INPUT] = outs[INPUT].detach().abs().sum(1, keepdim=True)
         for idx, layer in enumerate(self.layers):
             parts = [outs[n] for n in layer.inputs]
@@ -374,8 +400,12 @@ class SpikingUNet(_UNetBase):
                 mask = mask.contiguous(memory_format=torch.channels_last)
             weight = self._scaled_weight(layer, 1.0 / (1.0 - p) if mask is not None else 1.0)
             if stats is not None:
-                self._count_synops(stats, layer, sum(counts[n] for n in layer.inputs))
-            current = compact_conv(
+                # a later chunk of the same run (membranes carried in ``state``) has paid the direct input's MACs
+                first = state is None or layer.name not in state
+                self._count_ops(stats, layer, counts, batch, tuple(h.shape[-2:]), first)
+            # an analog input is not a spike map: int8 would not hold it, so its layer convolves in float
+            conv = plain_conv if direct and INPUT in layer.inputs else compact_conv
+            current = conv(
                 h,
                 weight,
                 pool=layer.pool,
@@ -414,6 +444,27 @@ class SpikingUNet(_UNetBase):
                     del outs[name]
                     counts.pop(name, None)
         return out
+
+    def _count_ops(
+        self, stats: SpikeStats, layer: LayerDef, counts: Dict[str, Tensor], batch: int, size: Tuple[int, int],
+        first: bool,
+    ) -> None:
+        """Synaptic operations of the layer's spiking inputs; a direct input's multiply-accumulates, once.
+
+        The direct input is the same at every step, so its current is computed once per sample, in the
+        ``first`` chunk of a run (``size``: the layer's input height and width).
+        """
+        if INPUT in layer.inputs and self.input_encoding == "direct":
+            h, w = (size[0] // 2, size[1] // 2) if layer.pool else size
+            k = self.spec.kernel_size
+            if first:
+                stats.macs[layer.name] = stats.macs.get(layer.name, 0.0) + float(
+                    self.spec.in_channels * layer.out_channels * k * k * h * w * batch)
+            spiking = [counts[n] for n in layer.inputs if n != INPUT]
+            if spiking:
+                self._count_synops(stats, layer, sum(spiking))
+            return
+        self._count_synops(stats, layer, sum(counts[n] for n in layer.inputs))
 
     def _count_synops(self, stats: SpikeStats, layer: LayerDef, count: Tensor) -> None:
         """Accumulates: each incoming spike (or |input spike|) times the synapses it drives.

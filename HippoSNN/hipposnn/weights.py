@@ -56,6 +56,7 @@ def model_payload(model: Model, meta: Optional[Dict[str, Any]] = None) -> Dict[s
         payload["output_scaling"] = model.output_scaling
         payload["initial_membrane"] = model.initial_membrane
         payload["reset"] = model.reset
+        payload["input_encoding"] = model.input_encoding
     elif model.spec.quant_levels > 0:
         payload["clips"] = model.clip_dict()
     return payload
@@ -141,6 +142,7 @@ def model_from_payload(payload: Dict[str, Any], kind: Optional[str] = None, sour
             model: Model = SpikingUNet(
                 spec, output_scaling=payload.get("output_scaling", "mean"),
                 initial_membrane=float(payload.get("initial_membrane", 0.0)), reset=payload.get("reset", "subtract"),
+                input_encoding=payload.get("input_encoding", "poisson"),
             )
             for name, value in (payload.get("thresholds") or {}).items():
                 model.set_threshold(name, float(value))
