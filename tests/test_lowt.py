@@ -238,6 +238,29 @@ def test_direct_input_pays_the_first_layers_macs_once_per_slice_whatever_the_chu
     assert poisson.macs == {} and poisson.synops["enc0_0"] > 0
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_direct_input_computed_once_gives_the_same_run_as_the_image_at_every_step(training):
+    """encode() views one image T times; the forward pass convolves it once and repeats the current, which
+    must give the same outputs and gradients as T real copies (dropout included)."""
+    torch.manual_seed(0)
+    ann = UNet(UNetSpec(channels=(4, 8), dropout=0.1, quant_levels=4, in_channels=3))
+    x = torch.rand(3, 3, 16, 16)
+    calibrate_clips(ann, [x])
+    snn = convert_from_clip(ann, input_encoding="direct")
+    snn.train(training)
+    viewed = snn.encode(x, 4, make_generator(0), "ternary")
+    assert viewed.stride(0) == 0
+    runs = []
+    for inputs in (viewed, viewed.contiguous()):
+        torch.manual_seed(1)
+        snn.zero_grad()
+        out = snn(inputs)
+        out.sum().backward()
+        runs.append((out.detach(), {k: w.grad.clone() for k, w in snn.weights.items()}))
+    assert torch.allclose(runs[0][0], runs[1][0], atol=1e-5)
+    assert all(torch.allclose(runs[0][1][k], runs[1][1][k], atol=1e-5, rtol=1e-4) for k in runs[0][1])
+
+
 def test_direct_input_trains_its_first_layer_in_float_and_round_trips(tmp_path):
     ann, x = _direct_pair()
     snn = convert_from_clip(ann, input_encoding="direct")

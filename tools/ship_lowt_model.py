@@ -88,6 +88,8 @@ def main() -> int:
     ap.add_argument("--results", type=Path, default=FINAL_RESULTS, help="where a warm-started run's logs go")
     ap.add_argument("--command", default="OUT=runs/lowt_final bash tools/train_lowt_final.sh",
                     help="the command that trained a warm-started model (for its card)")
+    ap.add_argument("--default", action="store_true",
+                    help="the model is the default SNN (options.DEFAULT_SNN): its card says so instead of why not")
     ap.add_argument("--dry-run", action="store_true", help="copy results and report only; ship no model")
     args = ap.parse_args()
     if args.run is not None:
@@ -121,16 +123,19 @@ def main() -> int:
         "sha256": sha256_file(MODELS_DIR / f"{name}.pt"),
         "architecture": payload["spec"], "output_scaling": payload.get("output_scaling"),
         "initial_membrane": payload.get("initial_membrane"), "reset": payload.get("reset"),
+        "input_encoding": payload.get("input_encoding", "poisson"),
         "thresholds": payload.get("thresholds"),
         "data": "MSD Task04 Hippocampus, 200 T1 crops (../shared/data/msd_hippocampus); labels 1+2 merged",
         "training_split": "fold 'all': a seeded 10 % of the crops held out for validation (LR schedule, best "
                           "epoch), the other 90 % trained on",
         "method": (f"quantised-clip ANN (L = {config['ann']['quant_levels']} levels, a learned clip per layer) "
-                   + ("warm-started from the shipped site-robust ternary ANN (clips from the 99.9th percentile of "
-                      "its activations) and trained on" if warm else "trained from random weights")
+                   + (f"warm-started from the shipped site-robust {args.coding} ANN (clips from the 99.9th "
+                      "percentile of its activations) and trained on" if warm else "trained from random weights")
                    + " with in-plane and site augmentation -> conversion from the "
-                   "clips (thresholds = clips, membranes start at half threshold, soft reset; no balancing) -> "
-                   f"BPTT fine-tuning at T = {t} with the triangle surrogate"),
+                   "clips (thresholds = clips, membranes start at half threshold, soft reset; no balancing"
+                   + ("; direct input: the normalised image itself is the first layer's input current at every "
+                      "step" if payload.get("input_encoding") == "direct" else "; Poisson input spikes")
+                   + f") -> BPTT fine-tuning at T = {t} with the triangle surrogate"),
         "recipe": ({"script": "tools/train_lowt_final.sh"} if warm else
                    {"config": "configs/lowt_cv.json", "settings": config}),
         "training": {"meta": payload.get("meta"), "finetune_settings": settings.get("config"),
@@ -145,8 +150,9 @@ def main() -> int:
                        "`hipposnn recipe --config configs/lowt_cv.json --data ../shared/data/msd_hippocampus "
                        "--out runs/lowt_cv --jobs 2 --threads 1`")),
         "code_version": f"hipposnn, trained with the code of commit {commit}",
-        "limitations": ("ternary coding only; not the default: its CV Dice is below the T = 32 model's "
-                        "(docs/models.md); "
+        "limitations": (f"{args.coding} coding only; "
+                        + ("the default SNN (docs/models.md, 'Default'); " if args.default else
+                           "not the default: its CV Dice is below the T = 32 model's (docs/models.md); ")
                         + cv_limitation
                         + "boundaries follow the MSD protocol, not FreeSurfer's, DLMUSE's or LPBA40's"),
         "provenance": {"derived_from": [_rel(args.cv / "summary.json")]

@@ -155,6 +155,14 @@ class _UNetBase(nn.Module):
             raise ValueError(f"input height and width must be multiples of {m}, got {tuple(x.shape[-2:])}")
 
 
+def _repeat_steps(x: Tensor, steps: int) -> Tensor:
+    """``x`` [B, ...] repeated for ``steps`` timesteps as one channels-last [steps * B, ...] tensor (with gradient)."""
+    out = torch.empty((steps * x.shape[0], *x.shape[1:]), dtype=x.dtype, device=x.device,
+                      memory_format=torch.channels_last)
+    out.view(steps, *x.shape).copy_(x.unsqueeze(0).expand(steps, *x.shape))
+    return out
+
+
 def _last_uses(layers: Sequence[LayerDef]) -> Dict[str, int]:
     """Index of the last layer reading each output, so activations can be freed early."""
     last: Dict[str, int] = {}
@@ -384,14 +392,20 @@ class SpikingUNet(_UNetBase):
         steps, batch = spikes.shape[0], spikes.shape[1]
         train_graph = torch.is_grad_enabled() and any(p.requires_grad for p in self.weights.values())
         p = self.spec.dropout if self.training else 0.0
-        outs: Dict[str, Tensor] = {INPUT: spikes.flatten(0, 1).contiguous(memory_format=torch.channels_last)}
+        direct = self.input_encoding == "direct"
+        # A direct input from :meth:`encode` is one image viewed T times (stride 0 over time): the current it
+        # drives is computed once and repeated, instead of convolving the same image at every step.
+        once = direct and steps > 1 and spikes.stride(0) == 0
+        first = spikes[0] if once else spikes.flatten(0, 1)
+        outs: Dict[str, Tensor] = {INPUT: first.contiguous(memory_format=torch.channels_last)}
         # spikes per position summed over channels, one map per output, shared by counters
         counts: Dict[str, Tensor] = {}
-        direct = self.input_encoding == "direct"
         if stats is not None and not direct:
             counts[INPUT] = outs[INPUT].detach().abs().sum(1, keepdim=True)
         for idx, layer in enumerate(self.layers):
-            parts = [outs[n] for n in layer.inputs]
+            fed_once = once and layer.inputs == (INPUT,)
+            parts = [_repeat_steps(outs[n], steps) if once and n == INPUT and not fed_once else outs[n]
+                     for n in layer.inputs]
             h = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
             mask = None
             if layer.dropout and p > 0:
@@ -414,6 +428,8 @@ class SpikingUNet(_UNetBase):
                 padding=self._padding(layer),
                 stride=2 if layer.kind == "up" else 1,
             )
+            if fed_once:
+                current = _repeat_steps(current, steps)
             if not layer.spiking:
                 out = current.view(steps, batch, *current.shape[1:]).sum(0)
                 break
