@@ -1,0 +1,76 @@
+"""How far each SNN's mask is from its ANN's on one whole-brain scan's ROI slices (issue 14, direct input).
+
+The direct-input SNNs match their ANN on the MSD crops of the CV but not on whole-brain scans. This probe
+segments one scan as `hipposnn segment` does, keeps the ROI slices the network sees, and scores the mask of
+each SNN (T = 8, chunk 1, seed 0) against the mask of the quantised ANN they were converted from (Dice of the
+two masks): the converted and the fine-tuned SNN with direct input, the shipped Poisson-input `snn-t8`, and
+the fine-tuned direct SNN run with Poisson input.
+
+    python tools/probe_input_encoding.py --image ../shared/data/wholebrain/bert/norm.mgz --run runs/lowt_final \
+        --out docs/results/lowt_final_direct/probe_bert.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "HippoSNN"))
+
+import hipposnn.inference as inference  # noqa: E402
+from hipposnn.io import load_image  # noqa: E402
+from hipposnn.simulate import predict_slices  # noqa: E402
+from hipposnn.weights import default_model_path, load_model  # noqa: E402
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--image", type=Path, required=True)
+    ap.add_argument("--run", type=Path, default=ROOT / "runs" / "lowt_final",
+                    help="tools/train_lowt_final.sh output: ann_L8/, direct/converted.pt, finetune_T8_direct/")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    seen = {}
+    original = inference.predict_slices_safe
+
+    def keep(model, images, **kwargs):
+        seen.setdefault("images", images.copy())
+        return original(model, images, **kwargs)
+
+    inference.predict_slices_safe = keep
+    inference.segment_image(load_image(args.image), inference.SegmentationSettings(model="snn-t8"))
+    x = seen["images"]
+    ann = predict_slices(load_model(args.run / "ann_L8" / "best.pt"), x, batch_size=64) > 0.5
+    snns = {
+        "converted, direct input": load_model(args.run / "direct" / "converted.pt"),
+        "fine-tuned, direct input": load_model(args.run / "finetune_T8_direct" / "best.pt"),
+        "shipped snn-t8 (Poisson input)": load_model(default_model_path("snn-t8", "ternary")),
+    }
+    run_poisson = load_model(args.run / "finetune_T8_direct" / "best.pt")
+    run_poisson.input_encoding = "poisson"
+    snns["fine-tuned for direct input, run with Poisson input"] = run_poisson
+    rows = {}
+    for name, model in snns.items():
+        mask = predict_slices(model, x, timesteps=8, coding="ternary", batch_size=16, chunk=1) > 0.5
+        rows[name] = {"dice_with_its_ann": round(_dice(mask, ann), 4), "voxels": int(mask.sum())}
+        print(f"{name}: mask Dice with the quantised ANN's {rows[name]['dice_with_its_ann']:.3f}, "
+              f"{rows[name]['voxels']} voxels (ANN {int(ann.sum())})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"image": str(args.image), "slices": list(x.shape), "ann_voxels": int(ann.sum()),
+                                    "snns": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
