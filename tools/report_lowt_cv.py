@@ -206,7 +206,7 @@ def figures(s: Dict[str, Any], path: Path) -> None:
     ax_e.set(xscale="log", xlabel="energy per ROI / ANN's (45 nm convention)", ylabel="test 3D Dice (5-fold CV)",
              title="Dice vs energy", ylim=(0.5, 0.93))
     for ax in (ax_t, ax_e):
-        ax.legend(fontsize=6, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the plot: the points are dense
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -216,7 +216,7 @@ def compare_figure(runs: List[Tuple[str, Path]], path: Path) -> None:
     """Dice vs energy of several low-T CV runs on one zoomed plot (their ``summary.json``): the paths differ
     by a few thousandths of Dice, which the full-range plot of :func:`figures` cannot show."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(10.5, 4.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (label, folder), colour in zip(runs, colours):
         low = json.loads((folder / "summary.json").read_text())["lowt"]
@@ -228,7 +228,7 @@ def compare_figure(runs: List[Tuple[str, Path]], path: Path) -> None:
     ax.axvline(0.25, color="grey", ls="--", lw=0.8, label="target: 0.25 x ANN energy")
     ax.set(xscale="log", xlabel="energy per ROI / ANN's (45 nm convention)", ylabel="test 3D Dice (5-fold CV)",
            title="Low-T paths, 5-fold CV: Dice vs energy")
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the plot: the points are dense
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
