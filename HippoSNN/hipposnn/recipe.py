@@ -299,8 +299,8 @@ def _execute(
                 resume = (relu / "last.pt").exists()
                 train_ann(data, relu, ann_config(_merged(a, a["warm_start"]), 0), spec, fold, k, resume=resume,
                           log=quiet, progress=progress, overwrite=not resume)
+                result["relu_ann_seconds"] = round(time.time() - t0, 1)
             init = relu / "best.pt"
-            result["relu_ann_seconds"] = round(time.time() - t0, 1)
         if not trained:
             resume = (folder / "last.pt").exists()  # an unfinished job continues; one without last.pt starts over
             train_ann(data, folder, ann_config(a, a.get("quant_levels")), spec, fold, k, resume=resume, log=quiet,

@@ -272,7 +272,8 @@ class SpikingUNet(_UNetBase):
     does). Direct input removes the sampling noise of T Poisson draws, the largest part of the
     conversion loss at T = 8; the first layer then does multiply-accumulates on the image, once per
     slice since its current does not change (counted in :attr:`SpikeStats.macs`), and every later
-    layer still receives spikes only.
+    layer still receives spikes only. Measured (docs/models.md): closer to the ANN on the MSD crops,
+    but it under-fires on whole-brain scans from other sites, so the shipped SNNs take Poisson input.
     """
 
     def __init__(
@@ -396,8 +397,8 @@ class SpikingUNet(_UNetBase):
         # A direct input from :meth:`encode` is one image viewed T times (stride 0 over time): the current it
         # drives is computed once and repeated, instead of convolving the same image at every step.
         once = direct and steps > 1 and spikes.stride(0) == 0
-        first = spikes[0] if once else spikes.flatten(0, 1)
-        outs: Dict[str, Tensor] = {INPUT: first.contiguous(memory_format=torch.channels_last)}
+        given = spikes[0] if once else spikes.flatten(0, 1)
+        outs: Dict[str, Tensor] = {INPUT: given.contiguous(memory_format=torch.channels_last)}
         # spikes per position summed over channels, one map per output, shared by counters
         counts: Dict[str, Tensor] = {}
         if stats is not None and not direct:
@@ -415,8 +416,8 @@ class SpikingUNet(_UNetBase):
             weight = self._scaled_weight(layer, 1.0 / (1.0 - p) if mask is not None else 1.0)
             if stats is not None:
                 # a later chunk of the same run (membranes carried in ``state``) has paid the direct input's MACs
-                first = state is None or layer.name not in state
-                self._count_ops(stats, layer, counts, batch, tuple(h.shape[-2:]), first)
+                fresh = state is None or layer.name not in state
+                self._count_ops(stats, layer, counts, batch, tuple(h.shape[-2:]), fresh)
             # an analog input is not a spike map: int8 would not hold it, so its layer convolves in float
             conv = plain_conv if direct and INPUT in layer.inputs else compact_conv
             current = conv(
