@@ -270,13 +270,18 @@ def test_recipe_smoke_runs_every_stage(synth, tmp_path):
     assert (folder / "best.pt").stat().st_mtime_ns == stamp and not (folder / "last.pt").exists()
 
 
+def _smoke_recipe(name: str, data: Path, out: Path, only: str) -> Path:
+    """Run configs/NAME.json in its CI variant on ``data`` (one job at a time, ``--only`` ONLY); fold 0's folder."""
+    config = Path(__file__).resolve().parents[1] / "configs" / f"{name}.json"
+    assert main(["recipe", "--config", str(config), "--data", str(data), "--out", str(out), "--smoke",
+                 "--jobs", "1", "--threads", "1", "--only", only]) == 0
+    return out / "ternary" / "fold_0"
+
+
 def test_lowt_recipe_trains_a_quantised_ann_converts_from_its_clips_and_scores_dice_by_t(synth, tmp_path):
     """configs/lowt_cv.json in its CI variant: quantised ANN, clip conversion (no balancing), BPTT at T."""
-    config = Path(__file__).resolve().parents[1] / "configs" / "lowt_cv.json"
     out = tmp_path / "lowt"
-    assert main(["recipe", "--config", str(config), "--data", str(synth), "--out", str(out), "--smoke",
-                 "--jobs", "1", "--threads", "1", "--only", "*/fold_0/*"]) == 0
-    folder = out / "ternary" / "fold_0"
+    folder = _smoke_recipe("lowt_cv", synth, out, "*/fold_0/*")
     ann = json.loads((folder / "ann" / "result.json").read_text())
     assert load_model(folder / "ann" / "best.pt").spec.quant_levels == 8
     converted = load_model(folder / "ann" / "converted.pt")
@@ -308,11 +313,8 @@ def test_lowt_recipe_trains_a_quantised_ann_converts_from_its_clips_and_scores_d
 def test_warm_start_recipe_trains_a_relu_ann_and_starts_the_quantised_ann_from_it(synth, tmp_path):
     """configs/lowt_cv_warm.json in its CI variant: ReLU ANN (ann_relu), then the quantised-clip ANN
     initialised from its weights, both scored on the test fold."""
-    config = Path(__file__).resolve().parents[1] / "configs" / "lowt_cv_warm.json"
     out = tmp_path / "warm"
-    assert main(["recipe", "--config", str(config), "--data", str(synth), "--out", str(out), "--smoke",
-                 "--jobs", "1", "--threads", "1", "--only", "*/fold_0/ann"]) == 0
-    folder = out / "ternary" / "fold_0"
+    folder = _smoke_recipe("lowt_cv_warm", synth, out, "*/fold_0/ann")
     relu = load_model(folder / "ann_relu" / "best.pt")
     quant = load_model(folder / "ann" / "best.pt")
     assert relu.spec.quant_levels == 0 and quant.spec.quant_levels == 8
@@ -336,11 +338,7 @@ def test_warm_start_recipe_trains_a_relu_ann_and_starts_the_quantised_ann_from_i
 
 def test_distillation_recipe_fine_tunes_with_the_folds_ann_as_teacher(synth, tmp_path):
     """configs/lowt_cv_warm_kd.json in its CI variant: the fine-tuning's teacher is the fold's quantised ANN."""
-    config = Path(__file__).resolve().parents[1] / "configs" / "lowt_cv_warm_kd.json"
-    out = tmp_path / "kd"
-    assert main(["recipe", "--config", str(config), "--data", str(synth), "--out", str(out), "--smoke",
-                 "--jobs", "1", "--threads", "1", "--only", "*/fold_0/finetune_*"]) == 0
-    folder = out / "ternary" / "fold_0"
+    folder = _smoke_recipe("lowt_cv_warm_kd", synth, tmp_path / "kd", "*/fold_0/finetune_*")
     settings = json.loads((folder / "finetune_T4" / "settings.json").read_text())
     assert settings["teacher"] == str(folder / "ann" / "best.pt") and settings["config"]["distill"] == 1.0
     result = json.loads((folder / "finetune_T4" / "result.json").read_text())
@@ -350,19 +348,13 @@ def test_distillation_recipe_fine_tunes_with_the_folds_ann_as_teacher(synth, tmp
 def test_recipe_converts_a_finished_ann_again_without_retraining_it(synth, tmp_path):
     """tools/lowt_cv_refit.sh RECONVERT=1: a run whose ann folder links another run's trained ANN converts
     it under its own "convert" settings (here direct input) and does not train it again."""
-    root = Path(__file__).resolve().parents[1]
-    first = tmp_path / "first"
-    assert main(["recipe", "--config", str(root / "configs" / "lowt_cv_warm.json"), "--data", str(synth), "--out",
-                 str(first), "--smoke", "--jobs", "1", "--threads", "1", "--only", "*/fold_0/ann"]) == 0
-    src = first / "ternary" / "fold_0"
+    src = _smoke_recipe("lowt_cv_warm", synth, tmp_path / "first", "*/fold_0/ann")
     again = tmp_path / "again" / "ternary" / "fold_0"
     (again / "ann").mkdir(parents=True)
     for name in ("best.pt", "final.pt", "last.pt", "log.json", "settings.json"):
         (again / "ann" / name).symlink_to(src / "ann" / name)
     (again / "ann_relu").symlink_to(src / "ann_relu")
-    assert main(["recipe", "--config", str(root / "configs" / "lowt_cv_warm_direct.json"), "--data", str(synth),
-                 "--out", str(tmp_path / "again"), "--smoke", "--jobs", "1", "--threads", "1",
-                 "--only", "*/fold_0/finetune_*"]) == 0
+    assert _smoke_recipe("lowt_cv_warm_direct", synth, tmp_path / "again", "*/fold_0/finetune_*") == again
     result = json.loads((again / "ann" / "result.json").read_text())
     assert "ann_seconds" not in result and "relu_ann_seconds" not in result  # scored, not trained
     assert 0 <= result["relu_ann"]["mean_dice_3d"] <= 1

@@ -106,17 +106,13 @@ def plain_conv(
     x: Tensor,
     weight: Tensor,
     *,
-    quant: int = 1,
     pool: bool = False,
     mask: Optional[Tensor] = None,
     transposed: bool = False,
     padding: int = 0,
     stride: int = 1,
 ) -> Tensor:
-    """:func:`compact_conv` for any input (an analog one too): ordinary autograd, float input saved.
-
-    ``quant`` is accepted for the same call signature and ignored.
-    """
+    """:func:`compact_conv` for any input (an analog one too): ordinary autograd, float input saved."""
     if pool:
         x = F.avg_pool2d(x, 2)
     if mask is not None:

@@ -32,7 +32,7 @@ from .options import RUN_FILES, existing_run_files
 from .quant import calibrate_clips
 from .training import Progress, TrainConfig, Trainer, evaluate_slices
 from .unet import SpikingUNet, UNet, UNetSpec
-from .weights import atomic_write_text, load_model, read_payload, save_model
+from .weights import atomic_write_text, load_model, model_from_payload, read_payload, save_model
 
 PathLike = Union[str, Path]
 #: Where labelled cases come from (see the module docstring).
@@ -329,7 +329,7 @@ def train_snn(
     pulls the SNN towards the ANN ``teacher`` (default: the ANN that ``init`` was converted from).
     """
     cfg.stage = "finetune" if init is not None else "direct"
-    teacher = _teacher_path(cfg, init, teacher)
+    teacher, teacher_model = _teacher(cfg, init, teacher)
     out = _check_run_folder(out, resume, overwrite)
     if init is not None:
         model = load_model(init, "snn")
@@ -345,7 +345,7 @@ def train_snn(
         meta=_meta(cfg.stage, data, fold, cfg, coding=cfg.coding, timesteps=cfg.timesteps,
                    source=str(init) if init else None, **({"teacher": str(teacher)} if teacher else {})),
         progress=progress, log=log, train_for_epoch=for_epoch,
-        teacher=load_model(teacher, "ann") if teacher else None,  # type: ignore[arg-type]
+        teacher=teacher_model,
     )
     with _run_folder(out, trainer, resume, overwrite):
         _write_settings(out, {"stage": cfg.stage, "fold": fold, "train": train, "val": val, "test": test,
@@ -356,10 +356,13 @@ def train_snn(
     return {"history": history, "best_val_dice_3d": trainer.best, "out": str(out)}
 
 
-def _teacher_path(cfg: TrainConfig, init: Optional[PathLike], teacher: Optional[PathLike]) -> Optional[Path]:
-    """The ANN to distil from: ``teacher``, else the ANN ``init`` was converted from; None without --distill."""
+def _teacher(
+    cfg: TrainConfig, init: Optional[PathLike], teacher: Optional[PathLike]
+) -> Tuple[Optional[Path], Optional[UNet]]:
+    """The ANN to distil from and its path: ``teacher``, else the ANN ``init`` was converted from (None, None
+    without --distill). Its file is read once, for the kind check and the weights."""
     if cfg.distill <= 0:
-        return None
+        return None, None
     if teacher is None and init is not None:
         source = (read_payload(init).get("meta") or {}).get("source")
         teacher = source if source and Path(source).is_file() else None
@@ -369,9 +372,12 @@ def _teacher_path(cfg: TrainConfig, init: Optional[PathLike], teacher: Optional[
         raise HippoSNNError("--distill needs a converted SNN to fine-tune (direct training has no teacher)")
     if not Path(teacher).is_file():
         raise HippoSNNError(f"--teacher: file not found: {teacher}")
-    if read_payload(teacher).get("kind") != "ann":
+    payload = read_payload(teacher)
+    if payload.get("kind") != "ann":  # an SNN file would load as ANN weights: refuse it instead
         raise HippoSNNError(f"--teacher: {teacher} is not an ANN")
-    return Path(teacher)
+    model = model_from_payload(payload, "ann", source=str(teacher))
+    assert isinstance(model, UNet)
+    return Path(teacher), model
 
 
 def evaluate_model(
