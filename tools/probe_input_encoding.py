@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
+    load = list(os.getloadavg())
     seen = {}
     original = inference.predict_slices_safe
 
@@ -68,7 +70,8 @@ def main(argv=None) -> int:
               f"{rows[name]['voxels']} voxels (ANN {int(ann.sum())})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"image": str(args.image), "slices": list(x.shape), "ann_voxels": int(ann.sum()),
-                                    "snns": rows}, indent=1))
+                                    "snns": rows, "load_before": load, "load_after": list(os.getloadavg())},
+                                   indent=1))
     return 0
 
 
