@@ -104,6 +104,20 @@ def test_one_shared_case_end_to_end(ev, shared_data, tmp_path):
     assert refined["meta"]["settings"]["refine"] is True and (tmp_path / "table_ann_refine.md").is_file()
     moved = next(iter(refined["cases"].values()))
     assert any(moved[s]["box_centre_ras"] != case[s]["box_centre_ras"] for s in ("right", "left"))
+    # --checkpoint runs a candidate file in the model's place: here the shipped file itself, so the same result
+    from hipposnn.weights import default_model_path
+
+    shipped = str(default_model_path("ann", "ternary"))
+    same = ev.run(["--data", str(shared_data), "--sets", "ixi_nichart", "--limit", "1", "--model", "ann",
+                   "--out", str(tmp_path / "candidate"), "--checkpoint", shipped, "--no-figure"])
+    rerun = next(iter(same["cases"].values()))
+    assert same["meta"]["settings"]["checkpoint"] == shipped and rerun["model_sha256"] == case["model_sha256"]
+    assert [rerun[s]["dice"] for s in ("right", "left")] == dice
+    with pytest.raises(SystemExit):  # a plain run's raw JSON is not resumed with a candidate
+        ev.run(["--data", str(shared_data), "--sets", "ixi_nichart", "--limit", "1", "--model", "ann",
+                "--out", str(tmp_path), "--checkpoint", shipped, "--resume", "--no-figure"])
+    with pytest.raises(SystemExit):
+        ev.run(["--model", "ann", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path)])
 
 
 def test_bench_hippodeep_pairs_speed_only_within_one_run(ev):

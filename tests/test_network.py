@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from hipposnn.conversion import balance_thresholds, convert
-from hipposnn.encoding import make_generator, poisson_spikes
+from hipposnn.encoding import InputStream, make_generator, poisson_spikes, regular_spikes
 from hipposnn.metrics import ann_macs
 from hipposnn.simulate import predict_slices, snn_logits
 from hipposnn.unet import SpikeStats, SpikingUNet, UNet, UNetSpec, describe
@@ -36,6 +36,33 @@ def test_poisson_chunks_equal_one_draw():
     gen = make_generator(5)
     parts = [poisson_spikes(x, n, gen) for n in (3, 4, 5)]
     assert torch.equal(torch.cat(parts), poisson_spikes(x, 12, make_generator(5)))
+
+
+def test_regular_spikes_count_within_one_of_the_rate_at_every_step_and_are_unbiased():
+    x = torch.tensor([-0.8, -0.2, 0.0, 0.3, 0.37, 1.0]).repeat(5000, 1)
+    s = InputStream(x, make_generator(0), "ternary", "regular")(8)
+    assert set(s.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    assert torch.all(s[..., :2] <= 0) and torch.all(s[..., 3:] >= 0) and torch.all(s[..., 2] == 0)
+    counts = s.cumsum(0)  # after t = 1..8 steps
+    t = torch.arange(1, 9, dtype=x.dtype).view(-1, 1, 1)
+    assert torch.all((counts - t * x).abs() < 1.0)  # never a whole spike off, where Poisson draws scatter
+    assert torch.allclose(counts[-1].mean(0) / 8, x[0], atol=0.01)  # random phases: unbiased
+    poisson = poisson_spikes(x, 8, make_generator(0), "ternary")
+    assert float(s.sum(0).var(0).max()) < 0.3 < float(poisson.sum(0).var(0).max())
+
+
+def test_input_streams_in_chunks_equal_one_draw_and_depend_on_the_seed_only():
+    x = torch.rand(2, 1, 8, 8)
+    for encoding in ("poisson", "regular", "direct"):
+        stream = InputStream(x, make_generator(5), "binary", encoding)
+        whole = InputStream(x, make_generator(5), "binary", encoding)(12)
+        assert torch.equal(torch.cat([stream(n) for n in (3, 4, 5)]), whole), encoding
+    other = InputStream(x, make_generator(6), "binary", "regular")(12)
+    assert not torch.equal(other, InputStream(x, make_generator(5), "binary", "regular")(12))
+    with pytest.raises(ValueError, match="phase shape"):
+        regular_spikes(x, torch.rand(3), 4)
+    with pytest.raises(ValueError, match="input_encoding"):
+        InputStream(x, make_generator(0), "binary", "analog")
 
 
 def test_binary_coding_rejects_signed_input():

@@ -32,6 +32,20 @@ def test_input_spike_trains_binary_and_ternary():
         input_spike_trains(roi, 24)
 
 
+def test_a_regular_input_model_shows_its_regular_input_spikes():
+    roi = _roi()
+    trains = input_spike_trains(roi, 5, timesteps=8, seed=3, encoding="regular")
+    for coding in ("binary", "ternary"):
+        x = normalised_slices(roi, coding)[5, 0]
+        assert np.abs(trains[coding].astype(np.float32).sum(0) - 8 * x).max() < 1.0  # never a spike off
+    with pytest.raises(ValueError, match="regular"):
+        input_spike_trains(roi, 5, encoding="direct")
+    model = load_model(default_model_path("snn"), "snn")
+    model.input_encoding = "regular"
+    view = teaching_view(model, roi, 5, timesteps=8, coding="binary", seed=3)
+    assert np.array_equal(view.input_spikes["binary"], trains["binary"])
+
+
 def test_teaching_view_on_shipped_snn_matches_a_direct_run():
     model = load_model(default_model_path("snn"), "snn")
     roi = _roi(1)

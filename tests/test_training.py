@@ -76,6 +76,14 @@ def test_three_stages_from_cli(synth, tmp_path):
     assert isinstance(scores["mean_dice_3d"], float) and 0 <= scores["mean_dice_3d"] <= 1
     assert len(scores["cases"]) == 2 and {"name", "dice_3d"} <= set(scores["cases"][0])
     assert scores["settings"]["timesteps"] == 4 and scores["settings"]["model"] == "snn"
+    assert scores["settings"]["input_encoding"] == "poisson"
+    # the same weights on regular input spikes: another run, recorded as such
+    again = tmp_path / "scores_regular.json"
+    assert main(["evaluate", *common, "--checkpoint", str(run / "ft" / "best.pt"), "--json", str(again),
+                 "--split", "test", "--timesteps", "4", "--input", "regular"]) == 0
+    regular = json.loads(again.read_text())
+    assert regular["settings"]["input_encoding"] == "regular"
+    assert [c["name"] for c in regular["cases"]] == [c["name"] for c in scores["cases"]]
     payload = read_payload(run / "ft" / "best.pt")
     assert payload["meta"]["stage"] == "finetune" and "train_config" in payload["meta"]
     torch.load(str(run / "ft" / "last.pt"), weights_only=True)  # checkpoints load safely
@@ -90,6 +98,7 @@ def test_three_stages_from_cli(synth, tmp_path):
         (["train-ann", "--data", "{synth}", "--out", "x", "--channels", "a,b"], "comma-separated"),
         (["evaluate", "--data", "{synth}", "--checkpoint", "{bad}"], "cannot load model file"),
         (["evaluate", "--data", "{empty}", "--checkpoint", "{bad}"], "imagesTr"),
+        (["evaluate", "--data", "{synth}", "--model", "ann", "--input", "regular"], "--input applies to an SNN"),
     ],
 )
 def test_cli_user_errors_are_one_line(synth, tmp_path, capsys, argv, message):
@@ -374,7 +383,7 @@ def test_recipe_refuses_an_unknown_input_encoding(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"base": str(Path(__file__).resolve().parents[1] / "configs" / "lowt_cv.json"),
                                 "convert": {"input": "analog"}}))
-    with pytest.raises(HippoSNNError, match="poisson, direct"):
+    with pytest.raises(HippoSNNError, match="poisson, direct, regular"):
         load_config(path)
 
 
@@ -414,7 +423,7 @@ def _without_nulls(value):
                                   "lowt_cv_long_ft200", "lowt_cv_long_lr5e4", "lowt_cv_long_lr1e3",
                                   "lowt_cv_warm", "lowt_cv_warm_lr1e4", "lowt_cv_warm_kd",
                                   "lowt_cv_warm_direct", "lowt_cv_warm32_direct",
-                                  "lowt_cv_warm32_poisson"])
+                                  "lowt_cv_warm32_poisson", "lowt_cv_warm32_regular"])
 def test_a_config_with_a_base_is_the_config_its_committed_run_used(name):
     """Configs that name a "base" hold only their changes; merged, they equal the full config each run
     wrote into its folder (committed under docs/results/<name>/config.json)."""

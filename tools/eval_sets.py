@@ -225,7 +225,8 @@ def _side_qc(result: Any, side: str) -> Tuple[str, List[str]]:
     return str(quality), [str(r) for r in reasons]
 
 
-def cli_seconds(case: Case, model: str, coding: str | None, threads: int, refine: bool = False) -> Tuple[float, int]:
+def cli_seconds(case: Case, model: str, coding: str | None, threads: int, refine: bool = False,
+                checkpoint: str | None = None) -> Tuple[float, int]:
     """Wall time (s) and exit code of a fresh ``hipposnn segment`` process on the case."""
     with tempfile.TemporaryDirectory(prefix="eval_cli_") as tmp:
         cmd = [sys.executable, "-c", "import sys; from hipposnn.cli import main; sys.exit(main())",
@@ -234,6 +235,8 @@ def cli_seconds(case: Case, model: str, coding: str | None, threads: int, refine
             cmd += ["--coding", coding]
         if refine:
             cmd.append("--refine")
+        if checkpoint:
+            cmd += ["--checkpoint", checkpoint]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=thread_env(threads), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return round(time.perf_counter() - t0, 2), int(proc.returncode)
@@ -247,8 +250,11 @@ def thread_env(threads: int) -> Dict[str, str]:
 
 
 def evaluate_case(case: Case, model: str = "snn", coding: str | None = None, threads: int = 2,
-                  cli: bool = False, refine: bool = False) -> Dict[str, Any]:
-    """Segment one case with ``segment_image`` (default settings otherwise) and score both sides."""
+                  cli: bool = False, refine: bool = False, checkpoint: str | None = None) -> Dict[str, Any]:
+    """Segment one case with ``segment_image`` (default settings otherwise) and score both sides.
+
+    ``checkpoint``: a weights file to run instead of ``model``'s shipped one (a candidate model).
+    """
     from hipposnn.errors import HippoSNNError
     from hipposnn.inference import SegmentationSettings, roi_coverage, segment_image
     from hipposnn.io import load_image
@@ -265,7 +271,7 @@ def evaluate_case(case: Case, model: str = "snn", coding: str | None = None, thr
         record["spacing_mm"] = [round(v, 3) for v in image.spacing]
         t1 = time.perf_counter()
         result = segment_image(image, SegmentationSettings(model=model, coding=coding, threads=threads,
-                                                                refine=refine))
+                                                                refine=refine, checkpoint=checkpoint))
         record["seconds"] = round(time.perf_counter() - t1, 2)
         record["seconds_with_read"] = round(time.perf_counter() - t0, 2)
     except HippoSNNError as exc:
@@ -308,7 +314,7 @@ def evaluate_case(case: Case, model: str = "snn", coding: str | None = None, thr
         rec["quality"], rec["reasons"] = quality, reasons
         record[side] = rec
     if cli:
-        record["cli_seconds"], record["cli_exit"] = cli_seconds(case, model, coding, threads, refine)
+        record["cli_seconds"], record["cli_exit"] = cli_seconds(case, model, coding, threads, refine, checkpoint)
     record["load_after"] = load_stats()
     return record
 
@@ -552,7 +558,7 @@ def write_outputs(
     return rows
 
 
-def _worker(args: Tuple[Case, str, Optional[str], int, bool, bool]) -> Dict[str, Any]:
+def _worker(args: Tuple[Case, str, Optional[str], int, bool, bool, Optional[str]]) -> Dict[str, Any]:
     return evaluate_case(*args)
 
 
@@ -575,7 +581,11 @@ def run(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     parser.add_argument("--refine", action="store_true", help="recentre each box on a first ANN prediction "
                         "(segment --refine); outputs tagged _refine")
     parser.add_argument("--resume", action="store_true", help="keep the cases already in the raw JSON")
+    parser.add_argument("--checkpoint", default=None,
+                        help="weights file to run instead of --model's shipped one (a candidate; give --out too)")
     args = parser.parse_args(argv)
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        parser.error(f"--checkpoint {args.checkpoint}: no such file")
 
     tag = tag_of(args.model, args.coding, args.refine)
     cases = list_cases(args.data, args.sets, args.limit)
@@ -589,17 +599,18 @@ def run(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     if args.resume and raw_path.is_file():
         raw = json.loads(raw_path.read_text())
         previous = raw.get("meta", {}).get("settings", {})
-        if previous and (previous.get("model"), previous.get("coding"), previous.get("refine", False)) != (
-                args.model, args.coding, args.refine):
+        if previous and (previous.get("model"), previous.get("coding"), previous.get("refine", False),
+                         previous.get("checkpoint")) != (args.model, args.coding, args.refine, args.checkpoint):
             raise SystemExit(f"{raw_path} holds model {previous.get('model')} / coding {previous.get('coding')} / "
-                             f"refine {previous.get('refine', False)}")
+                             f"refine {previous.get('refine', False)} / checkpoint {previous.get('checkpoint')}")
         raw.setdefault("runs", []).append({k: raw["meta"].get(k) for k in ("started", "finished", "git", "load_start",
                                                                             "load_end", "argv")})
     raw["meta"] = {
         "tool": "tools/eval_sets.py", "argv": list(sys.argv[1:] if argv is None else argv), "started": now(),
         "git": git_state(), "machine": machine(), "load_start": load_stats(),
         "settings": {"model": args.model, "coding": args.coding, "threads": threads, "jobs": args.jobs,
-                     "cli": args.cli, "refine": args.refine, "fail_dice": FAIL_DICE, "coverage_good": GOOD_COVERAGE},
+                     "cli": args.cli, "refine": args.refine,
+                     "checkpoint": args.checkpoint, "fail_dice": FAIL_DICE, "coverage_good": GOOD_COVERAGE},
         "sets": {name: len(c) for name, c in cases.items()},
         "notes": "seconds: wall time of segment_image (model loading included, reading excluded); "
                  "cli_seconds: a fresh `hipposnn segment --json` process; load: os.getloadavg() before each case",
@@ -622,12 +633,13 @@ def run(argv: Sequence[str] | None = None) -> Dict[str, Any]:
 
     if args.jobs > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(_worker, (c, args.model, args.coding, threads, args.cli, args.refine)) for c in todo]
+            settings = (args.model, args.coding, threads, args.cli, args.refine, args.checkpoint)
+            futures = [pool.submit(_worker, (c, *settings)) for c in todo]
             for fut in as_completed(futures):
                 done(fut.result())
     else:
         for case in todo:
-            done(evaluate_case(case, args.model, args.coding, threads, args.cli, args.refine))
+            done(evaluate_case(case, args.model, args.coding, threads, args.cli, args.refine, args.checkpoint))
     bar.close()
     raw["meta"]["finished"] = now()
     raw["meta"]["load_end"] = load_stats()

@@ -3,8 +3,9 @@
 The direct-input SNNs match their ANN on the MSD crops of the CV but not on whole-brain scans. This probe
 segments one scan as `hipposnn segment` does, keeps the ROI slices the network sees, and scores the mask of
 each SNN (T = 8, chunk 1, seed 0) against the mask of the quantised ANN they were converted from (Dice of the
-two masks): the converted and the fine-tuned SNN with direct input, the shipped Poisson-input `snn-t8`, and
-the fine-tuned direct SNN run with Poisson input.
+two masks): the converted and the fine-tuned SNN with direct input, the `snn-t8` weights (fine-tuned on Poisson
+input) on Poisson and on regular input spikes, the fine-tuned direct SNN run with Poisson input, and the
+conversion with Poisson and with regular input.
 
     python tools/probe_input_encoding.py --image ../shared/data/wholebrain/bert/norm.mgz --run runs/lowt_final \
         --out docs/results/lowt_final_direct/probe_bert.json
@@ -57,11 +58,20 @@ def main(argv=None) -> int:
     snns = {
         "converted, direct input": load_model(args.run / "direct" / "converted.pt"),
         "fine-tuned, direct input": load_model(args.run / "finetune_T8_direct" / "best.pt"),
-        "shipped snn-t8 (Poisson input)": load_model(default_model_path("snn-t8", "ternary")),
     }
+    # the shipped snn-t8's weights were fine-tuned on Poisson input (its file now runs them on regular input)
+    shipped = default_model_path("snn-t8", "ternary")
+    snns["snn-t8 weights, Poisson input"] = load_model(shipped)
+    snns["snn-t8 weights, Poisson input"].input_encoding = "poisson"
     run_poisson = load_model(args.run / "finetune_T8_direct" / "best.pt")
     run_poisson.input_encoding = "poisson"
     snns["fine-tuned for direct input, run with Poisson input"] = run_poisson
+    # regular input: the clip conversion does not depend on the input, so the Poisson conversion is rerun with it
+    snns["converted, Poisson input"] = load_model(args.run / "converted.pt")
+    for name, path in (("converted, regular input", args.run / "converted.pt"),
+                       ("snn-t8 weights, regular input (shipped)", shipped)):
+        snns[name] = load_model(path)
+        snns[name].input_encoding = "regular"
     rows = {}
     for name, model in snns.items():
         mask = predict_slices(model, x, timesteps=8, coding="ternary", batch_size=16, chunk=1) > 0.5

@@ -23,6 +23,15 @@ CV measured: from random weights (``configs/lowt_cv.json``) or warm-started from
 ANN (``"ann": {"warm_start": ...}``, ``configs/lowt_cv_warm.json``). ``--cv``: the committed CV results
 folder the card cites (``--run`` first copies a recipe run's logs and results into it); ``--results``:
 where the warm-started run's logs and settings go; ``--command``: the command that trained it.
+
+``--input ENCODING`` ships the weights to run on another input than they were fine-tuned on (the input is a
+run-time choice of ``SpikingUNet``; the weights are unchanged): the card then also gives the validation Dice
+measured with that input on the same held-out crops and, with ``--input-cv``, the CV of the same swap
+(``tools/lowt_cv_input_swap.py``'s ``summary.json``):
+
+    python tools/ship_lowt_model.py --cv docs/results/lowt_cv_warm32_poisson --final runs/lowt_final/finetune_T8 \
+        --ann runs/lowt_final/ann_L8 --input regular \
+        --input-cv docs/results/lowt_cv_warm32_poisson/input_swap/summary.json
 """
 
 from __future__ import annotations
@@ -39,7 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import report_lowt_cv  # noqa: E402
-from hipposnn.weights import MODELS_DIR, read_payload, sha256_file, write_card  # noqa: E402
+from hipposnn.encoding import INPUT_ENCODINGS  # noqa: E402
+from hipposnn.weights import MODELS_DIR, load_model, read_payload, save_model, sha256_file, write_card  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results" / "lowt_cv"
 FINAL_RESULTS = ROOT / "docs" / "results" / "lowt_final"
@@ -64,6 +74,15 @@ CV_WORDING = {
 }
 
 
+#: How the card's method names each input encoding (hipposnn.encoding.INPUT_ENCODINGS).
+INPUT_WORDING = {
+    "poisson": "; Poisson input spikes",
+    "regular": "; regular input spikes: each pixel fires evenly spaced spikes at its Poisson rate from a random "
+               "phase of its own, the same expected input without the sampling noise",
+    "direct": "; direct input: the normalised image itself is the first layer's input current at every step",
+}
+
+
 def cv_metrics(summary: Dict[str, Any]) -> Dict[str, Any]:
     """The card's CV block: pooled test Dice of the quantised ANN and the fine-tuned SNN by T, with energy."""
     low = summary["lowt"]
@@ -75,6 +94,18 @@ def cv_metrics(summary: Dict[str, Any]) -> Dict[str, Any]:
         "converted_by_T": {t: {k: r[k] for k in keep if k in r} for t, r in low["converted"].items()},
         "per_fold": low["per_fold"],
     }
+
+
+def validation_with_input(final: Path, encoding: str, data: Path, timesteps: int, coding: str) -> Dict[str, Any]:
+    """3D Dice of ``final``'s weights run on ``encoding`` input on the held-out crops it was validated on."""
+    from hipposnn.pipeline import evaluate_model
+
+    model = load_model(final / "best.pt")
+    model.input_encoding = encoding
+    names = json.loads((final / "settings.json").read_text())["val"]
+    result = evaluate_model(model, data, names, timesteps, coding, seed=0)
+    return {"input_encoding": encoding, "val_dice_3d": result["mean_dice_3d"], "n_cases": len(names), "seed": 0,
+            "evaluator": "hipposnn.pipeline.evaluate_model"}
 
 
 def main() -> int:
@@ -91,7 +122,15 @@ def main() -> int:
     ap.add_argument("--default", action="store_true",
                     help="the model is the default SNN (options.DEFAULT_SNN): its card says so instead of why not")
     ap.add_argument("--dry-run", action="store_true", help="copy results and report only; ship no model")
+    ap.add_argument("--input", choices=INPUT_ENCODINGS, default=None, dest="input_encoding",
+                    help="ship the weights to run on this input (default: the one they were fine-tuned on)")
+    ap.add_argument("--input-cv", type=Path, default=None,
+                    help="tools/lowt_cv_input_swap.py summary.json with the CV of that input, cited on the card")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "msd_hippocampus",
+                    help="MSD crops for the validation Dice with --input")
     args = ap.parse_args()
+    if args.input_cv is not None and args.input_encoding is None:
+        ap.error("--input-cv needs --input")
     if args.run is not None:
         report_lowt_cv.main(["--copy-from", str(args.run), "--lowt", str(args.cv)]
                             + (["--figure", ""] if args.cv != RESULTS else []))
@@ -107,8 +146,23 @@ def main() -> int:
     if args.dry_run:
         return 0
     name = f"hipposnn_snn_t{t}_{args.coding}"
-    shutil.copyfile(final / "best.pt", MODELS_DIR / f"{name}.pt")
+    trained_input = read_payload(final / "best.pt").get("input_encoding", "poisson")
+    swapped = args.input_encoding not in (None, trained_input)
+    swap_cv = None
+    if swapped and args.input_cv is not None:
+        swap = json.loads(args.input_cv.read_text())
+        if args.input_encoding not in swap["rows"]:
+            raise SystemExit(f"{args.input_cv} has no row for {args.input_encoding} input")
+        swap_cv = {"source": _rel(args.input_cv), "run": swap["run"], "trained_with": swap["trained_with"],
+                   "rows": swap["rows"]}
+    if swapped:  # the same weights, told to take another input
+        model = load_model(final / "best.pt")
+        model.input_encoding = args.input_encoding
+        save_model(model, MODELS_DIR / f"{name}.pt", read_payload(final / "best.pt").get("meta"))
+    else:
+        shutil.copyfile(final / "best.pt", MODELS_DIR / f"{name}.pt")
     payload = read_payload(MODELS_DIR / f"{name}.pt", verify=False)  # the card is written below
+    meta = payload.get("meta") or {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     ann_log = json.loads((ann / "log.json").read_text())["epochs"]
@@ -133,23 +187,29 @@ def main() -> int:
                       "percentile of its activations) and trained on" if warm else "trained from random weights")
                    + " with in-plane and site augmentation -> conversion from the "
                    "clips (thresholds = clips, membranes start at half threshold, soft reset; no balancing"
-                   + ("; direct input: the normalised image itself is the first layer's input current at every "
-                      "step" if payload.get("input_encoding") == "direct" else "; Poisson input spikes")
-                   + f") -> BPTT fine-tuning at T = {t} with the triangle surrogate"),
+                   + INPUT_WORDING[trained_input]
+                   + f") -> BPTT fine-tuning at T = {t} with the triangle surrogate"
+                   + (f"; shipped to run on {args.input_encoding} input, weights unchanged "
+                      f"({INPUT_WORDING[args.input_encoding][2:]})" if swapped else "")),
         "recipe": ({"script": "tools/train_lowt_final.sh"} if warm else
                    {"config": "configs/lowt_cv.json", "settings": config}),
         "training": {"meta": payload.get("meta"), "finetune_settings": settings.get("config"),
                      "ann_settings": json.loads((ann / "settings.json").read_text()).get("config")},
         cv_key: cv,
+        **({"cv_with_shipped_input": swap_cv} if swap_cv else {}),
         "validation_msd_crops": {"best_val_dice_3d": best["val_dice_3d"], "at_batches": best["batches"],
-                                 "n_cases": len(settings.get("val", []))},
+                                 "n_cases": len(settings.get("val", [])), "input_encoding": trained_input,
+                                 **({"with_shipped_input": validation_with_input(
+                                     final, args.input_encoding, args.data, t, args.coding)} if swapped else {})},
         "compute": (f"2-core CPU: quantised ANN {len(ann_log)} epochs ({ann_seconds / 60:.0f} min), conversion from "
                     f"the clips (no data), fine-tuning {ft_log[-1]['batches']} batches of "
                     f"{settings['config']['batch_size']} at T = {t} ({ft_seconds / 60:.0f} min): "
                     + (f"`{args.command}`" if warm else
                        "`hipposnn recipe --config configs/lowt_cv.json --data ../shared/data/msd_hippocampus "
                        "--out runs/lowt_cv --jobs 2 --threads 1`")),
-        "code_version": f"hipposnn, trained with the code of commit {commit}",
+        "code_version": (f"hipposnn {meta.get('code_version', '?')}; weights fine-tuned {meta.get('created', '?')}, "
+                         f"input set to {args.input_encoding} and shipped with the code of commit {commit}"
+                         if swapped else f"hipposnn, trained with the code of commit {commit}"),
         "limitations": (f"{args.coding} coding only; "
                         + ("the default SNN (docs/models.md, 'Default'); " if args.default else
                            "not the default: its CV Dice is below the T = 32 model's (docs/models.md); ")
@@ -165,6 +225,17 @@ def main() -> int:
                 shutil.copyfile(folder / log, args.results / f"{prefix}_{log}")
     write_card(MODELS_DIR / f"{name}.json", card)
     ft = cv["finetuned_by_T"][str(t)]
+    swap_lines = ""
+    if swapped:
+        val = card["validation_msd_crops"]["with_shipped_input"]
+        swap_lines = (f" on {trained_input} input in training; {val['val_dice_3d']:.4f} on the shipped "
+                      f"{args.input_encoding} input (measured at shipping, seed 0)")
+        if swap_cv:
+            rows = swap_cv["rows"]
+            swap_lines += ("\n- Cross-validation of the input swap (the CV above's fine-tuned SNNs, same folds, "
+                           f"T = {t}): " + "; ".join(f"{enc} input {r['dice_3d']:.4f} ± {r['sd_3d']:.4f} at "
+                                                     f"{r['energy_vs_ann']:.3f} x the ANN's energy"
+                                                     for enc, r in rows.items()))
     md = [f"# Model card: {name}.pt", "", f"- SHA-256: `{card['sha256']}`",
           f"- Kind: SNN; coding: {args.coding}; T: {t} (low-latency path)",
           f"- Method: {card['method']}",
@@ -173,7 +244,7 @@ def main() -> int:
           + f" (5 folds, test crops, T = {t}): 3D Dice {ft['dice_3d']:.4f} ± {ft['sd_3d']:.4f}; "
           f"its quantised ANN {cv['quantised_ann']['dice_3d']:.4f}; {ft['spikes_per_neuron']:.2f} spikes per "
           f"neuron; energy {ft['energy_vs_ann']:.3f} x the ANN's (45 nm convention)",
-          f"- Validation (held-out MSD crops of the final split): 3D Dice {best['val_dice_3d']:.4f}",
+          f"- Validation (held-out MSD crops of the final split): 3D Dice {best['val_dice_3d']:.4f}" + swap_lines,
           f"- Compute: {card['compute']}", f"- Code: {card['code_version']}",
           f"- Limitations: {card['limitations']}",
           f"- Provenance: {', '.join(f'`{p}`' for p in card['provenance']['derived_from'])}",

@@ -12,6 +12,8 @@
 #   INPUT=direct FT=finetune_T8_direct OUT=runs/lowt_final bash tools/train_lowt_final.sh
 #     # the same quantised ANN converted with direct input (into OUT/direct/), fine-tuned gently
 #     # (configs/lowt_cv_warm_direct.json in the CV)
+#   INPUT=regular FT=finetune_T8_regular OUT=runs/lowt_final bash tools/train_lowt_final.sh
+#     # regular input spikes (into OUT/regular/), fine-tuned with the shipped model's budget
 # then: python tools/ship_lowt_model.py --final runs/lowt_final/finetune_T8 --ann runs/lowt_final/ann_L8
 #       [--coding binary --final runs/lowt_final_binary/finetune_T8 --ann runs/lowt_final_binary/ann_L8]
 set -euo pipefail
@@ -23,8 +25,8 @@ FT_EPOCHS=${FT_EPOCHS:-1}  # an epoch is ~135 batches of 32: BATCHES above that 
 LR=${LR:-1e-4}             # fine-tuning learning rate (the CV found 1e-3 for 2 epochs better than 1e-4)
 FT=${FT:-finetune_T8}      # fine-tuning folder under OUT (a second fine-tuning of the same conversion)
 CODING=${CODING:-ternary}
-INPUT=${INPUT:-poisson}    # what the SNN's first layer receives: Poisson spikes, or the image (direct)
-CONV=$R                    # the conversion's folder: OUT itself for Poisson input, OUT/direct for direct input
+INPUT=${INPUT:-poisson}    # what the SNN's first layer receives: Poisson or regular spikes, or the image (direct)
+CONV=$R                    # the conversion's folder: OUT itself for Poisson input, OUT/INPUT for the others
 [ "$INPUT" = poisson ] || CONV=$R/$INPUT
 mkdir -p "$R"
 RES=()

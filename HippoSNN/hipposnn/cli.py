@@ -98,9 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "half threshold; no balancing")
     p.add_argument("--reset", choices=["subtract", "zero"], default="subtract",
                    help="neuron reset after a spike: subtract the threshold (default) or set to zero")
-    p.add_argument("--input", choices=["poisson", "direct"], default="poisson", dest="input_encoding",
-                   help="what the first layer receives: Poisson input spikes (default, the paper's) or the image "
-                        "itself as a constant current (direct input, for low T)")
+    p.add_argument("--input", choices=["poisson", "regular", "direct"], default="poisson", dest="input_encoding",
+                   help="what the first layer receives: Poisson input spikes (default, the paper's), regular spikes "
+                        "at the same rate with a random phase per pixel (no sampling noise), or the image itself as "
+                        "a constant current (direct input)")
     p.add_argument("--threshold-scale", type=_positive_float, default=0.7, help="scaling factor of thresholds")
     p.add_argument("--percentile", type=_percentile, default=None,
                    help="balance on this percentile of positive currents instead of the maximum")
@@ -138,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_probability, default=0.5, help="output probability threshold")
     p.add_argument("--split", choices=["all", "test"], default="all",
                    help="score all cases, or only the --fold test cases")
+    p.add_argument("--input", choices=["poisson", "regular", "direct"], default=None, dest="input_encoding",
+                   help="run an SNN on this input instead of the one it was trained with (weights unchanged)")
     p.add_argument("--json", type=Path, default=None, help="write the scores to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--device", default="cpu")
@@ -299,6 +302,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     payload = read_payload(path)
     kind = model_kind(args.model) if args.checkpoint is None else payload.get("kind")
     model = model_from_payload(payload, kind, source=str(path))
+    if args.input_encoding is not None:
+        if not hasattr(model, "input_encoding"):
+            raise HippoSNNError("--input applies to an SNN; this model is an ANN")
+        model.input_encoding = args.input_encoding
     meta: Dict[str, Any] = payload.get("meta", {})
     coding = args.coding or meta.get("coding", "binary")
     timesteps = args.timesteps or int(meta.get("timesteps", 32))
@@ -310,6 +317,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_model(model, args.data, names, timesteps, coding, args.threshold, args.seed, args.device,
                             progress=tqdm_progress("evaluate"))
     result["settings"]["checkpoint"] = str(path)
+    if hasattr(model, "input_encoding"):
+        result["settings"]["input_encoding"] = model.input_encoding
     print(f"mean 3D Dice {result['mean_dice_3d']:.4f} (sd {result['sd_dice_3d']:.4f}, {len(result['cases'])} cases);"
           f" mean 2D Dice {result['mean_dice_2d']:.4f} (sd {result['sd_dice_2d']:.4f})")
     if args.json is not None:

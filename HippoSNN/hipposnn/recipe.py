@@ -91,7 +91,7 @@ def _read_config(path: Path, seen: tuple = ()) -> Dict[str, Any]:
 
 
 def load_config(path: os.PathLike) -> Dict[str, Any]:
-    from .unet import INPUT_ENCODINGS
+    from .encoding import INPUT_ENCODINGS
 
     config = _read_config(Path(path))
     for key in ("spec", "ann", "convert", "finetune", "direct", "eval", "codings", "folds"):

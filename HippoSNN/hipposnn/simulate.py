@@ -42,9 +42,10 @@ def snn_logits(
     state: dict = {}
     total = None
     done = 0
+    stream = model.input_stream(x, generator, coding)
     while done < timesteps:
         n = min(chunk, timesteps - done)
-        spikes = model.encode(x, n, generator, coding)
+        spikes = stream(n)
         out = model(spikes, stats=stats, state=state)
         total = out if total is None else total + out
         done += n

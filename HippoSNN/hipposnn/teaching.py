@@ -3,9 +3,10 @@
 The 3D Slicer module (and a notebook) call :func:`teaching_view` on one sagittal slice of a
 hippocampus ROI and display the numbers it returns; nothing here imports Slicer or Qt.
 
-* :func:`input_spike_trains` - the Poisson spike train that the network's input layer receives, for
-  binary coding (intensities in [0, 1] give spikes {0, 1}) and ternary coding (zero-mean intensities in
-  [-1, 1] give spikes {-1, 0, +1}), drawn with the same seed so that the two can be compared side by side.
+* :func:`input_spike_trains` - the spike train that the network's input layer receives (Poisson, or
+  the regular spikes of a model that takes them), for binary coding (intensities in [0, 1] give spikes
+  {0, 1}) and ternary coding (zero-mean intensities in [-1, 1] give spikes {-1, 0, +1}), drawn with the
+  same seed so that the two can be compared side by side.
 * :func:`probability_trace` - the output probability after every timestep t = 1..T: the SNN's output
   layer integrates current over time, so its estimate starts noisy and settles as T grows.
 * :func:`energy_comparison` - synaptic operations (accumulates) of the SNN against the
@@ -25,7 +26,7 @@ import torch
 
 from . import DEFAULT_CODING
 from .data import normalise, to_slices
-from .encoding import CODINGS, make_generator, poisson_spikes
+from .encoding import CODINGS, InputStream, make_generator
 from .metrics import AC_PJ, MAC_PJ, ann_macs, energy_pj
 from .simulate import snn_logits
 from .unet import SpikeStats, SpikingUNet
@@ -94,19 +95,23 @@ def input_spike_trains(
     timesteps: int = DEFAULT_TIMESTEPS,
     seed: int = 0,
     valid: Optional[np.ndarray] = None,
+    encoding: str = "poisson",
 ) -> Dict[str, np.ndarray]:
     """Input spike trains (T, H, W) of one slice for binary and ternary coding, as int8.
 
     Each coding normalises the volume its own way (binary: [0, 1]; ternary: zero mean, [-1, 1]),
-    then each pixel fires with probability |x| per step carrying sign(x). Same seed for both codings.
+    then each pixel fires with probability |x| per step carrying sign(x) (``encoding="poisson"``), or
+    evenly spaced at that rate from a random phase (``"regular"``). Same seed for both codings.
     """
     _check_steps(timesteps)
+    if encoding not in ("poisson", "regular"):
+        raise ValueError(f"input spikes are drawn 'poisson' or 'regular', not {encoding!r}")
     out: Dict[str, np.ndarray] = {}
     for coding in CODINGS:
         slices = normalised_slices(roi_volume, coding, valid=valid)
         _check_index(slice_index, len(slices))
         x = torch.from_numpy(np.ascontiguousarray(slices[slice_index : slice_index + 1, 0]))
-        spikes = poisson_spikes(x, timesteps, make_generator(seed), coding)
+        spikes = InputStream(x, make_generator(seed), coding, encoding)(timesteps)
         out[coding] = spikes[:, 0].numpy().astype(np.int8)
     return out
 
@@ -190,7 +195,9 @@ def teaching_view(
         timesteps=int(timesteps),
         seed=int(seed),
         image=np.ascontiguousarray(slices[slice_index, model.spec.context]),
-        input_spikes=input_spike_trains(roi_volume, slice_index, timesteps, seed, valid),
+        # what this model's input layer receives; a direct-input model gets the image, shown as Poisson spikes
+        input_spikes=input_spike_trains(roi_volume, slice_index, timesteps, seed, valid,
+                                        "regular" if model.input_encoding == "regular" else "poisson"),
         probability=probability,
         firing_rates=stats.firing_rates(),
         synops=stats.synops_per_sample(),

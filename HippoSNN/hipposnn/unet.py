@@ -31,13 +31,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .compact import compact_conv, plain_conv
-from .encoding import poisson_spikes
+from .encoding import INPUT_ENCODINGS, InputStream
 from .neurons import DEFAULT_GAMMA, RESETS, if_forward, if_neuron
 from .quant import MIN_CLIP, qcfs
 
 INPUT = "input"
-#: What an SNN's first layer receives (SpikingUNet.input_encoding).
-INPUT_ENCODINGS = ("poisson", "direct")
 
 
 @dataclass(frozen=True)
@@ -267,13 +265,18 @@ class SpikingUNet(_UNetBase):
     cause of the "output scaling issue" the source paper reports).
 
     ``input_encoding`` decides what the first layer sees: ``"poisson"`` (the paper's rate coding:
-    binary or ternary input spikes, see :mod:`hipposnn.encoding`) or ``"direct"`` (the normalised
+    binary or ternary input spikes, see :mod:`hipposnn.encoding`), ``"regular"`` (evenly spaced spikes at
+    the same rate with a random phase per pixel: the same expected input without Poisson's sampling
+    noise, :func:`~hipposnn.encoding.regular_spikes`) or ``"direct"`` (the normalised
     image itself as a constant input current at every step, as most low-latency conversion work
     does). Direct input removes the sampling noise of T Poisson draws, the largest part of the
     conversion loss at T = 8; the first layer then does multiply-accumulates on the image, once per
     slice since its current does not change (counted in :attr:`SpikeStats.macs`), and every later
     layer still receives spikes only. Measured (docs/models.md): closer to the ANN on the MSD crops,
-    but it under-fires on whole-brain scans from other sites, so the shipped SNNs take Poisson input.
+    but it under-fires on whole-brain scans from other sites. The shipped T = 32 SNNs take Poisson
+    input; the shipped T = 8 SNN runs its Poisson-trained weights on regular input, which scored better
+    on both the MSD crops and the whole-brain scans. The input is a run-time attribute, saved with the
+    model, so the same weights can be run on any of the three.
     """
 
     def __init__(
@@ -363,10 +366,12 @@ class SpikingUNet(_UNetBase):
 
     # -- execution ----------------------------------------------------------------------------
     def encode(self, x: Tensor, timesteps: int, generator: torch.Generator, coding: str) -> Tensor:
-        """The input ``[T, *x.shape]`` this network runs on for images ``x``: Poisson spikes or ``x`` itself."""
-        if self.input_encoding == "direct":
-            return x.unsqueeze(0).expand(timesteps, *x.shape)
-        return poisson_spikes(x, timesteps, generator, coding)
+        """The input ``[T, *x.shape]`` this network runs on for images ``x`` (see :attr:`input_encoding`)."""
+        return self.input_stream(x, generator, coding)(timesteps)
+
+    def input_stream(self, x: Tensor, generator: torch.Generator, coding: str) -> InputStream:
+        """The same input drawn in chunks of timesteps (a long run split to bound memory)."""
+        return InputStream(x, generator, coding, self.input_encoding)
 
     def forward(
         self,
