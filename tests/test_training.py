@@ -423,7 +423,8 @@ def _without_nulls(value):
                                   "lowt_cv_long_ft200", "lowt_cv_long_lr5e4", "lowt_cv_long_lr1e3",
                                   "lowt_cv_warm", "lowt_cv_warm_lr1e4", "lowt_cv_warm_kd",
                                   "lowt_cv_warm_direct", "lowt_cv_warm32_direct",
-                                  "lowt_cv_warm32_poisson", "lowt_cv_warm32_regular"])
+                                  "lowt_cv_warm32_poisson", "lowt_cv_warm32_regular",
+                                  "lowt_cv_warm32_q16_regular"])
 def test_a_config_with_a_base_is_the_config_its_committed_run_used(name):
     """Configs that name a "base" hold only their changes; merged, they equal the full config each run
     wrote into its folder (committed under docs/results/<name>/config.json)."""
