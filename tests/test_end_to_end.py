@@ -42,6 +42,7 @@ def test_default_segmentation_of_a_whole_brain_t1(shared_data, tmp_path, capsys)
     assert (settings["model"], settings["coding_used"], settings["timesteps_used"], settings["roi"]) == (
         "snn", "binary", 32, "auto"), settings
     assert settings["checkpoint_used"].endswith("hipposnn_snn_binary.pt")
+    assert settings["input_used"] == "poisson"  # the T = 32 default keeps Poisson input (docs/segmentation.md)
     assert summary["qc"]["quality"] == "good", summary["qc"]
     labels, affine = read_volume(out / "norm_hippo_labels.mgz")
     assert labels.shape == aseg.shape and np.allclose(affine, aseg_affine, atol=1e-4)

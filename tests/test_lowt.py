@@ -482,3 +482,17 @@ def test_the_shipping_tool_words_every_input_encoding_on_the_card():
 
     assert set(module.INPUT_WORDING) == set(INPUT_ENCODINGS)
     assert all(w.startswith("; ") and len(w) > 20 for w in module.INPUT_WORDING.values())
+
+
+def test_the_shipped_low_latency_model_runs_its_weights_on_regular_input_as_its_card_says():
+    from hipposnn.weights import card_path, default_model_path
+
+    path = default_model_path("snn-t8", "ternary")
+    model = load_model(path)
+    assert model.input_encoding == "regular" and read_payload(path)["input_encoding"] == "regular"
+    card = json.loads(card_path(path).read_text())
+    assert card["input_encoding"] == "regular" and "regular input" in card["method"]
+    assert card["validation_msd_crops"]["with_shipped_input"]["input_encoding"] == "regular"
+    rows = card["cv_with_shipped_input"]["rows"]  # the decision's evidence, carried by the card
+    assert rows["regular"]["dice_3d"] > rows["poisson"]["dice_3d"]
+    assert rows["regular"]["energy_vs_ann"] < 0.25

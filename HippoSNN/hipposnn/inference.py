@@ -582,6 +582,8 @@ def segment_image(
     timings["total"] = sum(timings.values())
     used = _settings_dict(settings)
     used.update({"timesteps_used": timesteps, "coding_used": coding, "device_used": model.device,
+                 # what the SNN's first layer received (None for the ANN): a property of the model file
+                 "input_used": getattr(model.network, "input_encoding", None),
                  "checkpoint_used": str(model.path), "roi_shape": [int(n) for n in boxes[0].shape]})
     return SegmentationResult(
         labels=labels,
