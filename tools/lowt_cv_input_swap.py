@@ -41,10 +41,10 @@ def score_run(run: Path, data: Path, inputs: List[str], timesteps: int, coding: 
     out: Dict[str, List[Dict[str, Any]]] = {name: [] for name in inputs}
     for fold in folds:
         names = json.loads((fold / stage / "result.json").read_text())["test_cases"]
+        model = load_model(fold / stage / "best.pt")
+        trained_with = model.input_encoding
         for name in inputs:
-            model = load_model(fold / stage / "best.pt")
-            trained_with = model.input_encoding
-            model.input_encoding = name
+            model.input_encoding = name  # a run-time attribute: the weights stay as trained
             t0 = time.time()
             result = evaluate_model(model, data, names, timesteps, coding, seed=seed)
             result.update(fold=fold.name, trained_with=trained_with, seconds=round(time.time() - t0, 1))

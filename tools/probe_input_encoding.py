@@ -55,25 +55,20 @@ def main(argv=None) -> int:
     inference.segment_image(load_image(args.image), inference.SegmentationSettings(model="snn-t8"))
     x = seen["images"]
     ann = predict_slices(load_model(args.run / "ann_L8" / "best.pt"), x, batch_size=64) > 0.5
-    snns = {
-        "converted, direct input": load_model(args.run / "direct" / "converted.pt"),
-        "fine-tuned, direct input": load_model(args.run / "finetune_T8_direct" / "best.pt"),
-    }
-    # the shipped snn-t8's weights were fine-tuned on Poisson input (its file now runs them on regular input)
-    shipped = default_model_path("snn-t8", "ternary")
-    snns["snn-t8 weights, Poisson input"] = load_model(shipped)
-    snns["snn-t8 weights, Poisson input"].input_encoding = "poisson"
-    run_poisson = load_model(args.run / "finetune_T8_direct" / "best.pt")
-    run_poisson.input_encoding = "poisson"
-    snns["fine-tuned for direct input, run with Poisson input"] = run_poisson
-    # regular input: the clip conversion does not depend on the input, so the Poisson conversion is rerun with it
-    snns["converted, Poisson input"] = load_model(args.run / "converted.pt")
-    for name, path in (("converted, regular input", args.run / "converted.pt"),
-                       ("snn-t8 weights, regular input (shipped)", shipped)):
-        snns[name] = load_model(path)
-        snns[name].input_encoding = "regular"
+    direct, ft_direct = args.run / "direct" / "converted.pt", args.run / "finetune_T8_direct" / "best.pt"
+    # the shipped snn-t8's weights were fine-tuned on Poisson input (its file now runs them on regular input); the
+    # clip conversion does not depend on the input, so the Poisson conversion is also run on regular input
+    shipped, converted = default_model_path("snn-t8", "ternary"), args.run / "converted.pt"
+    runs = (("converted, direct input", direct, "direct"), ("fine-tuned, direct input", ft_direct, "direct"),
+            ("snn-t8 weights, Poisson input", shipped, "poisson"),
+            ("fine-tuned for direct input, run with Poisson input", ft_direct, "poisson"),
+            ("converted, Poisson input", converted, "poisson"), ("converted, regular input", converted, "regular"),
+            ("snn-t8 weights, regular input (shipped)", shipped, "regular"))
+    models = {path: load_model(path) for path in {path for _, path, _ in runs}}  # each file read once
     rows = {}
-    for name, model in snns.items():
+    for name, path, encoding in runs:
+        model = models[path]
+        model.input_encoding = encoding  # a run-time attribute: the weights stay as trained
         mask = predict_slices(model, x, timesteps=8, coding="ternary", batch_size=16, chunk=1) > 0.5
         rows[name] = {"dice_with_its_ann": round(_dice(mask, ann), 4), "voxels": int(mask.sum())}
         print(f"{name}: mask Dice with the quantised ANN's {rows[name]['dice_with_its_ann']:.3f}, "

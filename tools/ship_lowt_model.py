@@ -42,14 +42,21 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import report_lowt_cv  # noqa: E402
 from hipposnn.encoding import INPUT_ENCODINGS  # noqa: E402
-from hipposnn.weights import MODELS_DIR, load_model, read_payload, save_model, sha256_file, write_card  # noqa: E402
+from hipposnn.weights import (  # noqa: E402
+    MODELS_DIR,
+    model_from_payload,
+    read_payload,
+    save_model,
+    sha256_file,
+    write_card,
+)
 
 RESULTS = ROOT / "docs" / "results" / "lowt_cv"
 FINAL_RESULTS = ROOT / "docs" / "results" / "lowt_final"
@@ -96,16 +103,13 @@ def cv_metrics(summary: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def validation_with_input(final: Path, encoding: str, data: Path, timesteps: int, coding: str) -> Dict[str, Any]:
-    """3D Dice of ``final``'s weights run on ``encoding`` input on the held-out crops it was validated on."""
+def validation_with_input(model: Any, names: List[str], data: Path, timesteps: int, coding: str) -> Dict[str, Any]:
+    """3D Dice of the shipped ``model`` (on its own input) on the held-out crops ``names`` it was validated on."""
     from hipposnn.pipeline import evaluate_model
 
-    model = load_model(final / "best.pt")
-    model.input_encoding = encoding
-    names = json.loads((final / "settings.json").read_text())["val"]
     result = evaluate_model(model, data, names, timesteps, coding, seed=0)
-    return {"input_encoding": encoding, "val_dice_3d": result["mean_dice_3d"], "n_cases": len(names), "seed": 0,
-            "evaluator": "hipposnn.pipeline.evaluate_model"}
+    return {"input_encoding": model.input_encoding, "val_dice_3d": result["mean_dice_3d"], "n_cases": len(names),
+            "seed": 0, "evaluator": "hipposnn.pipeline.evaluate_model"}
 
 
 def main() -> int:
@@ -146,7 +150,8 @@ def main() -> int:
     if args.dry_run:
         return 0
     name = f"hipposnn_snn_t{t}_{args.coding}"
-    trained_input = read_payload(final / "best.pt").get("input_encoding", "poisson")
+    trained = read_payload(final / "best.pt")
+    trained_input = trained.get("input_encoding", "poisson")
     swapped = args.input_encoding not in (None, trained_input)
     swap_cv = None
     if swapped and args.input_cv is not None:
@@ -156,9 +161,9 @@ def main() -> int:
         swap_cv = {"source": _rel(args.input_cv), "run": swap["run"], "trained_with": swap["trained_with"],
                    "rows": swap["rows"]}
     if swapped:  # the same weights, told to take another input
-        model = load_model(final / "best.pt")
-        model.input_encoding = args.input_encoding
-        save_model(model, MODELS_DIR / f"{name}.pt", read_payload(final / "best.pt").get("meta"))
+        shipped = model_from_payload(trained, "snn", source=str(final / "best.pt"))
+        shipped.input_encoding = args.input_encoding
+        save_model(shipped, MODELS_DIR / f"{name}.pt", trained.get("meta"))
     else:
         shutil.copyfile(final / "best.pt", MODELS_DIR / f"{name}.pt")
     payload = read_payload(MODELS_DIR / f"{name}.pt", verify=False)  # the card is written below
@@ -200,7 +205,7 @@ def main() -> int:
         "validation_msd_crops": {"best_val_dice_3d": best["val_dice_3d"], "at_batches": best["batches"],
                                  "n_cases": len(settings.get("val", [])), "input_encoding": trained_input,
                                  **({"with_shipped_input": validation_with_input(
-                                     final, args.input_encoding, args.data, t, args.coding)} if swapped else {})},
+                                     shipped, settings["val"], args.data, t, args.coding)} if swapped else {})},
         "compute": (f"2-core CPU: quantised ANN {len(ann_log)} epochs ({ann_seconds / 60:.0f} min), conversion from "
                     f"the clips (no data), fine-tuning {ft_log[-1]['batches']} batches of "
                     f"{settings['config']['batch_size']} at T = {t} ({ft_seconds / 60:.0f} min): "

@@ -21,7 +21,7 @@ from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _probability
 from .errors import HippoSNNError
-from .options import MODEL_CHOICES, model_kind
+from .options import INPUT_ENCODINGS, MODEL_CHOICES, model_kind
 from .progress import close_progress_bars, tqdm_progress
 
 EXIT_USER_ERROR = 2
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "half threshold; no balancing")
     p.add_argument("--reset", choices=["subtract", "zero"], default="subtract",
                    help="neuron reset after a spike: subtract the threshold (default) or set to zero")
-    p.add_argument("--input", choices=["poisson", "regular", "direct"], default="poisson", dest="input_encoding",
+    p.add_argument("--input", choices=INPUT_ENCODINGS, default="poisson", dest="input_encoding",
                    help="what the first layer receives: Poisson input spikes (default, the paper's), regular spikes "
                         "at the same rate with a random phase per pixel (no sampling noise), or the image itself as "
                         "a constant current (direct input)")
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_probability, default=0.5, help="output probability threshold")
     p.add_argument("--split", choices=["all", "test"], default="all",
                    help="score all cases, or only the --fold test cases")
-    p.add_argument("--input", choices=["poisson", "regular", "direct"], default=None, dest="input_encoding",
+    p.add_argument("--input", choices=INPUT_ENCODINGS, default=None, dest="input_encoding",
                    help="run an SNN on this input instead of the one it was trained with (weights unchanged)")
     p.add_argument("--json", type=Path, default=None, help="write the scores to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
@@ -302,8 +302,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     payload = read_payload(path)
     kind = model_kind(args.model) if args.checkpoint is None else payload.get("kind")
     model = model_from_payload(payload, kind, source=str(path))
+    spiking = hasattr(model, "input_encoding")
     if args.input_encoding is not None:
-        if not hasattr(model, "input_encoding"):
+        if not spiking:
             raise HippoSNNError("--input applies to an SNN; this model is an ANN")
         model.input_encoding = args.input_encoding
     meta: Dict[str, Any] = payload.get("meta", {})
@@ -317,7 +318,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_model(model, args.data, names, timesteps, coding, args.threshold, args.seed, args.device,
                             progress=tqdm_progress("evaluate"))
     result["settings"]["checkpoint"] = str(path)
-    if hasattr(model, "input_encoding"):
+    if spiking:
         result["settings"]["input_encoding"] = model.input_encoding
     print(f"mean 3D Dice {result['mean_dice_3d']:.4f} (sd {result['sd_dice_3d']:.4f}, {len(result['cases'])} cases);"
           f" mean 2D Dice {result['mean_dice_2d']:.4f} (sd {result['sd_dice_2d']:.4f})")

@@ -131,7 +131,7 @@ def convert_from_clip(
     Each hidden layer's threshold is its learned clip and its membrane starts at half the threshold,
     so an IF neuron run for ``T = L`` steps on a constant current emits the ANN's quantised level
     (reset by subtraction). ``reset="zero"`` gives the hard-reset variant of the same network;
-    ``input_encoding="direct"`` feeds the image itself to the first layer (see :class:`SpikingUNet`).
+    ``input_encoding`` chooses the first layer's input (Poisson, regular or direct; see :class:`SpikingUNet`).
     """
     if ann.spec.quant_levels <= 0:
         raise ValueError("conversion from the clip needs an ANN trained with quantisation levels (--quant-levels)")

@@ -20,9 +20,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .options import INPUT_ENCODINGS
+
 CODINGS = ("binary", "ternary")
-#: What an SNN's first layer can receive (SpikingUNet.input_encoding).
-INPUT_ENCODINGS = ("poisson", "direct", "regular")
 
 
 def make_generator(seed: int, device: Optional[torch.device] = None) -> torch.Generator:

@@ -29,6 +29,8 @@ DEVICES = ("auto", "cpu", "cuda")
 #: "snn-t32" is the paper's path (balanced at T = 200, fine-tuned at T = 32); "snn-t8" the low-latency
 #: path (quantised-clip ANN converted from its clips, fine-tuned at T = 8; docs/models.md).
 MODEL_CHOICES = ("snn", "snn-t8", "snn-t32", "ann")
+#: What an SNN's first layer can receive (SpikingUNet.input_encoding; hipposnn.encoding draws each).
+INPUT_ENCODINGS = ("poisson", "direct", "regular")
 #: The timesteps each shipped SNN was fine-tuned at (its model file says the same: tests/test_options.py).
 MODEL_TIMESTEPS = {"snn-t8": 8, "snn-t32": 32}
 #: What "snn" means: the SNN that the cross-validation and the whole-brain evaluation support as default.

@@ -249,7 +249,7 @@ def convert_ann(
 
     ``from_clip``: thresholds from the learned clips of a quantised ANN instead (no data, no balancing;
     ``timesteps`` is then only recorded as the T to run it at). ``reset``: the neurons' reset;
-    ``input_encoding``: Poisson input spikes or the image itself (see :class:`~hipposnn.unet.SpikingUNet`).
+    ``input_encoding``: Poisson or regular input spikes, or the image itself (see :class:`~hipposnn.unet.SpikingUNet`).
     ``progress(fraction, message)`` is told the reading of the data and each balanced layer; returning
     False stops with :class:`~hipposnn.errors.Cancelled` before anything is written.
     """

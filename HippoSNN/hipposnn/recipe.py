@@ -12,7 +12,8 @@ in the config and every fold (plus "all" = the final model on every crop):
 The low-latency path is the same recipe with other settings (``configs/lowt_cv.json``):
 ``"ann": {"quant_levels": L}`` trains quantised-clip ANNs, ``"convert": {"from_clip": true}`` takes
 the thresholds from the learned clips (no balancing pass; ``"reset": "zero"`` for a hard reset;
-``"input": "direct"`` feeds the image itself to the first layer instead of Poisson spikes), and
+``"input": "regular"`` or ``"direct"`` gives the first layer evenly spaced spikes or the image itself
+instead of Poisson spikes, :class:`hipposnn.encoding.InputStream`), and
 ``"ann": {"warm_start": {"epochs": E, ...}}`` first trains a ReLU ANN with those changes to the
 ``"ann"`` settings (folder ``ann_relu``) and starts the quantised-clip ANN from it, its clips at the
 99.9th percentile of the ReLU activations (the single-split pilot's warm start, cross-validated);
@@ -91,7 +92,7 @@ def _read_config(path: Path, seen: tuple = ()) -> Dict[str, Any]:
 
 
 def load_config(path: os.PathLike) -> Dict[str, Any]:
-    from .encoding import INPUT_ENCODINGS
+    from .options import INPUT_ENCODINGS
 
     config = _read_config(Path(path))
     for key in ("spec", "ann", "convert", "finetune", "direct", "eval", "codings", "folds"):
