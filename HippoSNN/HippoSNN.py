@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Annotated
 
 import slicer
-from hipposnn.options import AUTO_ROI_SHAPE, CODING_CHOICES, MODEL_CHOICES, THRESHOLD_RANGE
+from hipposnn.options import (
+    AUTO_ROI_SHAPE,
+    CODING_CHOICES,
+    MODEL_CHOICES,
+    MODEL_TIMESTEPS,
+    THRESHOLD_RANGE,
+    WHOLE_BRAIN_SNN,
+)
 from HippoSNNLib.segmentationLogic import SegmentationLogic
 from HippoSNNLib.teachingLogic import TeachingLogic
 from HippoSNNLib.trainingLogic import TrainingLogic
@@ -125,7 +132,7 @@ def parameterNodeClass():
         roiMode: Annotated[str, Choice(["automatic", "user"])] = "automatic"
         roiNode: vtkMRMLMarkupsROINode
         outputSegmentation: vtkMRMLSegmentationNode
-        timesteps: Annotated[int, WithinRange(1, 1000)] = 32
+        timesteps: Annotated[int, WithinRange(1, 1000)] = MODEL_TIMESTEPS[WHOLE_BRAIN_SNN]
         coding: Annotated[str, Choice(list(CODING_CHOICES))] = "auto"
         threshold: Annotated[float, WithinRange(THRESHOLD_RANGE[0], THRESHOLD_RANGE[1])] = 0.5
         model: Annotated[str, Choice(list(MODEL_CHOICES))] = "snn"
@@ -247,7 +254,8 @@ class HippoSNNTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Parameter node and option rules")
         logic = HippoSNNLogic()
         node = logic.getParameterNode()
-        self.assertEqual((node.timesteps, node.coding, node.side, node.device), (32, "auto", "both", "auto"))
+        # the default model on a whole brain ("snn" -> snn-t8) at its own timesteps
+        self.assertEqual((node.timesteps, node.coding, node.side, node.device), (8, "auto", "both", "auto"))
         self.assertTrue(THRESHOLD_RANGE[0] <= node.threshold <= THRESHOLD_RANGE[1])
         volumeNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "v")
         segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")

@@ -230,3 +230,26 @@ def test_seeded_spiking_inference_is_bit_identical_across_processes() -> None:
     assert not pytorch["fused"]
     assert {k: pytorch[k] for k in ("probabilities", "labels")} == {k: first[k] for k in ("probabilities", "labels")}
     assert _segment_in_new_process(4, "0")["probabilities"] != pytorch["probabilities"]  # the seed matters
+
+
+def test_a_direct_input_snn_runs_in_larger_batches_with_the_same_result():
+    """A direct-input SNN draws no input spikes, so the batch (SNN_BATCH_DIRECT, chosen for speed) cannot
+    change its answer; a spike-drawing SNN keeps SNN_BATCH (one seeded generator per batch); the ANN takes all."""
+    import torch
+    from hipposnn.inference import SNN_BATCH, SNN_BATCH_DIRECT, _batch_size
+    from hipposnn.simulate import predict_slices
+    from hipposnn.unet import SpikingUNet, UNet, UNetSpec
+
+    torch.manual_seed(0)
+    ann = UNet(UNetSpec(in_channels=3, channels=(4, 8), dropout=0.0))
+    direct = SpikingUNet.from_ann(ann, input_encoding="direct")
+    poisson = SpikingUNet.from_ann(ann)
+    assert [_batch_size(m, 64) for m in (direct, poisson, ann)] == [SNN_BATCH_DIRECT, SNN_BATCH, 64]
+    assert SNN_BATCH_DIRECT != SNN_BATCH
+    x = np.random.default_rng(0).random((40, 3, 16, 16)).astype(np.float32)
+    sizes = (SNN_BATCH, SNN_BATCH_DIRECT)
+    small, large = (predict_slices(direct, x, timesteps=4, batch_size=b, chunk=1) for b in sizes)
+    assert np.array_equal(small, large)
+    # a Poisson-input SNN's answer does depend on the batch: the reason its batch stays fixed
+    small, large = (predict_slices(poisson, x, timesteps=4, batch_size=b, chunk=1) for b in sizes)
+    assert not np.array_equal(small, large)

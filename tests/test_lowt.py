@@ -496,3 +496,23 @@ def test_the_shipped_low_latency_model_runs_its_weights_on_regular_input_as_its_
     rows = card["cv_with_shipped_input"]["rows"]  # the decision's evidence, carried by the card
     assert rows["regular"]["dice_3d"] > rows["poisson"]["dice_3d"]
     assert rows["regular"]["energy_vs_ann"] < 0.25
+
+
+def test_the_whole_brain_default_is_the_distilled_binary_low_latency_snn_on_direct_input():
+    """What "snn" reads on a whole-brain scan (hipposnn.options.WHOLE_BRAIN_SNN, default_coding) is the binary
+    T = 8 SNN its card describes: direct input, fine-tuned with distillation, chosen on the whole-brain sets."""
+    from hipposnn.weights import card_path, chosen_model_path
+
+    path = chosen_model_path("snn", roi="auto")
+    assert path.name == "hipposnn_snn_t8_binary.pt"
+    payload = read_payload(path)
+    model = load_model(path)
+    assert model.input_encoding == payload["input_encoding"] == "direct" and payload["meta"]["timesteps"] == 8
+    card = json.loads(card_path(path).read_text())
+    assert card["coding"] == "binary" and card["input_encoding"] == "direct" and "distillation" in card["method"]
+    assert card["training"]["finetune_settings"]["distill"] > 0 and "not cross-validated" in card["limitations"]
+    assert "none" in card["cross_validation"]  # no CV of its own, and the card says why instead of citing one
+    sets = {row["set"]: row for row in card["wholebrain_evaluation"]["sets"]}
+    # the evidence it became the default on: every set scored, no IXI hemisphere below 0.5
+    assert {"ixi_nichart", "lpba40"} <= set(sets) and int(sets["ixi_nichart"]["failures"]) == 0
+    assert float(sets["ixi_nichart"]["dice_mean"]) >= 0.80

@@ -63,38 +63,49 @@ def test_command_line_threshold_uses_the_same_rule():
 
 
 def test_model_names_resolve_to_shipped_files_with_their_own_timesteps():
-    from hipposnn.options import DEFAULT_SNN, MODEL_CHOICES, MODEL_TIMESTEPS, model_kind, resolve_choice
+    from hipposnn.options import (
+        DEFAULT_SNN,
+        MODEL_CHOICES,
+        MODEL_TIMESTEPS,
+        WHOLE_BRAIN_SNN,
+        model_kind,
+        resolve_choice,
+    )
     from hipposnn.weights import default_model_path, read_payload
 
-    assert resolve_choice("snn") == DEFAULT_SNN and DEFAULT_SNN in MODEL_TIMESTEPS
+    # "snn" is the T = 32 SNN on crops and where no scan is segmented, the T = 8 SNN on whole brains
+    assert resolve_choice("snn") == resolve_choice("snn", "crop") == DEFAULT_SNN == "snn-t32"
+    assert resolve_choice("snn", "auto") == resolve_choice("snn", (10.0, -20.0, -15.0)) == WHOLE_BRAIN_SNN == "snn-t8"
+    assert resolve_choice("snn-t32", "auto") == "snn-t32" and resolve_choice("ann", "auto") == "ann"
     assert [model_kind(c) for c in MODEL_CHOICES] == ["snn", "snn", "snn", "ann"]
     assert default_model_path("snn") == default_model_path(DEFAULT_SNN)
+    assert default_model_path("snn", "binary", roi="auto") == default_model_path(WHOLE_BRAIN_SNN, "binary")
     for name, steps in MODEL_TIMESTEPS.items():
-        meta = read_payload(default_model_path(name), verify=False)["meta"]
-        assert int(meta["timesteps"]) == steps, name  # the UI's table says what the file says
+        for coding in ("binary", "ternary"):  # every SNN is shipped in both codings
+            meta = read_payload(default_model_path(name, coding), verify=False)["meta"]
+            assert int(meta["timesteps"]) == steps, name  # the UI's table says what the file says
+            assert meta["coding"] == coding
     with pytest.raises(HippoSNNError, match="unknown model 'snn-t4'"):
         resolve_choice("snn-t4")
-    # the low-latency SNN exists for the default coding only: a clear error, not a missing-file traceback
-    with pytest.raises(HippoSNNError, match="no snn-t8 model is shipped for binary coding"):
-        default_model_path("snn-t8", "binary")
 
 
-def test_default_coding_is_binary_for_the_default_snn_on_whole_brains_only():
-    """The shipped default per kind of input (docs/segmentation.md): the site-robust binary T = 32 SNN on
-    whole-brain scans, ternary on crops; the T = 8 SNN has one coding; the ANN keeps DEFAULT_CODING."""
+def test_default_coding_is_binary_for_the_snns_on_whole_brains_only():
+    """The shipped default per kind of input (docs/segmentation.md): the site-robust binary SNNs on
+    whole-brain scans ("snn" = the T = 8 one there), ternary on crops; the ANN keeps DEFAULT_CODING."""
     from hipposnn import DEFAULT_CODING
     from hipposnn.options import default_coding, interface_coding
 
     assert default_coding("snn") == default_coding("snn-t32", (10.0, -20.0, -15.0)) == "binary"
     assert default_coding("snn", "crop") == default_coding("snn-t32", "crop") == DEFAULT_CODING == "ternary"
-    assert default_coding("snn-t8") == default_coding("snn-t8", "crop") == "ternary"
+    assert default_coding("snn-t8") == "binary" and default_coding("snn-t8", "crop") == "ternary"
     assert default_coding("ann") == default_coding("ann", "crop") == "ternary"
     from hipposnn.weights import chosen_model_path
 
-    assert chosen_model_path("snn", coding="ternary").name == "hipposnn_snn_ternary.pt"  # the user's choice wins
-    assert chosen_model_path("snn").name == "hipposnn_snn_binary.pt"  # the file a whole-brain run reads
+    assert chosen_model_path("snn", coding="ternary").name == "hipposnn_snn_t8_ternary.pt"  # the user's choice wins
+    assert chosen_model_path("snn").name == "hipposnn_snn_t8_binary.pt"  # the file a whole-brain run reads
     assert chosen_model_path("snn", roi="crop").name == "hipposnn_snn_ternary.pt"
-    assert chosen_model_path("snn-t8").name == "hipposnn_snn_t8_ternary.pt"
+    assert chosen_model_path("snn-t32").name == "hipposnn_snn_binary.pt"
+    assert chosen_model_path("snn-t8", roi="crop").name == "hipposnn_snn_t8_ternary.pt"
     assert chosen_model_path("snn", checkpoint="~/my.pt", coding="binary").name == "my.pt"
     assert interface_coding("auto") is None and interface_coding("auto", concrete=True) == DEFAULT_CODING
     assert interface_coding("binary", concrete=True) == "binary"

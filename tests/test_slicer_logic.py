@@ -38,7 +38,8 @@ def test_module_class_and_parameter_defaults(module):
     assert parent.title == "HippoSNN" and parent.categories == ["Segmentation"]
     assert ("app.connect", "startupCompleted()", "registerSampleData") in slicer.standinCalls
     node = module.HippoSNNLogic().getParameterNode()
-    assert node.timesteps == 32 and node.coding == "auto" and node.side == "both" and node.device == "auto"
+    # the default model on a whole brain ("snn" -> the binary snn-t8) at its own timesteps
+    assert node.timesteps == 8 and node.coding == "auto" and node.side == "both" and node.device == "auto"
     with pytest.raises(ValueError):
         node.coding = "quaternary"
 

@@ -32,11 +32,20 @@ measured with that input on the same held-out crops and, with ``--input-cv``, th
     python tools/ship_lowt_model.py --cv docs/results/lowt_cv_warm32_poisson --final runs/lowt_final/finetune_T8 \
         --ann runs/lowt_final/ann_L8 --input regular \
         --input-cv docs/results/lowt_cv_warm32_poisson/input_swap/summary.json
+
+``--no-cv REASON`` ships a model whose path has no CV of its own (the binary low-latency model: its coding's fold
+ANNs were never trained on this CPU); the card then says so and why, in place of CV metrics, and ``--wholebrain``
+cites the whole-brain evaluation (``tools/eval_sets.py``'s ``table_*.csv``) it was chosen on:
+
+    python tools/ship_lowt_model.py --coding binary --final runs/lowt_final_binary/finetune_T8_direct_kd \
+        --ann runs/lowt_final_binary/ann_L8 --results docs/results/lowt_final_binary_direct --default \
+        --no-cv "..." --wholebrain docs/results/wholebrain_eval/table_snn-t8_binary.csv --command "..."
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import subprocess
@@ -103,6 +112,23 @@ def cv_metrics(summary: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
+def _cv_line(cv: Dict[str, Any], heading: str | None, t: int) -> str:
+    """The Markdown card's CV line: the CV's pooled numbers, or why the model has none."""
+    if heading is None:
+        return f"- Cross-validation: none ({cv['none']})"
+    ft = cv["finetuned_by_T"][str(t)]
+    return (heading + f" (5 folds, test crops, T = {t}): 3D Dice {ft['dice_3d']:.4f} ± {ft['sd_3d']:.4f}; "
+            f"its quantised ANN {cv['quantised_ann']['dice_3d']:.4f}; {ft['spikes_per_neuron']:.2f} spikes per "
+            f"neuron; energy {ft['energy_vs_ann']:.3f} x the ANN's (45 nm convention)")
+
+
+def wholebrain_rows(table: Path) -> List[Dict[str, Any]]:
+    """The card's whole-brain block: per set, mean Dice, failures and volume ratio (``tools/eval_sets.py``)."""
+    with table.open(newline="") as handle:
+        return [{k: row[k] for k in ("set", "protocol", "hemispheres", "dice_mean", "dice_min", "failures",
+                                     "volume_ratio_mean") if k in row} for row in csv.DictReader(handle)]
+
+
 def validation_with_input(model: Any, names: List[str], data: Path, timesteps: int, coding: str) -> Dict[str, Any]:
     """3D Dice of the shipped ``model`` (on its own input) on the held-out crops ``names`` it was validated on."""
     from hipposnn.pipeline import evaluate_model
@@ -130,6 +156,10 @@ def main() -> int:
                     help="ship the weights to run on this input (default: the one they were fine-tuned on)")
     ap.add_argument("--input-cv", type=Path, default=None,
                     help="tools/lowt_cv_input_swap.py summary.json with the CV of that input, cited on the card")
+    ap.add_argument("--no-cv", default=None, metavar="REASON",
+                    help="the model's path has no CV of its own: the card says so, and why, instead of citing --cv")
+    ap.add_argument("--wholebrain", type=Path, default=None, metavar="TABLE.csv",
+                    help="tools/eval_sets.py table of the model on every labelled whole-brain set, cited on the card")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "msd_hippocampus",
                     help="MSD crops for the validation Dice with --input")
     args = ap.parse_args()
@@ -140,13 +170,22 @@ def main() -> int:
                             + (["--figure", ""] if args.cv != RESULTS else []))
     elif args.final is None:
         raise SystemExit("ship_lowt_model.py: without --final, --run (the recipe run with fold 'all') is needed")
-    summary = json.loads((args.cv / "summary.json").read_text())
-    config = json.loads((args.cv / "config.json").read_text())
-    t = int(config["default_timesteps"])
+    if args.no_cv is not None and (args.final is None or args.ann is None or args.run is not None):
+        raise SystemExit("ship_lowt_model.py: --no-cv ships a warm-started model: give --final and --ann, not --run")
+    if args.no_cv is None:
+        summary = json.loads((args.cv / "summary.json").read_text())
+        config = json.loads((args.cv / "config.json").read_text())
+        t, levels = int(config["default_timesteps"]), int(config["ann"]["quant_levels"])
+    else:  # the run's own settings say what the CV's config would
+        t = int(json.loads((args.final / "settings.json").read_text())["config"]["timesteps"])
+        levels = int(json.loads((args.ann / "settings.json").read_text())["config"]["quant_levels"])
     final = args.final or args.run / args.coding / "fold_all" / f"finetune_T{t}"
     ann = args.ann or args.run / args.coding / "fold_all" / "ann"
     warm = args.final is not None
-    cv_key, cv_limitation, cv_heading = CV_WORDING[bool(config["ann"].get("warm_start")) if warm else None]
+    if args.no_cv is None:
+        cv_key, cv_limitation, cv_heading = CV_WORDING[bool(config["ann"].get("warm_start")) if warm else None]
+    else:
+        cv_key, cv_limitation, cv_heading = "cross_validation", f"not cross-validated: {args.no_cv}; ", None
     if args.dry_run:
         return 0
     name = f"hipposnn_snn_t{t}_{args.coding}"
@@ -175,7 +214,8 @@ def main() -> int:
     ann_seconds = sum(e["seconds"] for e in ann_log)
     ft_seconds = sum(e["seconds"] for e in ft_log)
     settings = json.loads((final / "settings.json").read_text())
-    cv = cv_metrics(summary)
+    cv = cv_metrics(summary) if args.no_cv is None else {"none": args.no_cv}
+    distill = float(settings["config"].get("distill") or 0.0)
     best = max(ft_log, key=lambda e: e["val_dice_3d"])
     card = {
         "model": f"{name}.pt", "kind": "snn", "coding": args.coding, "timesteps": t,
@@ -187,13 +227,15 @@ def main() -> int:
         "data": "MSD Task04 Hippocampus, 200 T1 crops (../shared/data/msd_hippocampus); labels 1+2 merged",
         "training_split": "fold 'all': a seeded 10 % of the crops held out for validation (LR schedule, best "
                           "epoch), the other 90 % trained on",
-        "method": (f"quantised-clip ANN (L = {config['ann']['quant_levels']} levels, a learned clip per layer) "
+        "method": (f"quantised-clip ANN (L = {levels} levels, a learned clip per layer) "
                    + (f"warm-started from the shipped site-robust {args.coding} ANN (clips from the 99.9th "
                       "percentile of its activations) and trained on" if warm else "trained from random weights")
                    + " with in-plane and site augmentation -> conversion from the "
                    "clips (thresholds = clips, membranes start at half threshold, soft reset; no balancing"
                    + INPUT_WORDING[trained_input]
                    + f") -> BPTT fine-tuning at T = {t} with the triangle surrogate"
+                   + (f" and distillation from the quantised ANN's answer (per-pixel KL, weight {distill:g}; "
+                      "the same augmented batches)" if distill > 0 else "")
                    + (f"; shipped to run on {args.input_encoding} input, weights unchanged "
                       f"({INPUT_WORDING[args.input_encoding][2:]})" if swapped else "")),
         "recipe": ({"script": "tools/train_lowt_final.sh"} if warm else
@@ -201,6 +243,8 @@ def main() -> int:
         "training": {"meta": payload.get("meta"), "finetune_settings": settings.get("config"),
                      "ann_settings": json.loads((ann / "settings.json").read_text()).get("config")},
         cv_key: cv,
+        **({"wholebrain_evaluation": {"source": _rel(args.wholebrain), "sets": wholebrain_rows(args.wholebrain)}}
+           if args.wholebrain else {}),
         **({"cv_with_shipped_input": swap_cv} if swap_cv else {}),
         "validation_msd_crops": {"best_val_dice_3d": best["val_dice_3d"], "at_batches": best["batches"],
                                  "n_cases": len(settings.get("val", [])), "input_encoding": trained_input,
@@ -216,12 +260,15 @@ def main() -> int:
                          f"input set to {args.input_encoding} and shipped with the code of commit {commit}"
                          if swapped else f"hipposnn, trained with the code of commit {commit}"),
         "limitations": (f"{args.coding} coding only; "
-                        + ("the default SNN (docs/models.md, 'Default'); " if args.default else
+                        + (("the default SNN for whole-brain scans (docs/segmentation.md, 'The whole-brain "
+                            "default'); " if args.no_cv is not None else "the default SNN (docs/models.md, "
+                            "'Default'); ") if args.default else
                            "not the default: its CV Dice is below the T = 32 model's (docs/models.md); ")
                         + cv_limitation
                         + "boundaries follow the MSD protocol, not FreeSurfer's, DLMUSE's or LPBA40's"),
-        "provenance": {"derived_from": [_rel(args.cv / "summary.json")]
-                       + ([_rel(args.results)] if warm else [_rel(args.cv / args.coding / "fold_all")])},
+        "provenance": {"derived_from": ([_rel(args.cv / "summary.json")] if args.no_cv is None else [])
+                       + ([_rel(args.results)] if warm else [_rel(args.cv / args.coding / "fold_all")])
+                       + ([_rel(args.wholebrain)] if args.wholebrain else [])},
     }
     if warm:  # the logs and settings of the warm-started run, beside the CV's
         args.results.mkdir(parents=True, exist_ok=True)
@@ -229,7 +276,6 @@ def main() -> int:
             for log in ("log.json", "settings.json"):
                 shutil.copyfile(folder / log, args.results / f"{prefix}_{log}")
     write_card(MODELS_DIR / f"{name}.json", card)
-    ft = cv["finetuned_by_T"][str(t)]
     swap_lines = ""
     if swapped:
         val = card["validation_msd_crops"]["with_shipped_input"]
@@ -245,11 +291,12 @@ def main() -> int:
           f"- Kind: SNN; coding: {args.coding}; T: {t} (low-latency path)",
           f"- Method: {card['method']}",
           f"- Architecture: {payload['spec']}", f"- Data: {card['data']}", f"- Split: {card['training_split']}",
-          cv_heading
-          + f" (5 folds, test crops, T = {t}): 3D Dice {ft['dice_3d']:.4f} ± {ft['sd_3d']:.4f}; "
-          f"its quantised ANN {cv['quantised_ann']['dice_3d']:.4f}; {ft['spikes_per_neuron']:.2f} spikes per "
-          f"neuron; energy {ft['energy_vs_ann']:.3f} x the ANN's (45 nm convention)",
+          _cv_line(cv, cv_heading, t),
           f"- Validation (held-out MSD crops of the final split): 3D Dice {best['val_dice_3d']:.4f}" + swap_lines,
+          *([f"- Whole-brain evaluation (`{_rel(args.wholebrain)}`): " + "; ".join(
+              f"{r['set']} Dice {float(r['dice_mean']):.3f}, {r['failures']} below 0.5, volume ratio "
+              f"{float(r['volume_ratio_mean']):.2f}" for r in card["wholebrain_evaluation"]["sets"])]
+            if args.wholebrain else []),
           f"- Compute: {card['compute']}", f"- Code: {card['code_version']}",
           f"- Limitations: {card['limitations']}",
           f"- Provenance: {', '.join(f'`{p}`' for p in card['provenance']['derived_from'])}",

@@ -25,6 +25,7 @@ FT_EPOCHS=${FT_EPOCHS:-1}  # an epoch is ~135 batches of 32: BATCHES above that 
 LR=${LR:-1e-4}             # fine-tuning learning rate (the CV found 1e-3 for 2 epochs better than 1e-4)
 FT=${FT:-finetune_T8}      # fine-tuning folder under OUT (a second fine-tuning of the same conversion)
 CODING=${CODING:-ternary}
+DISTILL=${DISTILL:-0}      # weight of the distillation from the quantised ANN during fine-tuning (0: none)
 INPUT=${INPUT:-poisson}    # what the SNN's first layer receives: Poisson or regular spikes, or the image (direct)
 CONV=$R                    # the conversion's folder: OUT itself for Poisson input, OUT/INPUT for the others
 [ "$INPUT" = poisson ] || CONV=$R/$INPUT
@@ -38,4 +39,4 @@ INIT=HippoSNN/hipposnn/models/hipposnn_ann_${CODING}.pt
   --from-clip --coding "$CODING" --input "$INPUT" --seed 0
 [ -f "$R/$FT/final.pt" ] || hipposnn finetune --data "$DATA" --checkpoint "$CONV/converted.pt" \
   --out "$R/$FT" --epochs "$FT_EPOCHS" --max-batches "$BATCHES" --batch-size 32 --lr "$LR" --timesteps 8 --coding "$CODING" \
-  --augment --site-augment --eval-every 40 --threads 2 --seed 0 "${RES[@]}"
+  --augment --site-augment --distill "$DISTILL" --eval-every 40 --threads 2 --seed 0 "${RES[@]}"

@@ -190,11 +190,11 @@ class SegmentationLogic:
         :param roiNode: optional vtkMRMLMarkupsROINode whose centre places one side's box (instead of
             automatic template registration); with side "both" the side follows the ROI's position.
         :param side: "both", "right" or "left".
-        :param model: "snn" (the default spiking network), "snn-t8" (low latency), "snn-t32" (the paper's
-            path) or "ann" (the network before conversion).
+        :param model: "snn" (the default spiking network: the T = 8 SNN on whole-brain scans), "snn-t8"
+            (low latency), "snn-t32" (the paper's path) or "ann" (the network before conversion).
         :param timesteps: SNN timesteps (None: the model's default).
         :param coding: "binary" or "ternary" input spikes (None: a custom model's own, else the shipped
-            default, ``hipposnn.options.default_coding``: binary for the T = 32 SNN on whole-brain scans).
+            default, ``hipposnn.options.default_coding``: binary for the SNNs on whole-brain scans).
         :param threshold: probability threshold of the output, strictly between 0 and 1.
         :param seed: seed of the Poisson input spikes (same seed, same result).
         :param device: "auto"/None, "cpu" or "cuda" ("cuda" without a usable GPU is an error).

@@ -11,7 +11,8 @@ from typing import Optional
 
 import slicer
 import vtk
-from hipposnn.options import AUTO_ROI_SHAPE
+from hipposnn import DEFAULT_CODING
+from hipposnn.options import AUTO_ROI_SHAPE, MODEL_TIMESTEPS, WHOLE_BRAIN_SNN, default_coding
 from slicer.i18n import tr as _
 
 from HippoSNNLib import geometry
@@ -25,8 +26,8 @@ class TeachingLogic:
         inputVolume,
         side: str = "right",
         sliceIndex: int = 12,
-        timesteps: int = 32,
-        coding: str = "ternary",
+        timesteps: int = MODEL_TIMESTEPS[WHOLE_BRAIN_SNN],
+        coding: Optional[str] = None,
         seed: int = 0,
         device: Optional[str] = None,
         checkpoint: Optional[str] = None,
@@ -35,6 +36,8 @@ class TeachingLogic:
         """Firing rates, probability over time, input spikes and energy for one sagittal ROI slice.
 
         Uses the box of the last segmentation/ROI placement of this very image, else places it now.
+        Without ``checkpoint`` it shows the SNN that Apply segments whole brains with ("snn" on an automatic
+        ROI, in ``coding`` or its default coding); a custom file runs in ``coding`` or the default coding.
         :param sliceIndex: 0 .. ``AUTO_ROI_SHAPE[0] - 1`` (the slices Apply segments).
         :return: a ``hipposnn.teaching.TeachingView`` with its ``box`` attribute set.
         """
@@ -53,7 +56,12 @@ class TeachingLogic:
         if not boxes:
             boxes = place_rois(image, side, "auto", AUTO_ROI_SHAPE)
         box = boxes[0]
-        network = load_model(checkpoint or default_model_path("snn", coding), "snn")
+        if checkpoint:
+            coding = coding or DEFAULT_CODING
+            network = load_model(checkpoint, "snn")
+        else:
+            coding = coding or default_coding("snn", "auto")
+            network = load_model(default_model_path("snn", coding, roi="auto"), "snn")
         (roi,), (valid,) = model_inputs(image, [box], crop=False)  # exactly what segmentation feeds the network
         view = teaching_view(
             network,

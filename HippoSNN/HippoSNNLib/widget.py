@@ -185,7 +185,7 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         previous, self._lastModel = self._lastModel, model
         if previous is None or model == previous or pathOrNone(node.customWeightsPath):
             return
-        steps = MODEL_TIMESTEPS.get(resolve_choice(model))
+        steps = MODEL_TIMESTEPS.get(resolve_choice(model, "auto"))  # the module segments whole-brain scans
         if steps is not None and node.timesteps != steps:
             node.timesteps = steps
 
@@ -401,7 +401,7 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 side="left" if node.side == "left" else "right",
                 sliceIndex=node.teachingSlice,
                 timesteps=node.timesteps,
-                coding=interface_coding(node.coding, concrete=True),
+                coding=interface_coding(node.coding),
                 seed=node.seed,
                 device=node.device,
                 checkpoint=pathOrNone(node.customWeightsPath),

@@ -79,6 +79,11 @@ FRAME_OFFSET: Tuple[float, float] = (1.26, -2.32)
 #: (one seeded generator per batch), so it stays 16.
 SNN_BATCH = 16
 SNN_CHUNK = 1
+#: A direct-input SNN draws nothing, so its batch cannot change its result: 32 slices per batch ran the
+#: whole-brain default's 64 slices in 0.48-0.51 s against 0.51-0.55 s at 16 and 0.54-0.59 s at 64 (bert,
+#: 2 threads, five alternating repeats, chunk 1, identical probabilities; tools/time_snn_batch.py,
+#: docs/results/snn_batch_direct.txt).
+SNN_BATCH_DIRECT = 32
 
 
 @dataclass
@@ -232,7 +237,8 @@ def load_segmentation_model(
     """Load (once per file, kind and device) the network to segment with.
 
     Without ``coding`` the shipped model is the default for the input ``roi`` describes
-    (:func:`hipposnn.options.default_coding`: binary T = 32 SNN on whole-brain scans).
+    (:func:`hipposnn.options.resolve_choice` and :func:`~hipposnn.options.default_coding`: the binary
+    T = 8 SNN for "snn" on whole-brain scans, the ternary T = 32 SNN on crops).
 
     Cached because the Slicer module segments several scans in one session and reading/building the
     network costs ~0.3 s; the cache key includes the file's modification time so a retrained file is
@@ -448,14 +454,13 @@ def _predict(
         groups = [(s, [i]) for i, s in enumerate(stacks)]
     out: List[np.ndarray | None] = [None] * len(rois)
     for images, members in groups:
-        snn = isinstance(model.network, SpikingUNet)
         probs = predict_slices_safe(
             model,
             images,
             timesteps=timesteps,
             coding=coding,
             seed=seed,
-            batch_size=SNN_BATCH if snn else max(1, len(images)),
+            batch_size=_batch_size(model.network, len(images)),
             progress=progress,
         )
         start = 0
@@ -463,6 +468,14 @@ def _predict(
             out[i] = probs[start : start + counts[i], 0]
             start += counts[i]
     return [np.asarray(p) for p in out]
+
+
+def _batch_size(network: Any, slices: int) -> int:
+    """Slices per forward pass: all of them for the ANN; for an SNN the measured fastest batch that keeps
+    its seeded input spikes what they were (:data:`SNN_BATCH`, :data:`SNN_BATCH_DIRECT`)."""
+    if not isinstance(network, SpikingUNet):
+        return max(1, slices)
+    return SNN_BATCH_DIRECT if network.input_encoding == "direct" else SNN_BATCH
 
 
 def predict_slices_safe(model: LoadedModel, images: np.ndarray, **kwargs: Any) -> np.ndarray:
@@ -581,7 +594,8 @@ def segment_image(
     }
     timings["total"] = sum(timings.values())
     used = _settings_dict(settings)
-    used.update({"timesteps_used": timesteps, "coding_used": coding, "device_used": model.device,
+    used.update({"model_used": resolve_choice(settings.model, settings.roi),  # what "snn" stood for here
+                 "timesteps_used": timesteps, "coding_used": coding, "device_used": model.device,
                  # what the SNN's first layer received (None for the ANN): a property of the model file
                  "input_used": getattr(model.network, "input_encoding", None),
                  "checkpoint_used": str(model.path), "roi_shape": [int(n) for n in boxes[0].shape]})

@@ -33,41 +33,56 @@ MODEL_CHOICES = ("snn", "snn-t8", "snn-t32", "ann")
 INPUT_ENCODINGS = ("poisson", "direct", "regular")
 #: The timesteps each shipped SNN was fine-tuned at (its model file says the same: tests/test_options.py).
 MODEL_TIMESTEPS = {"snn-t8": 8, "snn-t32": 32}
-#: What "snn" means: the SNN that the cross-validation and the whole-brain evaluation support as default.
+#: What "snn" means on MSD-like crops (``--roi crop``, ``hipposnn evaluate``) and wherever no scan is
+#: segmented (teaching view, training): the SNN the cross-validation supports (ternary T = 32: CV 0.9047).
 DEFAULT_SNN = "snn-t32"
+#: What "snn" means on whole-brain scans: the binary low-latency SNN (direct input, distilled from its
+#: quantised ANN) is ahead of the binary T = 32 SNN on the FreeSurfer cases (0.801 vs 0.785) and IXI
+#: (0.807 vs 0.800), 0.004 behind on LPBA40 (0.593 vs 0.597), at a quarter of the timesteps
+#: (tools/eval_sets.py; docs/segmentation.md, "The whole-brain default").
+WHOLE_BRAIN_SNN = "snn-t8"
 
 
-def resolve_choice(choice: str) -> str:
-    """The shipped variant a model name stands for ("snn" -> :data:`DEFAULT_SNN`), or a one-line error."""
+def is_whole_brain(roi: object) -> bool:
+    """Whether a segmentation's ROI mode means a whole-brain scan ("auto" or a centre point), not a crop.
+
+    ``None`` means no scan (teaching, training, model files by name): not a whole brain."""
+    return roi is not None and not (isinstance(roi, str) and roi == "crop")
+
+
+def resolve_choice(choice: str, roi: object = None) -> str:
+    """The shipped variant a model name stands for, or a one-line error.
+
+    "snn" is :data:`WHOLE_BRAIN_SNN` for a whole-brain ``roi`` ("auto" or a point) and :data:`DEFAULT_SNN`
+    for a crop or no scan (``roi`` None)."""
     if choice not in MODEL_CHOICES:
         raise HippoSNNError(f"unknown model {choice!r} (choose {', '.join(MODEL_CHOICES)})")
-    return DEFAULT_SNN if choice == "snn" else choice
+    if choice != "snn":
+        return choice
+    return WHOLE_BRAIN_SNN if is_whole_brain(roi) else DEFAULT_SNN
 
 
-#: The coding of the SNN that segments whole-brain scans by default (any ROI mode but "crop"). The
-#: site-robust binary T = 32 SNN is ahead of the ternary one on every labelled whole-brain set
-#: (tools/eval_sets.py, docs/segmentation.md: IXI 0.800 vs 0.677 with 0 vs 8 failures, LPBA40 0.597 vs
-#: 0.534, FreeSurfer 0.785 vs 0.763), while on MSD-like crops the ternary one stays ahead (validation
-#: 0.8982 vs 0.8950; cross-validation of their predecessors 0.9047 vs 0.8973): crops keep DEFAULT_CODING.
+#: The coding of the SNNs that segment whole-brain scans by default (any ROI mode but "crop"). The
+#: site-robust binary SNNs are ahead of the ternary ones on every labelled whole-brain set
+#: (tools/eval_sets.py, docs/segmentation.md; T = 32: IXI 0.800 vs 0.677 with 0 vs 8 failures, LPBA40
+#: 0.597 vs 0.534, FreeSurfer 0.785 vs 0.763; T = 8: 0.807 / 0.593 / 0.801 vs 0.711 / 0.571 / 0.770),
+#: while on MSD-like crops the ternary one stays ahead (validation 0.8982 vs 0.8950; cross-validation
+#: of their predecessors 0.9047 vs 0.8973): crops keep DEFAULT_CODING.
 WHOLE_BRAIN_SNN_CODING = "binary"
 #: Input coding choices of the user interfaces: "auto" is :func:`default_coding` for segmentation and
 #: DEFAULT_CODING where a concrete coding is needed (training, the teaching view).
 CODING_CHOICES = ("auto", "binary", "ternary")
-#: Models shipped in one coding only.
-SINGLE_CODING = {"snn-t8": DEFAULT_CODING}
 
 
 def default_coding(choice: str, roi: object = "auto") -> str:
     """The spike coding of the shipped model a user gets when they do not choose one.
 
     ``roi`` is the ROI mode ("auto", "crop" or a centre point): a crop is an MSD-like input, anything
-    else a whole-brain scan. Only the T = 32 SNN has a whole-brain default of its own
-    (:data:`WHOLE_BRAIN_SNN_CODING`); the ANN and the T = 8 SNN keep theirs.
+    else a whole-brain scan. Both SNNs take :data:`WHOLE_BRAIN_SNN_CODING` on whole-brain scans; the ANN
+    and every model on crops keep DEFAULT_CODING.
     """
-    variant = resolve_choice(choice)
-    if variant in SINGLE_CODING:
-        return SINGLE_CODING[variant]
-    if variant == "snn-t32" and not (isinstance(roi, str) and roi == "crop"):
+    variant = resolve_choice(choice, roi)
+    if variant in MODEL_TIMESTEPS and is_whole_brain(roi):
         return WHOLE_BRAIN_SNN_CODING
     return DEFAULT_CODING
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from .argtypes import positive_int, probability
 from .errors import HippoSNNError
-from .options import DEFAULT_SNN, MODEL_CHOICES, model_kind
+from .options import DEFAULT_SNN, MODEL_CHOICES, WHOLE_BRAIN_SNN, model_kind
 from .outputs import (
     IMAGE_SUFFIXES,
     OutputOptions,
@@ -59,14 +59,14 @@ def add_segmentation_arguments(parser, roi: Callable[[str], object], roi_help: s
     parser.add_argument("--side", choices=("right", "left", "both"), default="both")
     parser.add_argument("--roi", type=roi, default="auto", help=roi_help)
     parser.add_argument("--model", choices=MODEL_CHOICES, default="snn",
-                        help=f"shipped model: snn (the default SNN, {DEFAULT_SNN}), snn-t8 (low latency), snn-t32 "
-                             "(the paper's path) or ann")
+                        help=f"shipped model: snn (the default SNN: {WHOLE_BRAIN_SNN} on whole-brain scans, "
+                             f"{DEFAULT_SNN} with --roi crop), snn-t8 (low latency), snn-t32 (the paper's path) or ann")
     parser.add_argument("--checkpoint", default=None, help="custom model file instead of the shipped one")
     parser.add_argument("--timesteps", type=positive_int, default=None,
                         help="SNN timesteps (default: the model's own, 8 for snn-t8, 32 for snn-t32)")
     parser.add_argument("--coding", choices=("binary", "ternary"), default=None,
-                        help="input spike coding (default: binary for the T = 32 SNN on whole-brain scans, where "
-                             "the site-robust binary model is ahead; ternary for --roi crop, snn-t8 and ann; a "
+                        help="input spike coding (default: binary for the SNNs on whole-brain scans, where "
+                             "the site-robust binary models are ahead; ternary for --roi crop and ann; a "
                              "--checkpoint file's own)")
     parser.add_argument("--threshold", type=probability, default=0.5)
     parser.add_argument("--seed", type=int, default=0)

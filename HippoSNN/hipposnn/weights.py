@@ -18,7 +18,7 @@ from . import DEFAULT_CODING
 from .atomicio import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported for training, data, recipe
 from .encoding import CODINGS
 from .errors import HippoSNNError
-from .options import DEFAULT_SNN, MODEL_CHOICES, SINGLE_CODING, default_coding, model_kind, resolve_choice  # noqa: F401
+from .options import DEFAULT_SNN, MODEL_CHOICES, default_coding, model_kind, resolve_choice  # noqa: F401
 from .unet import SpikingUNet, UNet, UNetSpec
 
 FORMAT = "hipposnn-model/1"
@@ -178,19 +178,17 @@ def shipped_name(kind: str, coding: str) -> str:
     return f"{_FILE_STEMS[resolve_choice(kind)]}_{coding}.pt"
 
 
-def default_model_path(kind: str = "snn", coding: Optional[str] = None) -> Path:
+def default_model_path(kind: str = "snn", coding: Optional[str] = None, roi: object = None) -> Path:
     """The shipped model ``kind`` (one of :data:`MODEL_CHOICES`) for ``coding`` (default: :data:`DEFAULT_CODING`).
 
-    Both codings are shipped for the ANN and the T = 32 SNN because a model only works with the input
-    normalisation and spike coding it was trained with; the T = 8 SNN exists for the default coding only.
+    Every model is shipped in both codings because a model only works with the input normalisation and
+    spike coding it was trained with. ``roi`` says which SNN "snn" stands for (:func:`resolve_choice`:
+    the T = 8 SNN on whole-brain scans, the T = 32 SNN on crops and where no scan is segmented).
     """
-    variant = resolve_choice(kind)
+    variant = resolve_choice(kind, roi)
     coding = coding or DEFAULT_CODING
     if coding not in CODINGS:
         raise HippoSNNError(f"unknown spike coding {coding!r} (choose binary or ternary)")
-    if variant in SINGLE_CODING and coding != SINGLE_CODING[variant]:
-        raise HippoSNNError(f"no {variant} model is shipped for {coding} coding: use --coding "
-                            f"{SINGLE_CODING[variant]} or another --model")
     path = MODELS_DIR / shipped_name(variant, coding)
     if not path.is_file():
         raise HippoSNNError(f"the shipped {variant.upper()} model is missing ({path}); pass --checkpoint FILE")
@@ -203,4 +201,4 @@ def chosen_model_path(kind: str = "snn", checkpoint: Optional[str] = None, codin
     the user's coding, else of :func:`hipposnn.options.default_coding` for this input."""
     if checkpoint:
         return Path(checkpoint).expanduser()
-    return default_model_path(kind, coding or default_coding(kind, roi))
+    return default_model_path(kind, coding or default_coding(kind, roi), roi)
