@@ -210,6 +210,7 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     ann_log = json.loads((ann / "log.json").read_text())["epochs"]
+    ann_created = (read_payload(ann / "best.pt", verify=False).get("meta") or {}).get("created", "?")
     ft_log = json.loads((final / "log.json").read_text())["epochs"]
     ann_seconds = sum(e["seconds"] for e in ann_log)
     ft_seconds = sum(e["seconds"] for e in ft_log)
@@ -256,9 +257,11 @@ def main() -> int:
                     + (f"`{args.command}`" if warm else
                        "`hipposnn recipe --config configs/lowt_cv.json --data ../shared/data/msd_hippocampus "
                        "--out runs/lowt_cv --jobs 2 --threads 1`")),
-        "code_version": (f"hipposnn {meta.get('code_version', '?')}; weights fine-tuned {meta.get('created', '?')}, "
-                         f"input set to {args.input_encoding} and shipped with the code of commit {commit}"
-                         if swapped else f"hipposnn, trained with the code of commit {commit}"),
+        # the weights' own dates say when they were made; HEAD is only the code that shipped them
+        "code_version": (f"hipposnn {meta.get('code_version', '?')}; quantised ANN trained {ann_created}, weights "
+                         f"fine-tuned {meta.get('created', '?')}, "
+                         + (f"input set to {args.input_encoding} and " if swapped else "")
+                         + f"shipped with the code of commit {commit}"),
         "limitations": (f"{args.coding} coding only; "
                         + (("the default SNN for whole-brain scans (docs/segmentation.md, 'The whole-brain "
                             "default'); " if args.no_cv is not None else "the default SNN (docs/models.md, "
