@@ -9,7 +9,8 @@
    engine under each ``--allocator``: glibc's default malloc, and "frugal"
    (``hipposnn.memory.frugal_allocator``: large blocks mmapped and returned when freed, PyTorch's
    huge pages), which ``hipposnn finetune --frugal-memory`` uses. The same process-wide setting is
-   given to every engine, so each one's lowest memory is on the table, not only ours.
+   given to every engine, so each one's lowest memory is on the table, not only ours. ``--flush-denormal``
+   flushes denormal floats to zero in every engine's process, as hipposnn's SNN training does.
 
 The model is a random one with balanced thresholds (default) or a model file (``--model``, e.g. the
 shipped SNN) with its own thresholds, start potential (``initial_membrane``) and reset, which the
@@ -159,35 +160,44 @@ class InputSource:
     height: int = H
     width: int = W
     coding: str = "binary"
+    #: what the first layer receives: Poisson spikes, or with "direct" (a direct-input model such as the
+    #: whole-brain default) the normalised image itself at every step, the same tensor for every engine
+    encoding: str = "poisson"
     images: Optional[Tensor] = None  # [N, C, H, W] normalised slices; None: random images
     labels: Optional[Tensor] = None  # [N, 1, H, W] their hippocampus masks (the BPTT target)
     names: List[str] = field(default_factory=list)  # "case/slice" of each real slice
 
     def make(self, steps: int, batch: int, seed: int, dtype: torch.dtype = torch.float32) -> Tuple[Tensor, Tensor]:
-        """Input spikes [T, B, C, H, W] and target [B, 1, H, W]."""
+        """Input [T, B, C, H, W] (spikes, or the repeated image for direct input) and target [B, 1, H, W]."""
         gen = make_generator(seed)
         if self.images is None:
             # random images drawn, coded and labelled from one generator, in this order
             images = torch.rand(batch, self.channels, self.height, self.width, generator=gen)
             if self.coding == "ternary":
                 images = images * 2.0 - 1.0
-            spikes = poisson_spikes(images, steps, gen, self.coding).to(dtype)
             target = (torch.rand(batch, 1, self.height, self.width, generator=gen) > 0.5).to(dtype)
-            return spikes, target
+            return self._drive(images, steps, gen, dtype), target
         if batch > len(self.images):
             raise ValueError(f"batch {batch} needs more slices than the {len(self.images)} prepared")
         assert self.labels is not None
-        spikes = poisson_spikes(self.images[:batch], steps, gen, self.coding).to(dtype)
-        return spikes, self.labels[:batch].to(dtype)
+        return self._drive(self.images[:batch], steps, gen, dtype), self.labels[:batch].to(dtype)
+
+    def _drive(self, images: Tensor, steps: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
+        """What the first layer gets: Poisson spikes, or for direct input the image at every step, made
+        contiguous so that every engine (ours included) convolves it at every step, as a peer's user would."""
+        if self.encoding == "direct":
+            return images.to(dtype).unsqueeze(0).repeat(steps, 1, 1, 1, 1)
+        return poisson_spikes(images, steps, gen, self.coding).to(dtype)
 
     def describe(self) -> dict:
         kind = "random" if self.images is None else "real"
-        return {"kind": kind, "coding": self.coding, "channels": self.channels, "height": self.height,
-                "width": self.width, "slices": list(self.names)}
+        return {"kind": kind, "coding": self.coding, "encoding": self.encoding, "channels": self.channels,
+                "height": self.height, "width": self.width, "slices": list(self.names)}
 
     def save(self, path: str) -> None:
         torch.save({"channels": self.channels, "height": self.height, "width": self.width, "coding": self.coding,
-                    "images": self.images, "labels": self.labels, "names": list(self.names)}, path)
+                    "encoding": self.encoding, "images": self.images, "labels": self.labels,
+                    "names": list(self.names)}, path)
 
     @classmethod
     def load(cls, path: str) -> InputSource:
@@ -292,6 +302,9 @@ def run_task(cfg: dict) -> dict:
     if allocator == "frugal" and not frugal_allocator():
         raise HippoSNNError("the frugal allocator needs glibc (Linux)")
     torch.set_num_threads(cfg["threads"])
+    # process-wide like the allocator, so given to every engine alike; hipposnn's SNN training sets it
+    # (hipposnn.training._denormals_flushed): BPTT otherwise drags denormal gradients through every step
+    torch.set_flush_denormal(bool(cfg.get("flush_denormal")))
     model = load_state(cfg["state"])
     engine, task, steps, chunk = cfg["engine"], cfg["task"], cfg["steps"], cfg.get("chunk")
     spikes, target = InputSource.load(cfg["inputs"]).make(steps, cfg["batch"], cfg["seed"])
@@ -608,6 +621,8 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--allocator", choices=sorted(ALLOCATORS), default="both",
                     help="malloc setting of the training runs: default, frugal (hipposnn.memory) or both "
                          "(every engine under each; default)")
+    ap.add_argument("--flush-denormal", action="store_true",
+                    help="flush denormal floats to zero in every engine's process (as hipposnn's SNN training does)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -645,6 +660,9 @@ def main(argv: List[str] | None = None) -> int:
             source = real_slices(args.data, max(args.batch, args.eq_batch), args.seed, coding, model.spec.context)
         else:
             source = InputSource(channels=model.spec.in_channels, coding=coding)
+        # a direct-input model gets its image; the others Poisson spikes (a regular-input model's spikes
+        # cost the engines the same as Poisson ones at the same rates)
+        source.encoding = "direct" if model.input_encoding == "direct" else "poisson"
     except HippoSNNError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -677,14 +695,16 @@ def main(argv: List[str] | None = None) -> int:
         for task, engine, chunk, steps, allocator in jobs:
             cfg = {"state": state, "inputs": inputs, "engine": engine, "task": task, "chunk": chunk,
                    "steps": steps, "batch": args.batch, "seed": args.seed + 11, "repeats": args.repeats,
-                   "threads": args.threads, "allocator": allocator}
+                   "threads": args.threads, "allocator": allocator, "flush_denormal": args.flush_denormal}
             r = run_task(cfg) if args.quick else run_isolated(cfg)
             results.append(r)
             shown = r.get("error") or (f"best {r['best_s']:.2f} s, median {r['median_s']:.2f} s, "
                                        f"peak {r['peak_mb']:.0f} MB")
             print(f"{task:5s} {label(cfg):22s} chunk={chunk}: {shown}", flush=True)
+    torch.set_flush_denormal(False)  # --quick ran the tasks in this process
     print(f"\n## Time and memory (batch {args.batch}, inference T = {args.infer_steps}, "
-          f"training T = {args.train_steps}, {args.threads} threads)\n")
+          f"training T = {args.train_steps}, {args.threads} threads"
+          + (", denormals flushed in every engine" if args.flush_denormal else "") + ")\n")
     print(report(results, isolated=not args.quick))
     print("\n## Best configuration of each engine\n")
     print(best_configurations(results, isolated=not args.quick))

@@ -143,3 +143,26 @@ def test_training_report_compares_each_allocator_and_each_peers_lowest_memory(be
     best = be.best_configurations(results, isolated=True)
     assert "| train | sj-s | fastest | channels-last, default allocator | 0.86 | 1184 | 1.56x | 0.67x |" in best
     assert "| train | sj-s | lowest memory | channels-last, frugal allocator | 1.40 | 860 | 2.00x | 0.38x |" in best
+
+
+def test_a_direct_input_model_gets_its_image_in_every_engine(be, tmp_path):
+    """A direct-input model (the whole-brain default) is benchmarked on its own input: the image at every
+    step, the same tensor for ours and the peers, which then agree spike for spike."""
+    torch.manual_seed(3)
+    model = be.make_model(1, 4, spec=SMALL, initial_membrane=0.5)
+    model.input_encoding = "direct"
+    source = be.InputSource(channels=3, coding="binary", encoding="direct")
+    drive, _ = source.make(5, 2, 7, torch.float64)
+    assert drive.shape == (5, 2, 3, 56, 48) and drive.is_contiguous()  # every engine convolves every step
+    assert all(torch.equal(drive[t], drive[0]) for t in range(5))
+    assert len(torch.unique(drive)) > 3  # the image itself, not spikes
+    path = str(tmp_path / "inputs.pt")
+    source.save(path)
+    assert be.InputSource.load(path).encoding == "direct"  # the workers get the same input
+    assert be.InputSource(channels=3).make(5, 2, 7)[0].unique().tolist() == [0.0, 1.0]  # the default: spikes
+    peers = available_peers("sj-s", "snntorch")
+    if not peers:
+        pytest.skip("neither spikingjelly nor snntorch is installed (bench-only peers)")
+    eq = be.equality(model, 5, 2, 7, torch.float64, peers, source)
+    assert eq["firing_rate"] > 0.01
+    assert all(row["identical_spikes"] and row["rel_diff"] < 1e-12 for row in eq["peers"].values()), eq["peers"]

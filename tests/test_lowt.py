@@ -433,19 +433,31 @@ def test_low_latency_path_from_cli(synth, tmp_path, capsys):
     assert "no quantisation levels" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def test_hard_reset_training_leaves_denormals_as_it_found_them(synth, tmp_path):
-    """Hard-reset training flushes denormals (speed), and only while it trains: the flag is process-wide."""
+def test_snn_training_flushes_denormals_only_while_it_trains(synth, tmp_path, monkeypatch):
+    """SNN fine-tuning on the CPU flushes denormals (speed: BPTT carries them), whichever the reset, and only
+    while it trains: the flag is process-wide. ANN training leaves it alone."""
     tiny = torch.tensor([1e-40])  # a float32 denormal; flushed, it reads as 0
     assert float(tiny * 1) > 0
+    calls = []
+    original = torch.set_flush_denormal
+
+    def record(mode: bool) -> bool:
+        calls.append(mode)
+        return original(mode)
+
+    monkeypatch.setattr(torch, "set_flush_denormal", record)
     run = tmp_path / "run"
     common = ["--data", str(synth), "--seed", "1", "--batch-size", "8", "--max-batches", "1", "--epochs", "1"]
     assert main(["train-ann", *common, "--out", str(run / "q"), "--channels", "4,8,8,8", "--quant-levels", "4"]) == 0
-    assert main(["convert", "--data", str(synth), "--checkpoint", str(run / "q" / "best.pt"), "--out",
-                 str(run / "conv"), "--from-clip", "--reset", "zero"]) == 0
-    assert main(["finetune", *common, "--checkpoint", str(run / "conv" / "converted.pt"), "--out",
-                 str(run / "ft"), "--timesteps", "4"]) == 0
-    assert read_payload(run / "ft" / "best.pt")["reset"] == "zero"
-    assert float(tiny * 1) > 0
+    assert calls == []
+    for reset in ("zero", "subtract"):
+        assert main(["convert", "--data", str(synth), "--checkpoint", str(run / "q" / "best.pt"), "--out",
+                     str(run / f"conv_{reset}"), "--from-clip", "--reset", reset]) == 0
+        assert main(["finetune", *common, "--checkpoint", str(run / f"conv_{reset}" / "converted.pt"), "--out",
+                     str(run / f"ft_{reset}"), "--timesteps", "4"]) == 0
+        assert read_payload(run / f"ft_{reset}" / "best.pt")["reset"] == reset
+        assert calls == [True, False] and float(tiny * 1) > 0  # on while training, set back after
+        calls.clear()
 
 
 @pytest.mark.parametrize("argv", [

@@ -109,12 +109,15 @@ def _world() -> int:
 
 @contextlib.contextmanager
 def _denormals_flushed(enabled: bool) -> Iterator[None]:
-    """Flush denormals to zero while training a hard-reset SNN, and only then.
+    """Flush denormals to zero while training an SNN on the CPU (BPTT), and only then.
 
-    Extreme logits make the sigmoid's gradient denormal, and the hard-reset path (no fused kernels)
-    carries millions of denormals through every step: measured 32 s vs 6 s per batch of 32 at T = 8 on
-    one thread, same losses. The flag is process-wide, so it is set back afterwards (to torch's default:
-    torch has no getter to restore another state) and the default path's numbers stay as they were.
+    Extreme logits make the sigmoid's gradient denormal, and BPTT carries such values through every step:
+    the hard-reset path (no fused kernels) took 32 s vs 6 s per batch of 32 at T = 8 on one thread, same
+    losses, and the whole-brain default (binary, direct input) 2.10 vs 0.52 s per BPTT step of 24 slices at
+    T = 8 on two threads (bench/bench_engine.py without and with --flush-denormal, docs/benchmarks.md).
+    Values below ~1e-38 become 0, nothing else changes. The flag is process-wide, so it is set back
+    afterwards (to torch's default: torch has no getter to restore another state), and ANN training and
+    inference run as they did.
     """
     if not enabled:
         yield
@@ -380,7 +383,7 @@ class Trainer:
     # -- training -----------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> List[Dict[str, Any]]:
         """Train until the epoch or batch budget is spent; returns the per-epoch log."""
-        with _denormals_flushed(getattr(self.model, "reset", "subtract") == "zero"):
+        with _denormals_flushed(isinstance(self.model, SpikingUNet) and self.device.type == "cpu"):
             return self._fit(resume)
 
     def _fit(self, resume: bool) -> List[Dict[str, Any]]:
