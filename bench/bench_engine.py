@@ -660,8 +660,8 @@ def main(argv: List[str] | None = None) -> int:
             source = real_slices(args.data, max(args.batch, args.eq_batch), args.seed, coding, model.spec.context)
         else:
             source = InputSource(channels=model.spec.in_channels, coding=coding)
-        # a direct-input model gets its image; the others Poisson spikes (a regular-input model's spikes
-        # cost the engines the same as Poisson ones at the same rates)
+        # a direct-input model gets its image; the others Poisson spikes (a regular-input model's input is
+        # spikes at the same rates)
         source.encoding = "direct" if model.input_encoding == "direct" else "poisson"
     except HippoSNNError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -87,6 +88,12 @@ def test_snn_deterministic_and_cancellable() -> None:
     a = segment_image(image, settings)
     b = segment_image(image, settings)
     assert np.array_equal(a.probabilities, b.probabilities)
+    # on a crop "snn" is the T = 32 SNN in ternary coding (the CV's default), and the JSON says so
+    used = a.summary()["settings"]
+    assert (used["model_used"], used["coding_used"]) == ("snn-t32", "ternary")
+    assert used["checkpoint_used"].endswith("hipposnn_snn_ternary.pt")
+    custom = segment_image(image, replace(settings, checkpoint=used["checkpoint_used"])).summary()["settings"]
+    assert custom["model_used"] is None and custom["checkpoint_used"] == used["checkpoint_used"]
     calls = []
 
     def stop(fraction: float, message: str) -> bool:

@@ -594,7 +594,8 @@ def segment_image(
     }
     timings["total"] = sum(timings.values())
     used = _settings_dict(settings)
-    used.update({"model_used": resolve_choice(settings.model, settings.roi),  # what "snn" stood for here
+    # the shipped variant "snn" stood for here (None for a custom file: checkpoint_used names it)
+    used.update({"model_used": None if settings.checkpoint else resolve_choice(settings.model, settings.roi),
                  "timesteps_used": timesteps, "coding_used": coding, "device_used": model.device,
                  # what the SNN's first layer received (None for the ANN): a property of the model file
                  "input_used": getattr(model.network, "input_encoding", None),
