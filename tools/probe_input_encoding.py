@@ -24,11 +24,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "HippoSNN"))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import hipposnn.inference as inference  # noqa: E402
 from hipposnn.io import load_image  # noqa: E402
 from hipposnn.simulate import predict_slices  # noqa: E402
 from hipposnn.weights import default_model_path, load_model  # noqa: E402
+from network_slices import network_slices  # noqa: E402
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -44,16 +46,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     load = list(os.getloadavg())
-    seen = {}
-    original = inference.predict_slices_safe
-
-    def keep(model, images, **kwargs):
-        seen.setdefault("images", images.copy())
-        return original(model, images, **kwargs)
-
-    inference.predict_slices_safe = keep
-    inference.segment_image(load_image(args.image), inference.SegmentationSettings(model="snn-t8"))
-    x = seen["images"]
+    x, _, _ = network_slices(load_image(args.image), inference.SegmentationSettings(model="snn-t8", coding="ternary"))
     ann = predict_slices(load_model(args.run / "ann_L8" / "best.pt"), x, batch_size=64) > 0.5
     direct, ft_direct = args.run / "direct" / "converted.pt", args.run / "finetune_T8_direct" / "best.pt"
     # the shipped snn-t8's weights were fine-tuned on Poisson input (its file now runs them on regular input); the

@@ -90,6 +90,13 @@ CV_WORDING = {
 }
 
 
+#: What the card says of a default model: chosen on its CV, or (no CV of its own) on the whole-brain sets.
+DEFAULT_WORDING = {
+    True: "the default SNN (docs/models.md, 'Default'); ",
+    False: "the default SNN for whole-brain scans (docs/segmentation.md, 'The whole-brain default'); ",
+}
+
+
 #: How the card's method names each input encoding (hipposnn.encoding.INPUT_ENCODINGS).
 INPUT_WORDING = {
     "poisson": "; Poisson input spikes",
@@ -170,22 +177,23 @@ def main() -> int:
                             + (["--figure", ""] if args.cv != RESULTS else []))
     elif args.final is None:
         raise SystemExit("ship_lowt_model.py: without --final, --run (the recipe run with fold 'all') is needed")
-    if args.no_cv is not None and (args.final is None or args.ann is None or args.run is not None):
-        raise SystemExit("ship_lowt_model.py: --no-cv ships a warm-started model: give --final and --ann, not --run")
-    if args.no_cv is None:
+    warm = args.final is not None
+    has_cv = args.no_cv is None
+    if has_cv:
         summary = json.loads((args.cv / "summary.json").read_text())
         config = json.loads((args.cv / "config.json").read_text())
         t, levels = int(config["default_timesteps"]), int(config["ann"]["quant_levels"])
+        cv_key, cv_limitation, cv_heading = CV_WORDING[bool(config["ann"].get("warm_start")) if warm else None]
+        cv = cv_metrics(summary)
+    elif args.ann is None or args.run is not None or not warm:
+        raise SystemExit("ship_lowt_model.py: --no-cv ships a warm-started model: give --final and --ann, not --run")
     else:  # the run's own settings say what the CV's config would
         t = int(json.loads((args.final / "settings.json").read_text())["config"]["timesteps"])
         levels = int(json.loads((args.ann / "settings.json").read_text())["config"]["quant_levels"])
+        cv_key, cv_limitation, cv_heading = "cross_validation", f"not cross-validated: {args.no_cv}; ", None
+        cv = {"none": args.no_cv}
     final = args.final or args.run / args.coding / "fold_all" / f"finetune_T{t}"
     ann = args.ann or args.run / args.coding / "fold_all" / "ann"
-    warm = args.final is not None
-    if args.no_cv is None:
-        cv_key, cv_limitation, cv_heading = CV_WORDING[bool(config["ann"].get("warm_start")) if warm else None]
-    else:
-        cv_key, cv_limitation, cv_heading = "cross_validation", f"not cross-validated: {args.no_cv}; ", None
     if args.dry_run:
         return 0
     name = f"hipposnn_snn_t{t}_{args.coding}"
@@ -215,7 +223,6 @@ def main() -> int:
     ann_seconds = sum(e["seconds"] for e in ann_log)
     ft_seconds = sum(e["seconds"] for e in ft_log)
     settings = json.loads((final / "settings.json").read_text())
-    cv = cv_metrics(summary) if args.no_cv is None else {"none": args.no_cv}
     distill = float(settings["config"].get("distill") or 0.0)
     best = max(ft_log, key=lambda e: e["val_dice_3d"])
     card = {
@@ -263,13 +270,11 @@ def main() -> int:
                          + (f"input set to {args.input_encoding} and " if swapped else "")
                          + f"shipped with the code of commit {commit}"),
         "limitations": (f"{args.coding} coding only; "
-                        + (("the default SNN for whole-brain scans (docs/segmentation.md, 'The whole-brain "
-                            "default'); " if args.no_cv is not None else "the default SNN (docs/models.md, "
-                            "'Default'); ") if args.default else
+                        + (DEFAULT_WORDING[has_cv] if args.default else
                            "not the default: its CV Dice is below the T = 32 model's (docs/models.md); ")
                         + cv_limitation
                         + "boundaries follow the MSD protocol, not FreeSurfer's, DLMUSE's or LPBA40's"),
-        "provenance": {"derived_from": ([_rel(args.cv / "summary.json")] if args.no_cv is None else [])
+        "provenance": {"derived_from": ([_rel(args.cv / "summary.json")] if has_cv else [])
                        + ([_rel(args.results)] if warm else [_rel(args.cv / args.coding / "fold_all")])
                        + ([_rel(args.wholebrain)] if args.wholebrain else [])},
     }

@@ -22,10 +22,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "HippoSNN"))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import hipposnn.inference as inference  # noqa: E402
 from hipposnn.io import load_image  # noqa: E402
 from hipposnn.simulate import predict_slices  # noqa: E402
+from network_slices import network_slices  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -37,18 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    seen = {}
-    original = inference.predict_slices_safe
-
-    def keep(model, images, **kwargs):
-        seen.setdefault("images", images.copy())
-        seen.setdefault("model", model)
-        seen.setdefault("timesteps", kwargs["timesteps"])
-        return original(model, images, **kwargs)
-
-    inference.predict_slices_safe = keep
-    inference.segment_image(load_image(args.image), inference.SegmentationSettings(threads=args.threads))
-    x, model, steps = seen["images"], seen["model"], seen["timesteps"]
+    x, model, steps = network_slices(load_image(args.image), inference.SegmentationSettings(threads=args.threads))
     lines = [f"image {args.image}; model {model.path.name} (input {model.network.input_encoding}), T = {steps}, "
              f"{len(x)} slices, chunk 1, {args.threads} threads; load average before {os.getloadavg()}"]
     times, reference = {b: [] for b in args.batches}, None

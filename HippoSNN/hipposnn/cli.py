@@ -292,6 +292,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .pipeline import evaluate_model, split_names
+    from .unet import SpikingUNet
     from .weights import default_model_path, model_from_payload, read_payload
 
     if args.json is not None:
@@ -302,7 +303,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     payload = read_payload(path)
     kind = model_kind(args.model) if args.checkpoint is None else payload.get("kind")
     model = model_from_payload(payload, kind, source=str(path))
-    spiking = hasattr(model, "input_encoding")
+    spiking = isinstance(model, SpikingUNet)
     if args.input_encoding is not None:
         if not spiking:
             raise HippoSNNError("--input applies to an SNN; this model is an ANN")

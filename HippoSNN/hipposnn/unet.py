@@ -272,11 +272,12 @@ class SpikingUNet(_UNetBase):
     does). Direct input removes the sampling noise of T Poisson draws, the largest part of the
     conversion loss at T = 8; the first layer then does multiply-accumulates on the image, once per
     slice since its current does not change (counted in :attr:`SpikeStats.macs`), and every later
-    layer still receives spikes only. Measured (docs/models.md): closer to the ANN on the MSD crops,
-    but it under-fires on whole-brain scans from other sites. The shipped T = 32 SNNs take Poisson
-    input; the shipped T = 8 SNN runs its Poisson-trained weights on regular input, which scored better
-    on both the MSD crops and the whole-brain scans. The input is a run-time attribute, saved with the
-    model, so the same weights can be run on any of the three.
+    layer still receives spikes only. Measured (docs/models.md): closer to the ANN on the MSD crops; a
+    converted net under-fires on whole-brain scans from other sites unless fine-tuned with distillation
+    from its ANN, in binary coding. The shipped T = 32 SNNs take Poisson input; the ternary T = 8 SNN
+    runs its Poisson-trained weights on regular input, which scored better on both the MSD crops and the
+    whole-brain scans; the binary T = 8 SNN, the whole-brain default, takes direct input. The input is a
+    run-time attribute, saved with the model, so the same weights can be run on any of the three.
     """
 
     def __init__(
