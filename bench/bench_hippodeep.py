@@ -54,7 +54,7 @@ HIPPODEEP_WRAPPER = (
     "torch.set_num_threads = lambda *a, **k: None; sys.argv = sys.argv[2:]; "
     "runpy.run_path(sys.argv[0], run_name='__main__')"
 )
-HIPPOSNN_CMD = "import sys; from hipposnn.cli import main; sys.exit(main())"
+HIPPOSNN_CMD = "from hipposnn.cli import entry; entry()"
 MASK_THRESHOLD = 128  # hippodeep masks are uint8 probability x 255: >= 128 is p >= 0.5
 
 

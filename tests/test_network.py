@@ -192,3 +192,36 @@ def test_inference_mode_then_training_on_same_model():
     snn.train()
     snn.logits(snn(x), 3).sum().backward()  # cached weight scales from inference mode must not leak
     assert all(p.grad is not None for p in snn.weights.values())
+
+
+def test_scaled_weights_kept_between_steps_and_renewed_when_weights_or_thresholds_change():
+    """Inference keeps each layer's threshold-scaled weights across the T forwards of a run; an in-place
+    weight update (an optimiser step, load_state_dict), new weights or new thresholds must be seen."""
+    torch.manual_seed(0)
+    snn = SpikingUNet(SMALL).eval()
+    x = poisson_spikes(torch.rand(2, 1, 16, 16), 4, make_generator(0))
+
+    def fresh(model: SpikingUNet) -> torch.Tensor:  # a new model with the same state: nothing cached
+        twin = SpikingUNet(SMALL).eval()
+        twin.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            return twin(x)
+
+    with torch.no_grad():
+        first, again = snn(x), snn(x)
+    assert torch.equal(first, again) and torch.equal(first, fresh(snn))
+    name = next(iter(snn.weights))
+    with torch.no_grad():
+        snn.weights[name].mul_(3.0)  # in place, as an optimiser step
+        changed = snn(x)
+    assert not torch.equal(changed, first) and torch.equal(changed, fresh(snn))
+    state = {k: v.clone() for k, v in snn.state_dict().items()}
+    state[f"weights.{name}"] = state[f"weights.{name}"] * -1.0
+    snn.load_state_dict(state)
+    with torch.no_grad():
+        loaded = snn(x)
+    assert torch.equal(loaded, fresh(snn)) and not torch.equal(loaded, changed)
+    snn.set_threshold(snn.layers[0].name, 0.25)
+    with torch.no_grad():
+        lowered = snn(x)
+    assert torch.equal(lowered, fresh(snn)) and not torch.equal(lowered, loaded)

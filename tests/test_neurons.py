@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -200,3 +202,36 @@ def test_first_run_does_not_wait_for_the_kernel_compile(monkeypatch, tmp_path, c
     monkeypatch.setenv("HIPPOSNN_NATIVE", "0")
     fresh_process()
     assert native.kernels() is None
+
+
+def test_compiled_kernels_load_without_cpp_extension(monkeypatch, tmp_path):
+    """A folder marked ready is imported directly (no ninja check through cpp_extension.load, 50-100 ms of
+    every run); a file there that does not load falls back to cpp_extension.load."""
+    import shutil
+
+    from hipposnn import native
+
+    if native.kernels() is None:
+        pytest.skip("the fused kernels are not compiled on this machine")
+    built = Path(native.kernels().__file__)
+    monkeypatch.setenv("HIPPOSNN_NATIVE", "1")
+    monkeypatch.setenv("HIPPOSNN_CACHE", str(tmp_path))
+    folder = native.build_dir()
+    folder.mkdir(parents=True)
+    (folder / native.READY).write_text("ok")
+
+    def fresh_process():
+        monkeypatch.setattr(native, "_tried", False)
+        monkeypatch.setattr(native, "_module", None)
+
+    (folder / built.name).write_bytes(b"not a shared object")
+    sentinel = object()
+    monkeypatch.setattr(native, "_load", lambda f: sentinel)
+    fresh_process()
+    assert native.kernels() is sentinel
+    (folder / built.name).unlink()
+    shutil.copyfile(built, folder / built.name)
+    monkeypatch.setattr(native, "_load", lambda f: pytest.fail("a ready folder must not go through cpp_extension"))
+    fresh_process()
+    module = native.kernels()
+    assert module is not sentinel and hasattr(module, "if_forward")

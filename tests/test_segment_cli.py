@@ -287,3 +287,43 @@ def test_damaged_dicom_series_one_line_no_output(shared_data, tmp_path, capfd, d
     assert len(lines) == 1 and expected in lines[0], err
     assert "Traceback" not in err and "WARNING" not in err
     assert not out.exists()
+
+
+def _program(*argv: str):
+    """``python -m hipposnn ...`` in a fresh process, as a user runs it."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "hipposnn", *argv], capture_output=True, text=True, timeout=300)
+
+
+def test_program_quick_exit_keeps_outputs_and_console(tmp_path) -> None:
+    """The program leaves with os._exit after a finished ``segment`` (hipposnn.cli.entry): the outputs
+    are complete and the console lines and exit status arrive; errors take the normal exit path."""
+    import subprocess
+    import sys
+
+    src = _t1(tmp_path / "a.nii.gz")
+    out = tmp_path / "out"
+    done = _program("segment", str(src), "-o", str(out), "--json", *FAST)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("a.nii.gz: right") and "quality" in done.stdout.splitlines()[0]
+    summary = json.loads((out / "a_hippo.json").read_text())  # complete JSON, written before the exit
+    labels = nib.load(str(out / "a_hippo_labels.nii.gz")).get_fdata()  # a complete gzip stream
+    assert labels.shape == (30, 50, 36) and summary["volumes_mm3"]
+    # a scan that fails still returns normally from the command: its status and line come through
+    (tmp_path / "bad.nii.gz").write_bytes(b"not a nifti")
+    failed = _program("segment", str(tmp_path / "bad.nii.gz"), "-o", str(tmp_path / "o2"), *FAST)
+    assert failed.returncode == 2 and failed.stderr.count("hipposnn: error") == 1 and "bad.nii.gz" in failed.stderr
+    # a user error raised before any work: one line, status 2 (the normal exit)
+    refused = _program("segment", str(src), *FAST)
+    assert refused.returncode == 2 and "No output folder given" in refused.stderr
+    # the quick exit is what the program does for segment, not for other commands
+    code = ("import hipposnn.cli as c, os, sys\n"
+            "os._exit = lambda status: (print('quick', status), sys.stdout.flush(), sys.exit(status))\n"
+            "sys.argv = ['hipposnn'] + sys.argv[1:]\nc.entry()")
+    quick = subprocess.run([sys.executable, "-c", code, "segment", str(src), "-o", str(out), "--overwrite", *FAST],
+                           capture_output=True, text=True, timeout=300)
+    assert quick.returncode == 0 and quick.stdout.rstrip().endswith("quick 0"), quick.stderr
+    normal = subprocess.run([sys.executable, "-c", code, "folds", "--help"], capture_output=True, text=True, timeout=60)
+    assert normal.returncode == 0 and "quick" not in normal.stdout

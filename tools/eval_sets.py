@@ -229,7 +229,7 @@ def cli_seconds(case: Case, model: str, coding: str | None, threads: int, refine
                 checkpoint: str | None = None) -> Tuple[float, int]:
     """Wall time (s) and exit code of a fresh ``hipposnn segment`` process on the case."""
     with tempfile.TemporaryDirectory(prefix="eval_cli_") as tmp:
-        cmd = [sys.executable, "-c", "import sys; from hipposnn.cli import main; sys.exit(main())",
+        cmd = [sys.executable, "-c", "from hipposnn.cli import entry; entry()",
                "segment", case.image, "-o", tmp, "--quiet", "--json", "--model", model]
         if coding:
             cmd += ["--coding", coding]

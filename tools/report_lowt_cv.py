@@ -250,6 +250,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="recipe run folder whose logs and results (no weights) are first copied into --lowt")
     ap.add_argument("--ann-from", type=Path, default=None,
                     help="run folder holding the ANN jobs (when --lowt reused another run's ANNs)")
+    ap.add_argument("--coding", choices=("binary", "ternary"), default="ternary",
+                    help="which coding's jobs of the run to report (a run of one coding: that one)")
     ap.add_argument("--figure", default=str(FIG / "lowt_dice_vs_T_energy.png"), help="'' for none")
     ap.add_argument("--compare", type=_labelled, nargs="+", default=None, metavar="LABEL=FOLDER",
                     help="only draw Dice vs energy of these reported CV folders (summary.json) into --figure")
@@ -259,7 +261,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if args.copy_from is not None:
         copy_results(args.copy_from, args.lowt)
-    s = summarise(args.lowt, args.reference, ann_from=args.ann_from)
+    s = summarise(args.lowt, args.reference, coding=args.coding, ann_from=args.ann_from)
     (args.lowt / "summary.json").write_text(json.dumps(s, indent=1))
     text = table(s)
     (args.lowt / "table.md").write_text(text + "\n")

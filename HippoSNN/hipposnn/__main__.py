@@ -6,8 +6,6 @@ the module's folder, where the core package ships.
 
 from __future__ import annotations
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

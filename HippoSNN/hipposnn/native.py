@@ -42,6 +42,7 @@ _tried = False
 log = logging.getLogger(__name__)
 
 NAME = "hipposnn_if_kernels"
+LIB_EXT = ".pyd" if sys.platform == "win32" else ".so"  # what torch.utils.cpp_extension names the module
 SOURCE = Path(__file__).resolve().parent / "csrc" / "if_kernels.cpp"
 CFLAGS = ["-O3", "-march=native", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
@@ -66,6 +67,25 @@ def _load(folder: Path) -> Any:
 
     return load(name=NAME, sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS,
                 build_directory=str(folder), verbose=False)
+
+
+def _import_built(folder: Path) -> Any:
+    """The module compiled in ``folder``, imported directly; through ``cpp_extension.load`` if that fails.
+
+    Why: ``load`` re-runs ninja to check the build every time (50-100 ms of a 3 s whole-brain run), and
+    the folder's name already pins the source, torch, Python and flags it was compiled for.
+    """
+    import importlib.util
+
+    try:
+        spec = importlib.util.spec_from_file_location(NAME, folder / f"{NAME}{LIB_EXT}")
+        if spec is None or spec.loader is None:
+            raise ImportError(f"no loader for {folder / (NAME + LIB_EXT)}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    except (ImportError, OSError):
+        return _load(folder)
 
 
 def build(folder: Optional[Path] = None) -> Any:
@@ -176,7 +196,7 @@ def kernels(wait: Optional[bool] = None) -> Optional[Any]:
         try:
             folder = build_dir()
             if (folder / READY).is_file():
-                _module = _load(folder)
+                _module = _import_built(folder)
             elif (folder / FAILED).is_file() and not wait:
                 log.info("fused IF kernels unavailable (see %s); using the PyTorch path", folder / "build.log")
             elif wait:

@@ -23,7 +23,7 @@ memory layout, which oneDNN's CPU convolutions run markedly faster.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -310,7 +310,7 @@ class SpikingUNet(_UNetBase):
         self._threshold_index = {name: i for i, name in enumerate(hidden)}
         # host-side copies: reading a GPU buffer element by element would synchronise every layer
         self._theta: Dict[str, float] = {name: 1.0 for name in hidden}
-        self._scale_cache: Dict[Tuple[str, float, str], Tensor] = {}
+        self._scale_cache: Dict[tuple, Any] = {}
 
     # -- thresholds -------------------------------------------------------------------------
     def threshold(self, name: str) -> float:
@@ -360,7 +360,17 @@ class SpikingUNet(_UNetBase):
             scale = torch.cat(scales).to(w)
             self._scale_cache[key] = scale
         shape = (-1, 1, 1, 1) if layer.kind == "up" else (1, -1, 1, 1)
-        return (w * scale.view(shape)).contiguous(memory_format=torch.channels_last)
+        if torch.is_grad_enabled() and w.requires_grad:  # training: the product is part of the graph
+            return (w * scale.view(shape)).contiguous(memory_format=torch.channels_last)
+        # Inference runs one forward per timestep chunk (T of them at chunk 1) with the same weights, so the
+        # product is kept while the weight tensor is the same object at the same version (an in-place update,
+        # e.g. an optimiser step or load_state_dict, bumps the version); new thresholds clear the cache.
+        cached = self._scale_cache.get(key + ("weight",))
+        if cached is not None and cached[0] is w and cached[1] == w._version:
+            return cached[2]
+        scaled = (w * scale.view(shape)).contiguous(memory_format=torch.channels_last)
+        self._scale_cache[key + ("weight",)] = (w, w._version, scaled)
+        return scaled
 
     def _out_channels(self, name: str) -> int:
         return next(layer.out_channels for layer in self.layers if layer.name == name)
