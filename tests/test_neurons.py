@@ -205,7 +205,7 @@ def test_first_run_does_not_wait_for_the_kernel_compile(monkeypatch, tmp_path, c
 
 
 def test_compiled_kernels_load_without_cpp_extension(monkeypatch, tmp_path):
-    """A folder marked ready is imported directly (no ninja check through cpp_extension.load, 50-100 ms of
+    """A folder marked ready is imported directly (no ninja check through cpp_extension.load on
     every run); a file there that does not load falls back to cpp_extension.load."""
     import shutil
 

@@ -37,6 +37,8 @@ from hipposnn.unet import describe  # noqa: E402
 from report_recipe import SLICES_PER_ROI, _fold_results, pooled  # noqa: E402
 
 FIG = ROOT / "docs" / "figures"
+#: Lowest Dice the comparison plot shows; points below it are listed on the plot instead.
+COMPARE_FLOOR = 0.82
 #: What a job folder keeps that the docs need (the weights stay in the run folder).
 KEEP = ("result.json", "log.json", "log.csv", "settings.json")
 
@@ -216,7 +218,7 @@ def compare_figure(runs: List[Tuple[str, Path]], path: Path) -> None:
     """Dice vs energy of several low-T CV runs on one zoomed plot (their ``summary.json``): the paths differ
     by a few thousandths of Dice, which the full-range plot of :func:`figures` cannot show."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(10.5, 4.8))
+    fig, ax = plt.subplots(figsize=(10.5, max(4.8, 0.8 + 0.17 * (3 * len(runs) + 2))))  # room for the legend
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (label, folder), colour in zip(runs, colours):
         low = json.loads((folder / "summary.json").read_text())["lowt"]
@@ -228,6 +230,13 @@ def compare_figure(runs: List[Tuple[str, Path]], path: Path) -> None:
     ax.axvline(0.25, color="grey", ls="--", lw=0.8, label="target: 0.25 x ANN energy")
     ax.set(xscale="log", xlabel="energy per ROI / ANN's (45 nm convention)", ylabel="test 3D Dice (5-fold CV)",
            title="Low-T paths, 5-fold CV: Dice vs energy")
+    ax.set_ylim(bottom=COMPARE_FLOOR)  # the paths differ by thousandths; a collapse far below would flatten them
+    below = [f"{label.split(',')[0]}: {what} T={t} at {r['dice_3d']:.3f}" for label, folder in runs
+             for what, key in (("converted", "converted"), ("fine-tuned", "finetuned"))
+             for t, r in (json.loads((folder / "summary.json").read_text())["lowt"].get(key) or {}).items()
+             if r["dice_3d"] < COMPARE_FLOOR]
+    if below:
+        ax.text(0.01, 0.01, "below the plot: " + "; ".join(below), transform=ax.transAxes, fontsize=6, va="bottom")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the plot: the points are dense
     fig.tight_layout()
     fig.savefig(path, dpi=110)

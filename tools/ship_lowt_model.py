@@ -40,6 +40,9 @@ cites the whole-brain evaluation (``tools/eval_sets.py``'s ``table_*.csv``) it w
     python tools/ship_lowt_model.py --coding binary --final runs/lowt_final_binary/finetune_T8_direct_kd \
         --ann runs/lowt_final_binary/ann_L8 --results docs/results/lowt_final_binary_direct --default \
         --no-cv "..." --wholebrain docs/results/wholebrain_eval/table_snn-t8_binary.csv --command "..."
+
+``--cv-note TEXT`` says how the cited CV's path differs from the shipped model's (the binary model's CV had to
+warm-start each fold from a ternary-input ReLU ANN; its command: ``docs/results/lowt_cv_binary_kd/ship_command.txt``).
 """
 
 from __future__ import annotations
@@ -90,10 +93,10 @@ CV_WORDING = {
 }
 
 
-#: What the card says of a default model: chosen on its CV, or (no CV of its own) on the whole-brain sets.
+#: What the card says of a default model: chosen on its CV, or on the whole-brain sets (``--wholebrain`` given).
 DEFAULT_WORDING = {
-    True: "the default SNN (docs/models.md, 'Default'); ",
-    False: "the default SNN for whole-brain scans (docs/segmentation.md, 'The whole-brain default'); ",
+    False: "the default SNN (docs/models.md, 'Default'); ",
+    True: "the default SNN for whole-brain scans (docs/segmentation.md, 'The whole-brain default'); ",
 }
 
 
@@ -126,7 +129,8 @@ def _cv_line(cv: Dict[str, Any], heading: str | None, t: int) -> str:
     ft = cv["finetuned_by_T"][str(t)]
     return (heading + f" (5 folds, test crops, T = {t}): 3D Dice {ft['dice_3d']:.4f} ± {ft['sd_3d']:.4f}; "
             f"its quantised ANN {cv['quantised_ann']['dice_3d']:.4f}; {ft['spikes_per_neuron']:.2f} spikes per "
-            f"neuron; energy {ft['energy_vs_ann']:.3f} x the ANN's (45 nm convention)")
+            f"neuron; energy {ft['energy_vs_ann']:.3f} x the ANN's (45 nm convention)"
+            + (f"; {cv['note']}" if cv.get("note") else ""))
 
 
 def wholebrain_rows(table: Path) -> List[Dict[str, Any]]:
@@ -165,6 +169,8 @@ def main() -> int:
                     help="tools/lowt_cv_input_swap.py summary.json with the CV of that input, cited on the card")
     ap.add_argument("--no-cv", default=None, metavar="REASON",
                     help="the model's path has no CV of its own: the card says so, and why, instead of citing --cv")
+    ap.add_argument("--cv-note", default=None, metavar="TEXT",
+                    help="how the cited CV's path differs from the shipped model's (card: CV line and limitations)")
     ap.add_argument("--wholebrain", type=Path, default=None, metavar="TABLE.csv",
                     help="tools/eval_sets.py table of the model on every labelled whole-brain set, cited on the card")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "msd_hippocampus",
@@ -172,6 +178,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.input_cv is not None and args.input_encoding is None:
         ap.error("--input-cv needs --input")
+    if args.cv_note is not None and args.no_cv is not None:
+        ap.error("--cv-note describes a cited CV; --no-cv says there is none")
     if args.run is not None:
         report_lowt_cv.main(["--copy-from", str(args.run), "--lowt", str(args.cv)]
                             + (["--figure", ""] if args.cv != RESULTS else []))
@@ -185,6 +193,9 @@ def main() -> int:
         t, levels = int(config["default_timesteps"]), int(config["ann"]["quant_levels"])
         cv_key, cv_limitation, cv_heading = CV_WORDING[bool(config["ann"].get("warm_start")) if warm else None]
         cv = cv_metrics(summary)
+        if args.cv_note:
+            cv["note"] = args.cv_note
+            cv_limitation = cv_limitation[:-2] + f" ({args.cv_note}); "
     elif args.ann is None or args.run is not None or not warm:
         raise SystemExit("ship_lowt_model.py: --no-cv ships a warm-started model: give --final and --ann, not --run")
     else:  # the run's own settings say what the CV's config would
@@ -270,7 +281,7 @@ def main() -> int:
                          + (f"input set to {args.input_encoding} and " if swapped else "")
                          + f"shipped with the code of commit {commit}"),
         "limitations": (f"{args.coding} coding only; "
-                        + (DEFAULT_WORDING[has_cv] if args.default else
+                        + (DEFAULT_WORDING[args.wholebrain is not None] if args.default else
                            "not the default: its CV Dice is below the T = 32 model's (docs/models.md); ")
                         + cv_limitation
                         + "boundaries follow the MSD protocol, not FreeSurfer's, DLMUSE's or LPBA40's"),

@@ -363,9 +363,9 @@ def _main(argv: Optional[List[str]]) -> Tuple[int, bool]:
 def entry() -> None:
     """The ``hipposnn`` program (console script and ``python -m hipposnn``): :func:`main`, then exit.
 
-    Why the quick exit: a process that has imported torch spends a further 0.15-0.3 s tearing its
-    modules down after the work is done (docs/segmentation.md, "Speed"), a tenth of a whole-brain
-    segmentation of a 2 mm scan. A ``segment`` or ``bids`` run that got to its end has written, closed
+    Why the quick exit: a process that has imported torch spends a noticeable part of a second tearing
+    its modules down after the work is done, which on a 2 mm scan is what kept the whole command behind
+    hippodeep's (docs/segmentation.md, "After the whole command was trimmed"). A ``segment`` or ``bids`` run that got to its end has written, closed
     and renamed every output and shut its worker processes down, so it flushes the console and the logs
     and leaves with :func:`os._exit`. Errors, interruptions and every other command exit normally.
     """

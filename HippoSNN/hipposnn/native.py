@@ -72,8 +72,8 @@ def _load(folder: Path) -> Any:
 def _import_built(folder: Path) -> Any:
     """The module compiled in ``folder``, imported directly; through ``cpp_extension.load`` if that fails.
 
-    Why: ``load`` re-runs ninja to check the build every time (50-100 ms of a 3 s whole-brain run), and
-    the folder's name already pins the source, torch, Python and flags it was compiled for.
+    Why: ``load`` re-runs ninja to check the build on every run, and the folder's name already pins the
+    source, torch, Python and flags it was compiled for.
     """
     import importlib.util
 
