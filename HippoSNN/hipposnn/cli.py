@@ -365,9 +365,10 @@ def entry() -> None:
 
     Why the quick exit: a process that has imported torch spends a noticeable part of a second tearing
     its modules down after the work is done, which on a 2 mm scan is what kept the whole command behind
-    hippodeep's (docs/segmentation.md, "After the whole command was trimmed"). A ``segment`` or ``bids`` run that got to its end has written, closed
-    and renamed every output and shut its worker processes down, so it flushes the console and the logs
-    and leaves with :func:`os._exit`. Errors, interruptions and every other command exit normally.
+    hippodeep's (docs/segmentation.md, "After the whole command was trimmed"). A ``segment`` or ``bids``
+    run that got to its end has written, closed and renamed every output and shut its worker processes
+    down, so it flushes the console and the logs and leaves with :func:`os._exit`. Errors, interruptions
+    and every other command exit normally.
     """
     code, quick = _main(None)
     if quick:
