@@ -225,3 +225,7 @@ def test_scaled_weights_kept_between_steps_and_renewed_when_weights_or_threshold
     with torch.no_grad():
         lowered = snn(x)
     assert torch.equal(lowered, fresh(snn)) and not torch.equal(lowered, loaded)
+    with torch.inference_mode():  # weights made in inference mode have no version counter: nothing is kept
+        made_here = SpikingUNet(SMALL).eval()
+        made_here.load_state_dict(snn.state_dict())
+        assert torch.equal(made_here(x), lowered) and torch.equal(made_here(x), lowered)

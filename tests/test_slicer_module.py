@@ -230,12 +230,17 @@ def test_teaching_timestep_slider_range_follows_the_view_not_the_parameter_node(
     class View:
         timesteps = 7
         energy = dict(snn_synops=1.0, snn_energy_pj=0.9, ann_macs=2.0, ann_energy_pj=9.2, ratio_ann_to_snn=10.2)
+        input_encoding = "poisson"
 
     widget.logic.computeTeachingView = lambda *a, **k: View()
     shown = []
     widget.logic.showTeachingView = lambda view, t, updatePlots=True: shown.append(t)
     widget.onTeachingButton()
     assert (slider.minimum, slider.maximum, slider.value) == (1, 7, 7)
+    assert "10.20x" in widget.ui.energyLabel.text and "direct input" not in widget.ui.energyLabel.text
+    View.input_encoding = "direct"  # the whole-brain default: its input spike volumes are only an illustration
+    widget.onTeachingButton()
+    assert "10.20x" in widget.ui.energyLabel.text and "direct input" in widget.ui.energyLabel.text
     widget.exit()
     widget.enter()  # reconnecting the GUI leaves the slider alone
     assert (slider.minimum, slider.maximum, slider.rangeSets) == (1, 7, 0)

@@ -43,7 +43,10 @@ def test_a_regular_input_model_shows_its_regular_input_spikes():
     model = load_model(default_model_path("snn"), "snn")
     model.input_encoding = "regular"
     view = teaching_view(model, roi, 5, timesteps=8, coding="binary", seed=3)
-    assert np.array_equal(view.input_spikes["binary"], trains["binary"])
+    assert np.array_equal(view.input_spikes["binary"], trains["binary"]) and view.input_encoding == "regular"
+    # the whole-brain default takes the image itself: the view says so (its spike trains only illustrate coding)
+    default = load_model(default_model_path("snn", "binary", roi="auto"), "snn")
+    assert teaching_view(default, roi, 5, timesteps=8, coding="binary", seed=3).summary()["input_encoding"] == "direct"
 
 
 def test_teaching_view_on_shipped_snn_matches_a_direct_run():
@@ -65,6 +68,7 @@ def test_teaching_view_on_shipped_snn_matches_a_direct_run():
     assert e["snn_synops"] == pytest.approx(sum(view.synops.values()))
     summary = view.summary()
     assert summary["timesteps"] == 8 and list(summary["firing_rates"]) == [n for n in view.layer_order if n != "out"]
+    assert view.input_encoding == summary["input_encoding"] == model.input_encoding  # the view says what it saw
 
 
 def test_teaching_view_rejects_an_ann_and_silent_network_costs_nothing():

@@ -424,6 +424,12 @@ class HippoSNNWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 ann=energy["ann_energy_pj"] * 1e-6,
                 ratio=energy["ratio_ann_to_snn"],
             )
+            if self._teachingView.input_encoding == "direct":
+                self.ui.energyLabel.text += "\n" + _(
+                    "This model takes the image itself at every timestep (direct input; its first layer "
+                    "multiplies, counted in the SNN energy); the input spike volumes show how rate coding "
+                    "would turn the same slice into spikes."
+                )
 
     def onTeachingTimestepChanged(self, value: int) -> None:
         """Show the output probability and input spikes at timestep ``value``."""

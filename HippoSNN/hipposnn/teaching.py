@@ -43,7 +43,9 @@ class TeachingView:
     int8 spike trains. ``probability``: (T, H, W) float32, the output probability after t+1 steps.
     ``firing_rates``: layer -> spikes per neuron per timestep. ``synops``: layer -> accumulates for
     the slice over all T steps. ``macs``: layer -> ANN multiply-accumulates for the slice.
-    ``energy``: totals in pJ and their ratio (see :func:`energy_comparison`).
+    ``energy``: totals in pJ and their ratio (see :func:`energy_comparison`). ``input_encoding``: what
+    the model's first layer receives (:data:`hipposnn.options.INPUT_ENCODINGS`); for ``"direct"`` (the
+    image itself at every step) ``input_spikes`` illustrate rate coding, they are not what the model saw.
     """
 
     slice_index: int
@@ -58,6 +60,7 @@ class TeachingView:
     macs: Dict[str, float]
     energy: Dict[str, float]
     layer_order: List[str] = field(default_factory=list)
+    input_encoding: str = "poisson"
 
     def summary(self) -> Dict[str, Any]:
         """JSON-ready numbers (no arrays): what a report or a table node shows."""
@@ -67,6 +70,7 @@ class TeachingView:
             "coding": self.coding,
             "timesteps": self.timesteps,
             "seed": self.seed,
+            "input_encoding": self.input_encoding,
             "firing_rates": {k: float(self.firing_rates[k]) for k in self.layer_order if k in self.firing_rates},
             "mean_input_spikes_per_pixel": {k: float(np.abs(v).sum(0).mean()) for k, v in self.input_spikes.items()},
             "foreground_pixels_final": int((final > 0.5).sum()),
@@ -195,7 +199,8 @@ def teaching_view(
         timesteps=int(timesteps),
         seed=int(seed),
         image=np.ascontiguousarray(slices[slice_index, model.spec.context]),
-        # what this model's input layer receives; a direct-input model gets the image, shown as Poisson spikes
+        # what this model's input layer receives; a direct-input model gets the image (input_encoding says so),
+        # and the spike trains then illustrate rate coding
         input_spikes=input_spike_trains(roi_volume, slice_index, timesteps, seed, valid,
                                         "regular" if model.input_encoding == "regular" else "poisson"),
         probability=probability,
@@ -204,6 +209,7 @@ def teaching_view(
         macs=ann_macs(model.layers, model.spec, height, width),
         energy=energy_comparison(model, stats, height, width),
         layer_order=order,
+        input_encoding=model.input_encoding,
     )
 
 

@@ -360,7 +360,9 @@ class SpikingUNet(_UNetBase):
             scale = torch.cat(scales).to(w)
             self._scale_cache[key] = scale
         shape = (-1, 1, 1, 1) if layer.kind == "up" else (1, -1, 1, 1)
-        if torch.is_grad_enabled() and w.requires_grad:  # training: the product is part of the graph
+        if (torch.is_grad_enabled() and w.requires_grad) or w.is_inference():
+            # training: the product is part of the graph; weights made in inference mode keep no version to
+            # check a kept product against
             return (w * scale.view(shape)).contiguous(memory_format=torch.channels_last)
         # Inference runs one forward per timestep chunk (T of them at chunk 1) with the same weights, so the
         # product is kept while the weight tensor is the same object at the same version (an in-place update,
