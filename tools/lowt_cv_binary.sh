@@ -4,17 +4,24 @@
 # crops) is linked in as the warm start, so the recipe trains only the binary quantised-clip ANN (8 epochs),
 # converts it with direct input and fine-tunes it at T = 8 with distillation (120 batches); ~1 h on 2 cores.
 #   bash tools/lowt_cv_binary.sh      # needs runs/lowt_cv_warm (hipposnn recipe --config configs/lowt_cv_warm.json)
+# SRC=none trains each fold's binary ReLU ANN in the run instead (~1.5 h on 2 cores):
+#   SRC=none CONFIG=configs/lowt_cv_binary_relu_kd.json OUT=runs/lowt_cv_binary_relu_kd \
+#     DOCS=docs/results/lowt_cv_binary_relu_kd bash tools/lowt_cv_binary.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=${SRC:-runs/lowt_cv_warm}
 R=${OUT:-runs/lowt_cv_binary_kd}
 DOCS=${DOCS:-docs/results/lowt_cv_binary_kd}
-for fold in 0 1 2 3 4; do
-  mkdir -p "$R/binary/fold_$fold"
-  ln -sfn "$(cd "$SRC/ternary/fold_$fold/ann_relu" && pwd)" "$R/binary/fold_$fold/ann_relu"
-done
-{ echo start; date -u; uptime; } > "$R/load.txt"
-hipposnn recipe --config configs/lowt_cv_binary_kd.json --data "${DATA:-../shared/data/msd_hippocampus}" \
+CONFIG=${CONFIG:-configs/lowt_cv_binary_kd.json}
+mkdir -p "$R"
+if [ "$SRC" != none ]; then
+  for fold in 0 1 2 3 4; do
+    mkdir -p "$R/binary/fold_$fold"
+    ln -sfn "$(cd "$SRC/ternary/fold_$fold/ann_relu" && pwd)" "$R/binary/fold_$fold/ann_relu"
+  done
+fi
+{ echo start; date -u; uptime; } >> "$R/load.txt"
+hipposnn recipe --config "$CONFIG" --data "${DATA:-../shared/data/msd_hippocampus}" \
   --out "$R" --jobs 2 --threads 1
 { echo end; date -u; uptime; } >> "$R/load.txt"
 python tools/report_lowt_cv.py --copy-from "$R" --lowt "$DOCS" --coding binary --reference --figure ''
