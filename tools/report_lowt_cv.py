@@ -220,8 +220,8 @@ def compare_figure(runs: List[Tuple[str, Path]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(10.5, max(4.8, 0.8 + 0.17 * (3 * len(runs) + 2))))  # room for the legend
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for (label, folder), colour in zip(runs, colours):
-        low = json.loads((folder / "summary.json").read_text())["lowt"]
+    lows = [(label, json.loads((folder / "summary.json").read_text())["lowt"]) for label, folder in runs]
+    for (label, low), colour in zip(lows, colours):
         for key, style, what in (("converted", "o--", "converted"), ("finetuned", "*-", "fine-tuned")):
             if low.get(key):
                 _dice_vs_energy(ax, low[key], style, colour, f"{label}: {what}", big=9)
@@ -231,10 +231,9 @@ def compare_figure(runs: List[Tuple[str, Path]], path: Path) -> None:
     ax.set(xscale="log", xlabel="energy per ROI / ANN's (45 nm convention)", ylabel="test 3D Dice (5-fold CV)",
            title="Low-T paths, 5-fold CV: Dice vs energy")
     ax.set_ylim(bottom=COMPARE_FLOOR)  # the paths differ by thousandths; a collapse far below would flatten them
-    below = [f"{label.split(',')[0]}: {what} T={t} at {r['dice_3d']:.3f}" for label, folder in runs
+    below = [f"{label.split(',')[0]}: {what} T={t} at {r['dice_3d']:.3f}" for label, low in lows
              for what, key in (("converted", "converted"), ("fine-tuned", "finetuned"))
-             for t, r in (json.loads((folder / "summary.json").read_text())["lowt"].get(key) or {}).items()
-             if r["dice_3d"] < COMPARE_FLOOR]
+             for t, r in (low.get(key) or {}).items() if r["dice_3d"] < COMPARE_FLOOR]
     if below:
         ax.text(0.01, 0.01, "below the plot: " + "; ".join(below), transform=ax.transAxes, fontsize=6, va="bottom")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the plot: the points are dense

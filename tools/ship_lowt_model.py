@@ -195,7 +195,7 @@ def main() -> int:
         cv = cv_metrics(summary)
         if args.cv_note:
             cv["note"] = args.cv_note
-            cv_limitation = cv_limitation[:-2] + f" ({args.cv_note}); "
+            cv_limitation = f"{cv_limitation.removesuffix('; ')} ({args.cv_note}); "
     elif args.ann is None or args.run is not None or not warm:
         raise SystemExit("ship_lowt_model.py: --no-cv ships a warm-started model: give --final and --ann, not --run")
     else:  # the run's own settings say what the CV's config would

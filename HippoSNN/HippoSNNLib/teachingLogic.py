@@ -49,19 +49,15 @@ class TeachingLogic:
         from hipposnn.inference import model_inputs
         from hipposnn.roi import place_rois
         from hipposnn.teaching import teaching_view
-        from hipposnn.weights import default_model_path, load_model
+        from hipposnn.weights import chosen_model_path, load_model
 
         image = self.imageFromVolume(inputVolume)
         boxes = self.rememberedBoxes(inputVolume, image, side)
         if not boxes:
             boxes = place_rois(image, side, "auto", AUTO_ROI_SHAPE)
         box = boxes[0]
-        if checkpoint:
-            coding = coding or DEFAULT_CODING
-            network = load_model(checkpoint, "snn")
-        else:
-            coding = coding or default_coding("snn", "auto")
-            network = load_model(default_model_path("snn", coding, roi="auto"), "snn")
+        coding = coding or (DEFAULT_CODING if checkpoint else default_coding("snn", "auto"))
+        network = load_model(chosen_model_path("snn", checkpoint, coding, roi="auto"), "snn")
         (roi,), (valid,) = model_inputs(image, [box], crop=False)  # exactly what segmentation feeds the network
         view = teaching_view(
             network,

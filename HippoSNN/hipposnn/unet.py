@@ -367,11 +367,12 @@ class SpikingUNet(_UNetBase):
         # Inference runs one forward per timestep chunk (T of them at chunk 1) with the same weights, so the
         # product is kept while the weight tensor is the same object at the same version (an in-place update,
         # e.g. an optimiser step or load_state_dict, bumps the version); new thresholds clear the cache.
-        cached = self._scale_cache.get(key + ("weight",))
+        weight_key = key + ("weight",)
+        cached = self._scale_cache.get(weight_key)
         if cached is not None and cached[0] is w and cached[1] == w._version:
             return cached[2]
         scaled = (w * scale.view(shape)).contiguous(memory_format=torch.channels_last)
-        self._scale_cache[key + ("weight",)] = (w, w._version, scaled)
+        self._scale_cache[weight_key] = (w, w._version, scaled)
         return scaled
 
     def _out_channels(self, name: str) -> int:
