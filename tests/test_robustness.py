@@ -164,6 +164,26 @@ def test_rotated_header_keeps_both_hippocampi_in_their_boxes(shared_data, axis, 
         assert roi_coverage(box, image.affine, truth) >= 0.95
 
 
+@pytest.mark.shared
+def test_pitched_whole_head_scan_is_rescued_by_the_second_search(shared_data):
+    """IXI212 (whole head, 2 mm) pitched 20 degrees: the first search matched the neck (global metric -0.19,
+    boxes ~100 mm off); the second, pitched search finds the brain. Unpitched, it does not run at all."""
+    case = shared_data / "external" / "ixi_nichart" / "IXI212-HH-1643"
+    if not case.is_dir():
+        pytest.skip(f"{case} not found")
+    plain = load_image(case / "t1.nii.gz")
+    labels = np.asarray(nib.load(str(case / "labels.nii.gz")).dataobj)
+    values = json.loads((case.parent / "labels.json").read_text())
+    first = roi.register_to_template(plain)
+    assert not first.second_search and not first.second_search_used and first.metric < roi._SECOND_SEARCH_METRIC
+    pitched = _rotated(plain, 0, 20)
+    result = roi.register_to_template(pitched)
+    assert result.second_search and result.second_search_used and result.metric < roi._SECOND_SEARCH_METRIC
+    for side in roi.SIDES:
+        found = result.map_point(roi.TEMPLATE_CENTROID_RAS[side], side)
+        assert np.linalg.norm(found - _label_centroid(labels, values[side], pitched.affine)) < 8.0
+
+
 def test_crop_mode_refuses_a_whole_brain_and_auto_mode_suggests_crop_for_a_crop():
     brain = Image(np.random.default_rng(0).random((140, 170, 150)).astype(np.float32), np.eye(4), "brain")
     with pytest.raises(HippoSNNError, match="whole-brain scan, use --roi auto"):
@@ -230,6 +250,56 @@ def test_resolution_augmentation_blurs():
         return float(np.abs(np.diff(x, axis=1)).mean() / (x.std() + 1e-9))
 
     assert roughness(out) < 0.7 * roughness(image)
+
+
+def test_thick_slice_augmentation_stretches_only_the_one_axis_draws():
+    """thick_mm at the top of the range reproduces the default draws; raised, only one-axis coarsening changes."""
+    image, label = _crop()
+    only_res = dict(p_bias=0, p_gamma=0, p_noise=0, p_mask=0, p_resolution=1.0)
+    default, same, thick = (SiteAugmentation(**only_res, **extra) for extra in ({}, {"thick_mm": 3.0},
+                                                                                  {"thick_mm": 6.0}))
+    changed = unchanged = 0
+    for seed in range(12):
+        a = augment_volume(image, label, np.random.default_rng(seed), default)
+        np.testing.assert_array_equal(a, augment_volume(image, label, np.random.default_rng(seed), same))
+        b = augment_volume(image, label, np.random.default_rng(seed), thick)
+        rng = np.random.default_rng(seed)
+        rng.random(3)  # the bias, gamma and resolution draws (each is drawn even at probability 0)
+        coarse, isotropic = rng.uniform(1.5, 3.0), rng.random() < 0.5
+        if isotropic or coarse == 1.5:
+            np.testing.assert_array_equal(a, b)
+            unchanged += 1
+        else:
+            axis = int(rng.integers(3))
+            smooth = [float(np.abs(np.diff(x, axis=axis)).mean()) for x in (a, b)]
+            assert smooth[1] < smooth[0]  # thicker along the drawn axis
+            changed += 1
+    assert changed and unchanged
+
+
+def test_site_thick_mm_reaches_the_augmentation_and_is_checked(tmp_path, monkeypatch):
+    import hipposnn.pipeline as pipeline
+    from hipposnn.cli import main
+
+    from tests.helpers import make_msd_folder
+
+    data = make_msd_folder(tmp_path / "data", n=4)
+    seen = []
+    real = pipeline.augment_cases
+
+    def spy(cases, seed, cfg=SiteAugmentation()):
+        seen.append(cfg.thick_mm)
+        return real(cases, seed, cfg)
+
+    monkeypatch.setattr(pipeline, "augment_cases", spy)
+    base = ["train-ann", "--data", str(data), "--epochs", "1", "--batch-size", "16", "--max-batches", "1",
+            "--channels", "4,8,8,8", "--site-augment"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--site-thick-mm", "6"]) == 0
+    assert seen == [6.0]
+    settings = json.loads((tmp_path / "a" / "settings.json").read_text())
+    assert settings["config"]["site_thick_mm"] == 6.0
+    assert main([*base, "--out", str(tmp_path / "b"), "--site-thick-mm", "12"]) == 2
+    assert seen == [6.0]
 
 
 def test_site_augmented_training_sees_new_crops_each_epoch_and_is_reproducible(tmp_path, monkeypatch):

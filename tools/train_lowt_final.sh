@@ -14,6 +14,8 @@
 #     # (configs/lowt_cv_warm_direct.json in the CV)
 #   INPUT=regular FT=finetune_T8_regular OUT=runs/lowt_final bash tools/train_lowt_final.sh
 #     # regular input spikes (into OUT/regular/), fine-tuned with the shipped model's budget
+#   CODING=binary INPUT=direct DISTILL=1 THICK=6 FT=finetune_T8_direct_kd OUT=runs/lowt_final_binary_thick \
+#     bash tools/train_lowt_final.sh   # the whole-brain default: slices up to 6 mm thick in the site augmentation
 # then: python tools/ship_lowt_model.py --final runs/lowt_final/finetune_T8 --ann runs/lowt_final/ann_L8
 #       [--coding binary --final runs/lowt_final_binary/finetune_T8 --ann runs/lowt_final_binary/ann_L8]
 set -euo pipefail
@@ -27,6 +29,7 @@ FT=${FT:-finetune_T8}      # fine-tuning folder under OUT (a second fine-tuning 
 CODING=${CODING:-ternary}
 DISTILL=${DISTILL:-0}      # weight of the distillation from the quantised ANN during fine-tuning (0: none)
 INPUT=${INPUT:-poisson}    # what the SNN's first layer receives: Poisson or regular spikes, or the image (direct)
+THICK=${THICK:-3}          # site augmentation's thickest one-axis voxel in mm (3: as before it was an option)
 CONV=$R                    # the conversion's folder: OUT itself for Poisson input, OUT/INPUT for the others
 [ "$INPUT" = poisson ] || CONV=$R/$INPUT
 mkdir -p "$R"
@@ -34,9 +37,9 @@ RES=()
 [ "${RESUME:-0}" = 1 ] && RES=(--resume)
 INIT=HippoSNN/hipposnn/models/hipposnn_ann_${CODING}.pt
 [ -f "$R/ann_L8/final.pt" ] || hipposnn train-ann --data "$DATA" --out "$R/ann_L8" --init "$INIT" --quant-levels 8 \
-  --coding "$CODING" --augment --site-augment --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads 2 --seed 0 "${RES[@]}"
+  --coding "$CODING" --augment --site-augment --site-thick-mm "$THICK" --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads 2 --seed 0 "${RES[@]}"
 [ -f "$CONV/converted.pt" ] || hipposnn convert --data "$DATA" --checkpoint "$R/ann_L8/best.pt" --out "$CONV" \
   --from-clip --coding "$CODING" --input "$INPUT" --seed 0
 [ -f "$R/$FT/final.pt" ] || hipposnn finetune --data "$DATA" --checkpoint "$CONV/converted.pt" \
   --out "$R/$FT" --epochs "$FT_EPOCHS" --max-batches "$BATCHES" --batch-size 32 --lr "$LR" --timesteps 8 --coding "$CODING" \
-  --augment --site-augment --distill "$DISTILL" --eval-every 40 --threads 2 --seed 0 "${RES[@]}"
+  --augment --site-augment --site-thick-mm "$THICK" --distill "$DISTILL" --eval-every 40 --threads 2 --seed 0 "${RES[@]}"

@@ -48,6 +48,9 @@ def _add_train(p: argparse.ArgumentParser, lr: float, epochs: int, batch: int) -
     p.add_argument("--augment", action="store_true", help="small random in-plane affine and contrast changes")
     p.add_argument("--site-augment", action="store_true",
                    help="each epoch, new site-like crops: bias field, gamma, 1.5-3 mm resolution, noise, masking")
+    p.add_argument("--site-thick-mm", type=_positive_float, default=3.0,
+                   help="with --site-augment: thickest slice of the one-axis coarse resolution, in mm (default 3; "
+                        "the whole-brain default was trained with 6 to hold on thick-slice scans)")
     p.add_argument("--max-batches", type=_positive_int, default=None, help="stop after this many batches")
     p.add_argument("--eval-every", type=_positive_int, default=None, help="also validate every N batches")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
@@ -208,7 +211,8 @@ def _train_config(args: argparse.Namespace, stage: str):
     return TrainConfig(
         stage=stage, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
         timesteps=getattr(args, "timesteps", 32), coding=args.coding, seed=args.seed, augment=args.augment,
-        site_augment=args.site_augment, max_batches=args.max_batches, eval_every=args.eval_every,
+        site_augment=args.site_augment, site_thick_mm=args.site_thick_mm, max_batches=args.max_batches,
+        eval_every=args.eval_every,
         threads=args.threads, device=args.device, quant_levels=getattr(args, "quant_levels", None),
         rate_penalty=getattr(args, "rate_penalty", 0.0), frugal_memory=getattr(args, "frugal_memory", False),
         distill=getattr(args, "distill", 0.0),

@@ -590,6 +590,9 @@ def segment_image(
         "warnings": warnings,
         "registration_metric": registration.metric if registration is not None else None,
         "local_metrics": dict(registration.local_metrics) if registration is not None else {},
+        # whether the weak first match made the registration search again with the head pitched (roi.py)
+        "registration_second_search": ({"ran": registration.second_search, "used": registration.second_search_used}
+                                       if registration is not None else None),
         "sides": qc_sides,
     }
     timings["total"] = sum(timings.values())

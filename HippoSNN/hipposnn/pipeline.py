@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .augment import augment_cases
+from .augment import SiteAugmentation, augment_cases
 from .conversion import convert, convert_from_clip
 from .data import DataSource, SliceSet, build_slices, describe_source, fold_names, load_cases
 from .errors import Cancelled, HippoSNNError
@@ -72,7 +72,8 @@ def training_slices(
         return plain, None
 
     def for_epoch(epoch: int) -> SliceSet:
-        return build_slices(augment_cases(cases, seed=cfg.seed * 100_003 + epoch), cfg.coding, context)
+        site = SiteAugmentation(thick_mm=cfg.site_thick_mm)
+        return build_slices(augment_cases(cases, seed=cfg.seed * 100_003 + epoch, cfg=site), cfg.coding, context)
 
     return plain, for_epoch
 

@@ -288,7 +288,8 @@ def _execute(
             return TrainConfig(stage="ann", epochs=settings["epochs"], batch_size=settings["batch_size"],
                                lr=settings["lr"], loss=settings["loss"], coding=job.coding, seed=seed,
                                augment=settings.get("augment", False),
-                               site_augment=settings.get("site_augment", False), device=device, threads=threads,
+                               site_augment=settings.get("site_augment", False),
+                               site_thick_mm=settings.get("site_thick_mm", 3.0), device=device, threads=threads,
                                plateau_patience=settings.get("plateau_patience", 3), quant_levels=quant_levels,
                                max_batches=settings.get("max_batches"))
 
@@ -331,7 +332,8 @@ def _execute(
         cfg = TrainConfig(stage=job.stage, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
                           loss=s["loss"], timesteps=job.timesteps, coding=job.coding, seed=seed,
                           augment=s.get("augment", False),
-                          site_augment=s.get("site_augment", False), eval_every=s.get("eval_every"), device=device,
+                          site_augment=s.get("site_augment", False), site_thick_mm=s.get("site_thick_mm", 3.0),
+                          eval_every=s.get("eval_every"), device=device,
                           threads=threads, plateau_patience=s.get("plateau_patience", 2),
                           max_batches=s.get("max_batches"), rate_penalty=s.get("rate_penalty", 0.0),
                           frugal_memory=s.get("frugal_memory", False), distill=s.get("distill", 0.0))

@@ -67,6 +67,7 @@ class TrainConfig:
     plateau_factor: float = 0.5
     augment: bool = False
     site_augment: bool = False  # per-epoch site augmentation of the raw crops (hipposnn.augment)
+    site_thick_mm: float = 3.0  # site augmentation: thickest single-axis voxel (SiteAugmentation.thick_mm)
     max_batches: Optional[int] = None  # stop after this many batches (training budget)
     eval_every: Optional[int] = None  # extra validation every N batches (learning curves)
     eval_timesteps: Optional[int] = None  # T for SNN validation (default: timesteps)
@@ -93,6 +94,8 @@ class TrainConfig:
             raise HippoSNNError("--rate-penalty must be a non-negative number")
         if not (math.isfinite(self.distill) and self.distill >= 0):
             raise HippoSNNError("--distill must be a non-negative number")
+        if not (math.isfinite(self.site_thick_mm) and 1.5 <= self.site_thick_mm <= 8.0):
+            raise HippoSNNError("--site-thick-mm must be between 1.5 and 8 (mm)")
 
 
 def _distributed() -> bool:
