@@ -115,3 +115,7 @@ def test_stress_run_scores_a_shared_case_under_two_conditions(st, shared_data, t
     change = np.mean([moved[s]["dice"] - base[s]["dice"] for s in ("right", "left")])
     assert float(rows[1]["dice_change_mean"]) == pytest.approx(change, abs=1e-3)
     assert (tmp_path / "stress_eval.png").stat().st_size > 10_000
+    # --report rewrites tables and figure from raw.json without running anything; --before draws a run behind
+    (tmp_path / "stress_eval.png").unlink()
+    again = st.run(["--out", str(tmp_path), "--report", "--before", str(tmp_path / "raw.json")])
+    assert again["runs"] == raw["runs"] and (tmp_path / "stress_eval.png").stat().st_size > 10_000

@@ -27,6 +27,7 @@ a figure (``--figure``, default docs/figures/stress_eval.png).
 
     python tools/eval_stress.py                           # 4 FreeSurfer + 8 IXI + 4 LPBA40 scans, 9 conditions
     python tools/eval_stress.py --conditions none thick_axial_5mm --limit 2 --out /tmp/stress
+    python tools/eval_stress.py --report --before docs/results/stress/before_94f6f2d/raw.json   # figure with a before
 """
 
 from __future__ import annotations
@@ -262,8 +263,12 @@ def table_csv(rows: Sequence[Dict[str, Any]]) -> str:
 
 
 def plot(runs: Dict[str, Dict[str, Any]], conditions: Sequence[str], sets: Sequence[str], path: Path,
-         title: str) -> None:
-    """Dice per hemisphere by condition, one panel per set; failures in red, QC-poor hollow."""
+         title: str, before: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
+    """Dice per hemisphere by condition, one panel per set; failures in red, QC-poor hollow.
+
+    ``before``: the runs of an earlier evaluation (another model or code) drawn behind, in grey, so that
+    what changed is seen per condition.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -277,6 +282,11 @@ def plot(runs: Dict[str, Dict[str, Any]], conditions: Sequence[str], sets: Seque
             dice = np.array([h.get("dice") or 0.0 for h in hemis])
             if not dice.size:
                 continue
+            old = [r[s].get("dice") or 0.0 for r in (before or {}).get(condition, {}).values() if r["set"] == name
+                   for s in ev.SIDES]
+            if old:
+                ax.scatter(x - 0.12 + np.linspace(-0.12, 0.12, len(old)), old, s=9, c="0.65", marker="x", zorder=2)
+                ax.hlines(np.mean(old), x - 0.35, x + 0.35, colors="0.55", lw=1.2, ls="--", zorder=2)
             poor = np.array([h.get("quality") in ("poor", "error") for h in hemis])
             jitter = x + np.linspace(-0.25, 0.25, dice.size)
             colour = np.where(dice < ev.FAIL_DICE, "tab:red", "tab:blue")
@@ -296,7 +306,8 @@ def plot(runs: Dict[str, Dict[str, Any]], conditions: Sequence[str], sets: Seque
     plt.close(fig)
 
 
-def write_outputs(raw: Dict[str, Any], out: Path, figure: Optional[Path]) -> List[Dict[str, Any]]:
+def write_outputs(raw: Dict[str, Any], out: Path, figure: Optional[Path],
+                  before: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     conditions, sets = raw["meta"]["conditions"], raw["meta"]["set_order"]
     rows = summarise(raw["runs"], conditions, sets)
     raw["table"] = rows
@@ -308,9 +319,11 @@ def write_outputs(raw: Dict[str, Any], out: Path, figure: Optional[Path]) -> Lis
     atomic_write_text(out / "table.md", header + table_markdown(rows))
     atomic_write_text(out / "table.csv", table_csv(rows))
     if figure is not None and raw["runs"]:
-        plot(raw["runs"], conditions, sets, figure,
-             f"HippoSNN default ({meta['settings']['model']}) on scans made harder, commit "
-             f"{(meta['git']['commit'] or '?')[:8]}")
+        title = (f"HippoSNN ({meta['settings']['model']}) on scans made harder, commit "
+                 f"{(meta['git']['commit'] or '?')[:8]}")
+        if before is not None:
+            title += f"; grey x and dashed mean: commit {(before['meta']['git']['commit'] or '?')[:8]}"
+        plot(raw["runs"], conditions, sets, figure, title, before["runs"] if before is not None else None)
     return rows
 
 
@@ -330,7 +343,11 @@ def run(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--figure", type=Path, default=None, help=f"default {DEFAULT_FIGURE} (or OUT/ with --out)")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in OUT/raw.json")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="raw.json of an earlier run, drawn behind in grey in the figure")
+    parser.add_argument("--report", action="store_true", help="only rewrite the tables and figure from OUT/raw.json")
     args = parser.parse_args(argv)
+    before = json.loads(args.before.read_text()) if args.before else None
     if args.checkpoint and not Path(args.checkpoint).is_file():
         parser.error(f"--checkpoint {args.checkpoint}: no such file")
 
@@ -344,6 +361,13 @@ def run(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     figure = args.figure or (DEFAULT_FIGURE if args.out.resolve() == DEFAULT_OUT.resolve()
                              else args.out / "stress_eval.png")
     raw_path = args.out / "raw.json"
+    if args.report:
+        if not raw_path.is_file():
+            parser.error(f"--report: {raw_path} not found")
+        raw = json.loads(raw_path.read_text())
+        rows = write_outputs(raw, args.out, figure, before)
+        print(table_markdown(rows))
+        return raw
     raw: Dict[str, Any] = {"runs": {}}
     if args.resume and raw_path.is_file():
         raw = json.loads(raw_path.read_text())
@@ -381,7 +405,7 @@ def run(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     bar.close()
     raw["meta"]["finished"] = ev.now()
     raw["meta"]["load_end"] = ev.load_stats()
-    rows = write_outputs(raw, args.out, figure)
+    rows = write_outputs(raw, args.out, figure, before)
     print(table_markdown(rows))
     print(f"raw: {raw_path}\ntables: {args.out / 'table.md'}, {args.out / 'table.csv'}\nfigure: {figure}")
     return raw
