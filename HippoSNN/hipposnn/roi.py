@@ -87,7 +87,7 @@ _GLOBAL_START_SHIFTS_MM = (-15.0, 0.0)
 #: Second search (see register_to_template): a global metric weaker than this triggers it. On the 55 labelled
 #: scans as they come every global metric is -0.46 or stronger (none triggers, so no time is added to them);
 #: pitched by 20 degrees or cut to 5 mm slices, three whole-head IXI scans ended at -0.19 to -0.32 with their
-#: boxes 8-100 mm off (tools/eval_stress.py, docs/results/stress/).
+#: boxes 8-100 mm off (tools/eval_stress.py, docs/results/stress/before_94f6f2d/).
 _SECOND_SEARCH_METRIC = -0.42
 #: Pitch angles (degrees, about the left-right axis) searched jointly with the translation grid in the second
 #: search, and how many of its best starts each get the global multi-start.
