@@ -8,6 +8,12 @@ were not cross-validated (CPU budget), see the card's limitations.
 
 Usage: python tools/ship_robust_models.py [--run runs/robust] [--coding ternary|binary]
        [--data ../shared/data/msd_hippocampus] [--dry-run]
+
+``--only ann`` ships the ANN alone (the binary ANN is also the whole-brain QC twin of the SNNs); ``--command`` and
+``--site-thick-mm`` then describe its training on the card, and ``--results`` says where its logs go:
+
+    python tools/ship_robust_models.py --coding binary --only ann --run runs/twin_ref --site-thick-mm 6 \
+        --results docs/results/robust_final_binary_thick6 --command "hipposnn train-ann ... --site-thick-mm 6"
 """
 
 from __future__ import annotations
@@ -34,12 +40,12 @@ def _score(path: Path, data: Path, names, kind: str, coding: str) -> Dict[str, A
             "n_cases": len(names), "firing_rate": result.get("mean_firing_rate")}
 
 
-def _compute(run: Path, coding: str, kind: str) -> str:
+def _compute(run: Path, coding: str, kind: str, command: str) -> str:
     """Wall time of the run from its own log (the sum of its epochs' seconds)."""
     seconds = sum(e["seconds"] for e in json.loads((run / "log.json").read_text())["epochs"])
     what = ("ANN" if kind == "ann" else "fine-tuning (T=32, after early-stop conversion at T=200)")
     return (f"{what}: {seconds / 60:.0f} min on the 2-core CPU, warm start from the reference {coding} ANN "
-            "(commit 8cbf740), site augmentation: `bash tools/train_robust_final.sh`")
+            f"(commit 8cbf740), site augmentation: `{command}`")
 
 
 def main() -> None:
@@ -52,14 +58,27 @@ def main() -> None:
     parser.add_argument("--reuse-scores", action="store_true",
                         help="take the scores of a previous --dry-run (same validation cases) instead of rescoring")
     parser.add_argument("--dry-run", action="store_true", help="score and report only; change no shipped file")
+    parser.add_argument("--only", choices=("ann", "snn"), default=None, help="ship this kind alone")
+    parser.add_argument("--command", default="bash tools/train_robust_final.sh", help="the training command (card)")
+    parser.add_argument("--site-thick-mm", type=float, default=3.0,
+                        help="the training's --site-thick-mm (card; 3: the augmentation's defaults)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="where the logs and validation.json go (default docs/results/robust_final[_CODING])")
     args = parser.parse_args()
+    thick = args.site_thick_mm != 3.0
+    augmentation = "hipposnn.augment.SiteAugmentation defaults" + (
+        f", one-axis slices up to {args.site_thick_mm:g} mm (--site-thick-mm)" if thick else "")
+    resolution = "1.5-3 mm resolution" + (f", one-axis slices up to {args.site_thick_mm:g} mm" if thick else "")
     _, val, _ = split_names(args.data, None, 5, 0)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     pairs = {"ann": (args.run / f"ann_{args.coding}", f"hipposnn_ann_{args.coding}"),
              "snn": (args.run / "finetune_T32", f"hipposnn_snn_{args.coding}")}
+    if args.only:
+        pairs = {args.only: pairs[args.only]}
     report: Dict[str, Any] = {"validation_cases": val, "commit": commit}
-    RESULTS = RESULTS_ROOT / ("robust_final" if args.coding == "ternary" else f"robust_final_{args.coding}")
+    RESULTS = args.results or RESULTS_ROOT / ("robust_final" if args.coding == "ternary"
+                                              else f"robust_final_{args.coding}")
     previous = RESULTS / "validation.json"
     if args.reuse_scores and previous.exists():  # the scores of a --dry-run of the same models and cases
         old_report = json.loads(previous.read_text())
@@ -87,14 +106,14 @@ def main() -> None:
         if "predecessor_sha256" not in card:  # a rerun keeps the first predecessor's record
             card["predecessor_cv_metrics"] = card.pop("cv_metrics", None)
             card["predecessor_sha256"] = card["sha256"]
+        card["replaces_sha256"] = card["sha256"]  # the file this one replaces (the predecessor may lie further back)
         card.update({
             "sha256": sha256_file(MODELS / f"{name}.pt"),
             "thresholds": payload.get("thresholds"),
-            "training": {"meta": payload["meta"], "script": "tools/train_robust_final.sh",
-                         "site_augmentation": "hipposnn.augment.SiteAugmentation defaults"},
+            "training": {"meta": payload["meta"], "command": args.command, "site_augmentation": augmentation},
             "validation_20_msd_crops": report[kind],
             "code_version": f"hipposnn, trained with the code of commit {args.code_commit or commit}",
-            "compute": _compute(run, args.coding, kind),
+            "compute": _compute(run, args.coding, kind, args.command),
             "limitations": ("not cross-validated: predecessor_cv_metrics are the 5-fold CV of the predecessor "
                             "(same recipe without site augmentation); validation on 20 held-out MSD crops only; "
                             "boundaries follow the MSD protocol, not FreeSurfer's, DLMUSE's or LPBA40's"),
@@ -109,7 +128,7 @@ def main() -> None:
               + ("; the default model of its kind" if args.coding == "ternary" else ""),
               f"- Architecture: {payload['spec']}", f"- Data: {card['data']}", f"- Split: {card['training_split']}",
               f"- Preprocessing: {card['preprocessing']}; exact zeros are not content (masking)",
-              "- Training: site augmentation (bias field, gamma, 1.5-3 mm resolution, noise, masking planes; "
+              f"- Training: site augmentation (bias field, gamma, {resolution}, noise, masking planes; "
               "`hipposnn.augment`) on top of the in-plane affine augmentation",
               f"- Validation (20 held-out MSD crops, 3D Dice): {v['new']['dice_3d']:.4f} "
               f"(predecessor {v['old']['dice_3d']:.4f})",

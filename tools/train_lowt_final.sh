@@ -35,7 +35,10 @@ CONV=$R                    # the conversion's folder: OUT itself for Poisson inp
 mkdir -p "$R"
 RES=()
 [ "${RESUME:-0}" = 1 ] && RES=(--resume)
-INIT=HippoSNN/hipposnn/models/hipposnn_ann_${CODING}.pt
+# The warm start: the shipped site-robust ANN of the coding. The shipped binary T = 8 SNN started from the binary
+# ANN of SHA-256 f79a31bf61aa, replaced since; to retrain it exactly: git show f9f0167:HippoSNN/hipposnn/models/
+# hipposnn_ann_binary.pt > /tmp/ann_binary_f79a31bf.pt and INIT=/tmp/ann_binary_f79a31bf.pt.
+INIT=${INIT:-HippoSNN/hipposnn/models/hipposnn_ann_${CODING}.pt}
 [ -f "$R/ann_L8/final.pt" ] || hipposnn train-ann --data "$DATA" --out "$R/ann_L8" --init "$INIT" --quant-levels 8 \
   --coding "$CODING" --augment --site-augment --site-thick-mm "$THICK" --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads 2 --seed 0 "${RES[@]}"
 [ -f "$CONV/converted.pt" ] || hipposnn convert --data "$DATA" --checkpoint "$R/ann_L8/best.pt" --out "$CONV" \
