@@ -77,8 +77,8 @@ def main() -> None:
     if args.only:
         pairs = {args.only: pairs[args.only]}
     report: Dict[str, Any] = {"validation_cases": val, "commit": commit}
-    RESULTS = args.results or RESULTS_ROOT / ("robust_final" if args.coding == "ternary"
-                                              else f"robust_final_{args.coding}")
+    default_results = RESULTS_ROOT / ("robust_final" if args.coding == "ternary" else f"robust_final_{args.coding}")
+    RESULTS = args.results.resolve() if args.results else default_results
     previous = RESULTS / "validation.json"
     if args.reuse_scores and previous.exists():  # the scores of a --dry-run of the same models and cases
         old_report = json.loads(previous.read_text())
