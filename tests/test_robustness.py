@@ -120,15 +120,19 @@ def _label_centroid(labels: np.ndarray, value: int, affine: np.ndarray) -> np.nd
     return affine[:3, :3] @ ijk + affine[:3, 3]
 
 
+def _ixi_case(shared_data, name: str):
+    """(image, label array, {"right": value, "left": value}) of one ixi_nichart scan; skips when it is absent."""
+    case = shared_data / "external" / "ixi_nichart" / name
+    if not case.is_dir():
+        pytest.skip(f"{case} not found")
+    labels = np.asarray(nib.load(str(case / "labels.nii.gz")).dataobj)
+    return load_image(case / "t1.nii.gz"), labels, json.loads((case.parent / "labels.json").read_text())
+
+
 @pytest.mark.shared
 def test_whole_head_scan_with_neck_gets_its_boxes_on_the_hippocampi(shared_data):
     """IXI206: the centre of mass lies in the neck; the old start put both boxes ~40 mm too low."""
-    case = shared_data / "external" / "ixi_nichart" / "IXI206-HH-1650"
-    if not case.is_dir():
-        pytest.skip(f"{case} not found")
-    image = load_image(case / "t1.nii.gz")
-    labels = np.asarray(nib.load(str(case / "labels.nii.gz")).dataobj)
-    values = json.loads((case.parent / "labels.json").read_text())
+    image, labels, values = _ixi_case(shared_data, "IXI206-HH-1650")
     for box in roi.place_rois(image, "both", "auto", AUTO_ROI_SHAPE):
         truth = labels == values[box.side]
         assert np.linalg.norm(box.centre_ras - _label_centroid(labels, values[box.side], image.affine)) < 8.0
@@ -168,12 +172,7 @@ def test_rotated_header_keeps_both_hippocampi_in_their_boxes(shared_data, axis, 
 def test_pitched_whole_head_scan_is_rescued_by_the_second_search(shared_data):
     """IXI212 (whole head, 2 mm) pitched 20 degrees: the first search matched the neck (global metric -0.19,
     boxes ~100 mm off); the second, pitched search finds the brain. Unpitched, it does not run at all."""
-    case = shared_data / "external" / "ixi_nichart" / "IXI212-HH-1643"
-    if not case.is_dir():
-        pytest.skip(f"{case} not found")
-    plain = load_image(case / "t1.nii.gz")
-    labels = np.asarray(nib.load(str(case / "labels.nii.gz")).dataobj)
-    values = json.loads((case.parent / "labels.json").read_text())
+    plain, labels, values = _ixi_case(shared_data, "IXI212-HH-1643")
     first = roi.register_to_template(plain)
     assert not first.second_search and not first.second_search_used and first.metric < roi._SECOND_SEARCH_METRIC
     pitched = _rotated(plain, 0, 20)

@@ -153,11 +153,16 @@ def _bias_field(image, labels, affine, values, seed) -> Volume:
     return image.astype(np.float32) * np.exp(log_field).astype(np.float32), labels, affine
 
 
+def _bright(data: np.ndarray) -> float:
+    """The 99th percentile of the non-zero voxels (0 for an empty image): the scale noise and head are set by."""
+    positive = data[data > 0]
+    return float(np.percentile(positive, 99)) if positive.size else 0.0
+
+
 def _noise(image, labels, affine, values, seed) -> Volume:
     rng = np.random.default_rng(seed)
     data = image.astype(np.float32)
-    positive = data[data > 0]
-    sigma = 0.04 * float(np.percentile(positive, 99)) if positive.size else 0.0
+    sigma = 0.04 * _bright(data)
     noisy = np.sqrt((data + rng.normal(0.0, sigma, data.shape)) ** 2 + rng.normal(0.0, sigma, data.shape) ** 2)
     return noisy.astype(np.float32), labels, affine
 
@@ -166,8 +171,7 @@ def _vertex_cut(image, labels, affine, values, seed) -> Volume:
     axis = axis_along(affine, 2)
     up = np.sign(affine[2, axis])  # +1 when the index grows superiorly
     data = image.astype(np.float32)
-    positive = data[data > 0]
-    head = data > 0.1 * float(np.percentile(positive, 99)) if positive.size else data > 0
+    head = data > 0.1 * _bright(data)
     other = tuple(a for a in range(3) if a != axis)
     rows = np.flatnonzero(head.any(axis=other))
     if rows.size == 0:
@@ -392,8 +396,9 @@ def run(argv: Sequence[str] | None = None) -> Dict[str, Any]:
             folder = Path(tmp) / cond / case.set / case.id
             changed, note = perturbed_case(case, cond, folder)
             rec = ev.evaluate_case(changed, args.model, None, args.threads, checkpoint=args.checkpoint)
-            rec.update({"condition": cond, "source_image": case.image, **{f"input_{k}": v for k, v in note.items()}})
-            rec["image"], rec["labels"] = case.image, case.labels
+            # the record names the unchanged files (the changed ones lived in a temporary folder)
+            rec.update({"condition": cond, "image": case.image, "labels": case.labels,
+                        **{f"input_{k}": v for k, v in note.items()}})
             raw["runs"].setdefault(cond, {})[case.key] = rec
             raw["meta"]["load_end"] = ev.load_stats()
             write_outputs(raw, args.out, None)

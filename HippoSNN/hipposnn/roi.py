@@ -328,7 +328,7 @@ class _CoarseGrid:
         return affine
 
 
-def _coarse_initial_transform(fixed4: sitk.Image, mask4: sitk.Image, moving4: sitk.Image) -> sitk.Transform:
+def _coarse_initial_transform(grid: _CoarseGrid) -> sitk.Transform:
     """Global start for the affine stage: a coarse exhaustive search instead of the centre of mass alone.
 
     Why: on whole-head scans with neck and shoulders the intensity centre of mass lies 30-45 mm below
@@ -338,7 +338,6 @@ def _coarse_initial_transform(fixed4: sitk.Image, mask4: sitk.Image, moving4: si
     centre of mass, then for rotations of up to 30 degrees about each axis at the best translation (a
     tilted head or a rotated header), and returns the best rigid transform. About 0.2 s.
     """
-    grid = _CoarseGrid(fixed4, mask4, moving4)
     best = (np.inf, (0.0, 0.0, 0.0), np.zeros(3))
     for shift in grid.shifts():
         value = grid.metric((0.0, 0.0, 0.0), shift)
@@ -355,15 +354,15 @@ def _coarse_initial_transform(fixed4: sitk.Image, mask4: sitk.Image, moving4: si
     return grid.affine(angles, shift)
 
 
-def _pitched_starts(fixed4: sitk.Image, mask4: sitk.Image, moving4: sitk.Image, count: int) -> List[sitk.Transform]:
+def _pitched_starts(grid: _CoarseGrid, count: int) -> List[sitk.Transform]:
     """The ``count`` best rigid starts of a joint search over pitch and translation (the second search).
 
     Why: the first search picks the translation with the head unrotated and only then tries rotations.
     With a head pitched by 20 degrees (or a 5 mm-slice whole-head scan) the unrotated template matched the
     neck best on some IXI scans, and no rotation at that translation recovered. Searching the translation
     grid at every pitch of :data:`_SECOND_SEARCH_PITCHES_DEG` (135 evaluations, ~0.65 s) finds the brain.
+    It evaluates on the first search's grid (same images at 8 mm, same centre of mass).
     """
-    grid = _CoarseGrid(fixed4, mask4, moving4)
     scored = []
     for degrees in _SECOND_SEARCH_PITCHES_DEG:
         angles = (float(np.deg2rad(degrees)), 0.0, 0.0)
@@ -422,13 +421,14 @@ def register_to_template(image: Image, sides: Sequence[str] = SIDES) -> Registra
         moving4 = _shrink_to(full, 4.0)
         moving2 = _shrink_to(full, 2.0)
         try:
-            init = _coarse_initial_transform(fixed4, mask4, moving4)
+            grid = _CoarseGrid(fixed4, mask4, moving4)
+            init = _coarse_initial_transform(grid)
             global_tx, metric = _global_affine(fixed4, mask4, moving4, init)
             second = metric > _SECOND_SEARCH_METRIC
             used = False
             if second:  # a weak whole-brain match: search again with the head pitched (rare, ~2 s)
                 first = metric
-                for start_tx in _pitched_starts(fixed4, mask4, moving4, _SECOND_SEARCH_STARTS):
+                for start_tx in _pitched_starts(grid, _SECOND_SEARCH_STARTS):
                     candidate, value = _global_affine(fixed4, mask4, moving4, start_tx)
                     if value < min(metric, first - _SECOND_SEARCH_MARGIN):
                         global_tx, metric, used = candidate, value, True
