@@ -96,7 +96,8 @@ _SECOND_SEARCH_STARTS = 2
 #: The second search's result replaces the first only when its global metric is stronger by this much. A
 #: slightly stronger metric is no proof (the brain-only template stretched over a whole head can score a
 #: little better): on fst-sub-02 with a bias field (first -0.40) it found -0.43 with the template scaled 1.23
-#: and lost the right hippocampus by 29 mm; the real rescues above gained 0.24-0.35.
+#: and lost the right hippocampus by 29 mm; the real rescues above gained 0.24-0.35
+#: (tools/probe_second_search.py, docs/results/stress/second_search_probe.json).
 _SECOND_SEARCH_MARGIN = 0.1
 #: One ITK thread: the multi-threaded Mattes metric sums its histogram in a varying order, which moved the
 #: box by ~1e-4 mm between calls and changed a few voxels of the label map; one thread is bit-identical
