@@ -7,6 +7,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from hipposnn import qc, roi
 from hipposnn.augment import SiteAugmentation, augment_volume
 from hipposnn.errors import HippoSNNError
@@ -181,6 +182,41 @@ def test_pitched_whole_head_scan_is_rescued_by_the_second_search(shared_data):
     for side in roi.SIDES:
         found = result.map_point(roi.TEMPLATE_CENTROID_RAS[side], side)
         assert np.linalg.norm(found - _label_centroid(labels, values[side], pitched.affine)) < 8.0
+
+
+@pytest.mark.shared
+def test_local_stages_on_the_reachable_part_of_the_scan_match_the_whole_scan(shared_data, monkeypatch):
+    """Each local stage registers against the scan cropped to what its template cube can reach
+    (roi._moving_region): the same boxes as with the whole 2 mm whole-head scan, to well under a voxel,
+    from a far smaller image."""
+    image, _, _ = _ixi_case(shared_data, "IXI132-HH-1415")
+    cropped = roi.register_to_template(image)
+    sizes, region = [], roi._moving_region
+
+    def whole_scan(moving, transform, centre_ras, half_width_mm, margin_mm):
+        sizes.append(np.prod(region(moving, transform, centre_ras, half_width_mm, margin_mm).GetSize()))
+        return moving
+
+    monkeypatch.setattr(roi, "_moving_region", whole_scan)
+    whole = roi.register_to_template(image)
+    assert len(sizes) == 2 and max(sizes) < 0.4 * np.prod(image.array.shape)
+    np.testing.assert_array_equal(cropped.global_matrix, whole.global_matrix)
+    for side in roi.SIDES:
+        point = roi.TEMPLATE_CENTROID_RAS[side]
+        assert np.linalg.norm(cropped.map_point(point, side) - whole.map_point(point, side)) < 0.1
+        assert cropped.local_metrics[side] == pytest.approx(whole.local_metrics[side], abs=0.01)
+
+
+def test_a_cube_mapped_outside_the_scan_gets_the_whole_scan():
+    moving = sitk.Image([40, 50, 30], sitk.sitkFloat32)
+    moving.SetSpacing([2.0, 2.0, 2.0])
+    centre_ras = (-40.0, -50.0, 30.0)  # voxel (20, 25, 15); the cube +-5 voxels, the margin 3
+    inside = roi._moving_region(moving, sitk.TranslationTransform(3, (0.0, 0.0, 0.0)), centre_ras, 10.0, 6.0)
+    assert inside.GetSize() == (17, 17, 17) and inside.GetOrigin() == (24.0, 34.0, 14.0)
+    shifted = roi._moving_region(moving, sitk.TranslationTransform(3, (0.0, 0.0, 10.0)), centre_ras, 10.0, 6.0)
+    assert shifted.GetOrigin() == (24.0, 34.0, 24.0)
+    far = sitk.TranslationTransform(3, (500.0, 0.0, 0.0))
+    assert roi._moving_region(moving, far, centre_ras, 10.0, 6.0).GetSize() == (40, 50, 30)
 
 
 def test_crop_mode_refuses_a_whole_brain_and_auto_mode_suggests_crop_for_a_crop():
