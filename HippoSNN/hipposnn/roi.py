@@ -432,7 +432,7 @@ def _global_affine(
 def register_to_template(image: Image, sides: Sequence[str] = SIDES) -> RegistrationResult:
     """Affinely register ``image`` to the ICBM 2009a template; global stage plus one local stage per side.
 
-    Takes about 1.4 s for a 256^3 scan on 2 cores (``bench/bench_segment.py``; one ITK thread per
+    Takes about 1.05-1.1 s for a 256^3 scan on 2 cores (``bench/bench_segment.py``; one ITK thread per
     registration, for bit-identical results; independent ones side by side, :func:`_in_parallel`). The quality flag is
     "poor" when the global scale is implausible, a local stage moved the hippocampus far from the global
     estimate or its metric is weak: the ROI may then be misplaced and should be checked. The start is a
