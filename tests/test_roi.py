@@ -198,3 +198,24 @@ def test_auto_roi_on_whole_brain(shared_data, case):
         # the extracted patch is usable: hippocampus labels sampled through the box are mostly inside it
         patch = roi.extract_roi(Image((lab == value).astype(np.float32), labels.affine, "lab"), box)
         assert patch.sum() > 0.9 * len(ras)
+
+
+def test_coarse_grid_on_two_workers_gives_the_values_of_one_loop(monkeypatch):
+    """The coarse search's evaluations are shared between the workers, each with its own metric: the values,
+    and so the chosen start, are those of evaluating them one after the other, bit for bit."""
+    import SimpleITK as sitk
+
+    monkeypatch.setattr(roi, "_WORKERS", 2)
+    _, fixed4, mask4 = roi._template()
+    moving4 = sitk.Cast(sitk.BinShrink(fixed4, [1, 1, 1]), sitk.sitkFloat32)
+    moving4.SetOrigin(tuple(v + d for v, d in zip(moving4.GetOrigin(), (3.0, -12.0, 25.0))))
+    grid = roi._CoarseGrid(fixed4, mask4, moving4)
+    assert len(grid._methods) == 2
+    starts = [((0.0, 0.0, float(a)), shift) for a in (0.0, 0.3) for shift in grid.shifts()]
+    one_by_one = [grid.metric(angles, shift) for angles, shift in starts]
+    assert grid.metrics(starts) == one_by_one
+    assert grid.metrics(starts[:1]) == one_by_one[:1] and grid.metrics([]) == []
+    # the rotations are tried at the best translation, so the chosen shift is the first best of the unrotated grid
+    best = starts[int(np.argmin(one_by_one[: len(grid.shifts())]))][1]
+    chosen = roi._coarse_initial_transform(grid)
+    np.testing.assert_allclose(np.asarray(chosen.GetTranslation()) - grid.base, best, atol=1e-9)
