@@ -508,3 +508,13 @@ def test_frugal_memory_flag_reaches_the_training_settings_and_may_change_on_resu
     assert _train_config(args, "finetune").frugal_memory is True
     assert _train_config(build_parser().parse_args(["finetune", *common]), "finetune").frugal_memory is False
     assert "frugal_memory" in RESUME_MAY_CHANGE  # how it runs, not what it computes
+
+
+def test_comparison_figure_gives_every_run_its_own_colour():
+    """More runs than the 10-colour cycle: a zip with it dropped the 11th run from the plot."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import report_lowt_cv
+
+    for count in (1, 10, 11, 20):
+        colours = report_lowt_cv.run_colours(count)
+        assert len(colours) == count and len({str(c) for c in colours}) == count

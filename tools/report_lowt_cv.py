@@ -214,14 +214,22 @@ def figures(s: Dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def run_colours(count: int) -> List[Any]:
+    """One distinct colour per run: the default cycle (10 colours) while it lasts, tab20 beyond (a zip with the
+    10-colour cycle dropped the 11th run from the plot)."""
+    if count <= 10:
+        return list(plt.rcParams["axes.prop_cycle"].by_key()["color"])[:count]
+    cmap = plt.get_cmap("tab20")
+    return [cmap(i % 20) for i in range(count)]
+
+
 def compare_figure(runs: List[Tuple[str, Path]], path: Path) -> None:
     """Dice vs energy of several low-T CV runs on one zoomed plot (their ``summary.json``): the paths differ
     by a few thousandths of Dice, which the full-range plot of :func:`figures` cannot show."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(10.5, max(4.8, 0.8 + 0.17 * (3 * len(runs) + 2))))  # room for the legend
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     lows = [(label, json.loads((folder / "summary.json").read_text())["lowt"]) for label, folder in runs]
-    for (label, low), colour in zip(lows, colours):
+    for (label, low), colour in zip(lows, run_colours(len(lows))):
         for key, style, what in (("converted", "o--", "converted"), ("finetuned", "*-", "fine-tuned")):
             if low.get(key):
                 _dice_vs_energy(ax, low[key], style, colour, f"{label}: {what}", big=9)
