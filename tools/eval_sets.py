@@ -535,6 +535,19 @@ def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def start_report(tool: str) -> Dict[str, Any]:
+    """A probe's JSON report: which tool, the code, when it started and the machine's load then; ``cases`` empty."""
+    return {"meta": {"tool": tool, "git": git_state(), "started": now(), "load_start": load_stats()}, "cases": {}}
+
+
+def finish_report(report: Dict[str, Any], path: Optional[Path]) -> None:
+    """Stamp the end time and load into ``report`` and write it to ``path`` (atomically), if given."""
+    report["meta"].update({"finished": now(), "load_end": load_stats()})
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(report, indent=1) + "\n")
+
+
 def tag_of(model: str, coding: str | None, refine: bool = False) -> str:
     return model + (f"_{coding}" if coding else "") + ("_refine" if refine else "")
 

@@ -95,18 +95,14 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     parser.add_argument("--limit", type=int, default=None, help="first N scans of each set")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    report: Dict[str, Any] = {"meta": {"tool": "tools/probe_local_crop.py", "git": ev.git_state(),
-                                       "started": ev.now(), "load_start": ev.load_stats()}, "cases": {}}
+    report = ev.start_report("tools/probe_local_crop.py")
     for cases in ev.list_cases(args.data, limit=args.limit).values():
         for case in cases:
             report["cases"][case.key] = result = probe(case)
             print(case.key, json.dumps(result), flush=True)
     report["summary"] = summary(report["cases"])
-    report["meta"].update({"finished": ev.now(), "load_end": ev.load_stats()})
     print(json.dumps(report["summary"], indent=1))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    ev.finish_report(report, args.json)
     return report
 
 

@@ -70,8 +70,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     found = {c.key: c for cs in ev.list_cases(args.data).values() for c in cs}
-    report: Dict[str, Any] = {"meta": {"tool": "tools/probe_second_search.py", "git": ev.git_state(),
-                                       "started": ev.now(), "load_start": ev.load_stats()}, "cases": {}}
+    report = ev.start_report("tools/probe_second_search.py")
     with tempfile.TemporaryDirectory(prefix="hipposnn_probe_") as tmp:
         for item in args.cases:
             condition, key = item.split(":", 1)
@@ -80,10 +79,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
             report["cases"][item] = result = probe(found[key], condition, Path(tmp) / condition / key)
             print(item, json.dumps({w: (r["global_metric"], r["global_scalings"][0], r["centroid_to_label_mm"])
                                     for w, r in result.items()}), flush=True)
-    report["meta"].update({"finished": ev.now(), "load_end": ev.load_stats()})
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    ev.finish_report(report, args.json)
     return report
 
 

@@ -25,6 +25,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Dict
 
+from hipposnn.options import SITE_THICK_MM
 from hipposnn.pipeline import evaluate_model, split_names
 from hipposnn.weights import load_model, read_payload, sha256_file, write_card
 
@@ -60,12 +61,12 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="score and report only; change no shipped file")
     parser.add_argument("--only", choices=("ann", "snn"), default=None, help="ship this kind alone")
     parser.add_argument("--command", default="bash tools/train_robust_final.sh", help="the training command (card)")
-    parser.add_argument("--site-thick-mm", type=float, default=3.0,
-                        help="the training's --site-thick-mm (card; 3: the augmentation's defaults)")
+    parser.add_argument("--site-thick-mm", type=float, default=SITE_THICK_MM,
+                        help="the training's --site-thick-mm (card; the default: the augmentation's defaults)")
     parser.add_argument("--results", type=Path, default=None,
                         help="where the logs and validation.json go (default docs/results/robust_final[_CODING])")
     args = parser.parse_args()
-    thick = args.site_thick_mm != 3.0
+    thick = args.site_thick_mm != SITE_THICK_MM
     augmentation = "hipposnn.augment.SiteAugmentation defaults" + (
         f", one-axis slices up to {args.site_thick_mm:g} mm (--site-thick-mm)" if thick else "")
     resolution = "1.5-3 mm resolution" + (f", one-axis slices up to {args.site_thick_mm:g} mm" if thick else "")

@@ -21,7 +21,7 @@ from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _probability
 from .errors import HippoSNNError
-from .options import INPUT_ENCODINGS, MODEL_CHOICES, model_kind
+from .options import INPUT_ENCODINGS, MODEL_CHOICES, SITE_THICK_MM, model_kind
 from .progress import close_progress_bars, tqdm_progress
 
 EXIT_USER_ERROR = 2
@@ -48,8 +48,9 @@ def _add_train(p: argparse.ArgumentParser, lr: float, epochs: int, batch: int) -
     p.add_argument("--augment", action="store_true", help="small random in-plane affine and contrast changes")
     p.add_argument("--site-augment", action="store_true",
                    help="each epoch, new site-like crops: bias field, gamma, 1.5-3 mm resolution, noise, masking")
-    p.add_argument("--site-thick-mm", type=_positive_float, default=3.0,
-                   help="with --site-augment: thickest slice of the one-axis coarse resolution, in mm (default 3; "
+    p.add_argument("--site-thick-mm", type=_positive_float, default=SITE_THICK_MM,
+                   help=f"with --site-augment: thickest slice of the one-axis coarse resolution, in mm (default "
+                        f"{SITE_THICK_MM:g}; "
                         "the whole-brain default was trained with 6 to hold on thick-slice scans)")
     p.add_argument("--max-batches", type=_positive_int, default=None, help="stop after this many batches")
     p.add_argument("--eval-every", type=_positive_int, default=None, help="also validate every N batches")

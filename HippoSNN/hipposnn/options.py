@@ -25,6 +25,11 @@ THRESHOLD_RANGE: Tuple[float, float] = (0.01, 0.99)
 
 DEVICES = ("auto", "cpu", "cuda")
 
+#: Training: the site augmentation's thickest one-axis voxel (mm) unless ``--site-thick-mm`` says otherwise, the
+#: top of ``hipposnn.augment.SiteAugmentation.spacing_mm`` (every model trained before the option existed); the
+#: whole-brain default was trained with 6.
+SITE_THICK_MM = 3.0
+
 #: The shipped models a user picks by name: the default SNN ("snn"), each SNN by its latency, the ANN.
 #: "snn-t32" is the paper's path (balanced at T = 200, fine-tuned at T = 32); "snn-t8" the low-latency
 #: path (quantised-clip ANN converted from its clips, fine-tuned at T = 8; docs/models.md).

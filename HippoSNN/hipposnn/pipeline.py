@@ -71,8 +71,9 @@ def training_slices(
     if not cfg.site_augment:
         return plain, None
 
+    site = SiteAugmentation(thick_mm=cfg.site_thick_mm)
+
     def for_epoch(epoch: int) -> SliceSet:
-        site = SiteAugmentation(thick_mm=cfg.site_thick_mm)
         return build_slices(augment_cases(cases, seed=cfg.seed * 100_003 + epoch, cfg=site), cfg.coding, context)
 
     return plain, for_epoch

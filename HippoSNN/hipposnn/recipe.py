@@ -289,7 +289,8 @@ def _execute(
                                lr=settings["lr"], loss=settings["loss"], coding=job.coding, seed=seed,
                                augment=settings.get("augment", False),
                                site_augment=settings.get("site_augment", False),
-                               site_thick_mm=settings.get("site_thick_mm", 3.0), device=device, threads=threads,
+                               site_thick_mm=settings.get("site_thick_mm", TrainConfig.site_thick_mm),
+                               device=device, threads=threads,
                                plateau_patience=settings.get("plateau_patience", 3), quant_levels=quant_levels,
                                max_batches=settings.get("max_batches"))
 
@@ -332,7 +333,8 @@ def _execute(
         cfg = TrainConfig(stage=job.stage, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
                           loss=s["loss"], timesteps=job.timesteps, coding=job.coding, seed=seed,
                           augment=s.get("augment", False),
-                          site_augment=s.get("site_augment", False), site_thick_mm=s.get("site_thick_mm", 3.0),
+                          site_augment=s.get("site_augment", False),
+                          site_thick_mm=s.get("site_thick_mm", TrainConfig.site_thick_mm),
                           eval_every=s.get("eval_every"), device=device,
                           threads=threads, plateau_patience=s.get("plateau_patience", 2),
                           max_batches=s.get("max_batches"), rate_penalty=s.get("rate_penalty", 0.0),

@@ -261,15 +261,23 @@ def _in_parallel(calls: Sequence[Callable[[], T]]) -> List[T]:
         return list(pool.map(lambda call: call(), calls))
 
 
+def _index_box(
+    image: sitk.Image, points_lps: Sequence[Sequence[float]], margin_mm: float
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Voxel index range ``[lo, hi)`` of ``image`` covering ``points_lps`` and ``margin_mm`` around them, clipped."""
+    index = np.array([image.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in point))
+                      for point in points_lps])
+    margin = margin_mm / np.asarray(image.GetSpacing())
+    size = np.asarray(image.GetSize())
+    lo = np.clip(np.floor(index.min(axis=0) - margin), 0, size).astype(int)
+    hi = np.clip(np.ceil(index.max(axis=0) + margin) + 1, 0, size).astype(int)
+    return lo, hi
+
+
 def _local_mask(fixed: sitk.Image, centre_ras: Sequence[float], half_width_mm: float) -> sitk.Image:
     """Binary cube around a template point, used to restrict the local stage's metric."""
-    lps = swap_ras_lps(np.asarray(centre_ras, dtype=np.float64))
-    centre = np.asarray(fixed.TransformPhysicalPointToContinuousIndex(tuple(lps)))
-    half = half_width_mm / np.asarray(fixed.GetSpacing())
-    size = np.asarray(fixed.GetSize())
-    lo = np.clip(np.floor(centre - half), 0, size).astype(int)
-    hi = np.clip(np.ceil(centre + half) + 1, 0, size).astype(int)
-    arr = np.zeros(tuple(size[::-1]), dtype=np.uint8)
+    lo, hi = _index_box(fixed, [swap_ras_lps(np.asarray(centre_ras, dtype=np.float64))], half_width_mm)
+    arr = np.zeros(tuple(np.asarray(fixed.GetSize())[::-1]), dtype=np.uint8)
     arr[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]] = 1
     mask = sitk.GetImageFromArray(arr)
     mask.CopyInformation(fixed)
@@ -292,11 +300,7 @@ def _moving_region(
     centre = swap_ras_lps(np.asarray(centre_ras, dtype=np.float64))
     corners = [transform.TransformPoint(tuple(float(v) for v in centre + half_width_mm * np.asarray(signs)))
                for signs in itertools.product((-1.0, 1.0), repeat=3)]
-    index = np.array([moving.TransformPhysicalPointToContinuousIndex(point) for point in corners])
-    margin = margin_mm / np.asarray(moving.GetSpacing())
-    size = np.asarray(moving.GetSize())
-    lo = np.clip(np.floor(index.min(axis=0) - margin), 0, size).astype(int)
-    hi = np.clip(np.ceil(index.max(axis=0) + margin) + 1, 0, size).astype(int)
+    lo, hi = _index_box(moving, corners, margin_mm)
     if np.any(hi - lo < 4):
         return moving
     return sitk.RegionOfInterest(moving, [int(v) for v in hi - lo], [int(v) for v in lo])

@@ -39,6 +39,7 @@ from .errors import Cancelled, HippoSNNError
 from .losses import LOSSES, distill_loss
 from .memory import frugal_allocator
 from .metrics import dice, mean_sd, slice_dice
+from .options import SITE_THICK_MM
 from .simulate import predict_slices
 from .unet import SpikeStats, SpikingUNet, UNet
 from .weights import atomic_torch_save, atomic_write_text, model_payload
@@ -67,7 +68,7 @@ class TrainConfig:
     plateau_factor: float = 0.5
     augment: bool = False
     site_augment: bool = False  # per-epoch site augmentation of the raw crops (hipposnn.augment)
-    site_thick_mm: float = 3.0  # site augmentation: thickest single-axis voxel (SiteAugmentation.thick_mm)
+    site_thick_mm: float = SITE_THICK_MM  # site augmentation: thickest single-axis voxel (SiteAugmentation.thick_mm)
     max_batches: Optional[int] = None  # stop after this many batches (training budget)
     eval_every: Optional[int] = None  # extra validation every N batches (learning curves)
     eval_timesteps: Optional[int] = None  # T for SNN validation (default: timesteps)
