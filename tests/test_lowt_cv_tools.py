@@ -1,0 +1,141 @@
+"""tools/lowt_cv_by_t.py and tools/probe_readout_smoothing.py on a tiny synthetic CV run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hipposnn.conversion import convert_from_clip
+from hipposnn.pipeline import evaluate_model
+from hipposnn.quant import calibrate_clips
+from hipposnn.unet import UNet, UNetSpec
+from hipposnn.weights import load_model, save_model
+
+from .helpers import make_msd_folder
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(TOOLS))  # the tool imports report_lowt_cv and report_recipe beside it
+    try:
+        spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    finally:
+        sys.path.remove(str(TOOLS))
+    return module
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A two-fold recipe-like run: each fold a quantised ANN (ann/) and its direct-input SNN (finetune_T4/)."""
+    root = tmp_path_factory.mktemp("by_t")
+    data = make_msd_folder(root / "data", n=6)  # six: the final split holds one validation crop
+    names = sorted(p.name.split(".")[0] for p in (data / "imagesTr").glob("*.nii.gz"))
+    run = root / "run"
+    spec = {"channels": [4, 8], "dropout": 0.0, "quant_levels": 4}
+    (run).mkdir()
+    (run / "config.json").write_text(json.dumps({"spec": spec}))
+    for fold, test in enumerate((names[:3], names[3:])):
+        torch.manual_seed(fold)
+        ann = UNet(UNetSpec(channels=(4, 8), dropout=0.0, quant_levels=4))
+        calibrate_clips(ann, [torch.rand(4, 1, 56, 48)])
+        folder = run / "binary" / f"fold_{fold}"
+        save_model(ann, folder / "ann" / "best.pt")
+        save_model(convert_from_clip(ann, input_encoding="direct"), folder / "finetune_T4" / "best.pt")
+        (folder / "finetune_T4" / "result.json").write_text(json.dumps({"test_cases": test}))
+    return data, run
+
+
+def test_scores_every_fold_at_every_t_as_evaluate_does(run, tmp_path):
+    data, folder = run
+    tool = _load("lowt_cv_by_t")
+    out, figure = tmp_path / "out", tmp_path / "fig.png"
+    assert tool.main(["--run", str(folder), "--data", str(data), "--trained-t", "4", "--timesteps", "8", "1", "4",
+                      "--threads", "1", "--out", str(out), "--figure", str(figure)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = summary["rows"]
+    assert list(rows) == ["ann", "1", "4", "8"]  # the ANN first, then T ascending
+    assert all(len(r["per_fold_dice_3d"]) == 2 and r["n_cases"] == 6 for r in rows.values())
+    # the T = 4 row is evaluate_model's score of each fold's SNN on its own test cases, pooled over the cases
+    fold_1 = folder / "binary" / "fold_1"
+    direct = evaluate_model(load_model(fold_1 / "finetune_T4" / "best.pt"), data,
+                            json.loads((fold_1 / "finetune_T4" / "result.json").read_text())["test_cases"], 4,
+                            "binary")
+    assert rows["4"]["per_fold_dice_3d"][1] == pytest.approx(direct["mean_dice_3d"], abs=1e-4)
+    # more timesteps, more spikes and more energy; the ANN is the energy unit
+    assert rows["1"]["spikes_per_neuron"] < rows["4"]["spikes_per_neuron"] < rows["8"]["spikes_per_neuron"]
+    assert rows["1"]["energy_vs_ann"] < rows["8"]["energy_vs_ann"] and rows["ann"]["energy_vs_ann"] == 1.0
+    table = (out / "table.md").read_text()
+    assert "| quantised-clip ANN |" in table and "| fine-tuned at T = 4 | 4 |" in table
+    assert "run at T = 8 | 8 |" in table and figure.stat().st_size > 10_000
+
+
+def test_a_folder_that_is_not_a_recipe_run_is_refused(tmp_path, capsys):
+    tool = _load("lowt_cv_by_t")
+    with pytest.raises(SystemExit) as exc:
+        tool.main(["--run", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2 and "not a recipe run" in capsys.readouterr().err
+
+
+def test_readout_smoothing_probe_scores_raw_maps_as_evaluate_does(run, tmp_path):
+    data, folder = run
+    probe = _load("probe_readout_smoothing")
+    flat = probe.smooth(np.full((6, 8, 8), 0.3, np.float32), 1.0)
+    assert np.allclose(flat, 0.3, atol=1e-5)  # a constant map stays constant
+    spike = np.zeros((9, 9, 9), np.float32)
+    spike[4, 4, 4] = 1.0
+    blurred = probe.smooth(spike, 0.7)
+    assert blurred.max() < 0.5 and blurred.sum() == pytest.approx(1.0, abs=0.02)
+    assert probe.smooth(spike, 0.0) is spike
+    out = tmp_path / "probe.json"
+    ann = folder / "binary" / "fold_0" / "ann" / "best.pt"
+    assert probe.main(["--run", str(folder), "--data", str(data), "--trained-t", "4", "--sigmas", "0", "0.7",
+                       "--model", str(ann), "1", "binary", "--threads", "1", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    fold_0 = folder / "binary" / "fold_0"
+    names = json.loads((fold_0 / "finetune_T4" / "result.json").read_text())["test_cases"]
+    raw = evaluate_model(load_model(fold_0 / "finetune_T4" / "best.pt"), data, names, 4, "binary")
+    assert record["cv"]["fold_0"]["snn"]["0.0"] == pytest.approx(raw["mean_dice_3d"], abs=1e-4)
+    assert set(record["cv"]["pooled"]) == {"snn", "ann"} and set(record["cv"]["pooled"]["ann"]) == {"0.0", "0.7"}
+    assert record["validation"]["best.pt"]["timesteps"] == 1
+    with pytest.raises(SystemExit):
+        probe.main(["--model", str(ann), "x", "binary", "--json", str(out)])
+
+
+def test_the_wholebrain_mode_smooths_what_segment_thresholds_only_while_it_evaluates(tmp_path, monkeypatch):
+    probe = _load("probe_readout_smoothing")
+    import hipposnn.inference as inference
+
+    sys.path.insert(0, str(TOOLS))
+    try:
+        import eval_sets
+    finally:
+        sys.path.remove(str(TOOLS))
+    original = inference._predict
+    spike = np.zeros((9, 9, 9), np.float32)
+    spike[4, 4, 4] = 1.0
+    monkeypatch.setattr(inference, "_predict", lambda *a, **k: [spike])
+    patched = inference._predict
+    seen = {}
+
+    def fake_run(argv):
+        seen["argv"] = list(argv)
+        seen["maps"] = inference._predict()
+        return {"meta": {"started": "now"}}
+
+    monkeypatch.setattr(eval_sets, "run", fake_run)
+    out = tmp_path / "wb"
+    out.mkdir()
+    assert probe.main(["--wholebrain", "1.0", "--", "--model", "snn-t8", "--out", str(out)]) == 0
+    assert seen["argv"] == ["--model", "snn-t8", "--out", str(out)]
+    assert seen["maps"][0].max() < 0.5 and seen["maps"][0].sum() == pytest.approx(1.0, abs=0.05)
+    assert inference._predict is patched and original is not None  # restored after the evaluation
+    assert json.loads((out / "probe.json").read_text())["sigma_voxels"] == 1.0
+    assert probe.main(["--wholebrain", "1.0", "--", "--model", "snn-t8"]) == 2  # no --out: refused
