@@ -139,3 +139,20 @@ def test_the_wholebrain_mode_smooths_what_segment_thresholds_only_while_it_evalu
     assert inference._predict is patched and original is not None  # restored after the evaluation
     assert json.loads((out / "probe.json").read_text())["sigma_voxels"] == 1.0
     assert probe.main(["--wholebrain", "1.0", "--", "--model", "snn-t8"]) == 2  # no --out: refused
+
+
+def test_the_shipping_tool_adds_rescored_t_to_the_card_and_refuses_other_models():
+    ship = _load("ship_lowt_model")
+    row = {"dice_3d": 0.8885, "sd_3d": 0.02, "spikes_per_neuron": 0.85, "energy_vs_ann": 0.178, "seconds": 9.0}
+    cv = {"finetuned_by_T": {"16": dict(row, dice_3d=0.8894), "8": dict(row)}, "quantised_ann": {"dice_3d": 0.89}}
+    by_t = {"tool": "tools/lowt_cv_by_t.py", "run": "runs/x",
+            "rows": {"ann": {"dice_3d": 0.89}, "1": dict(row, dice_3d=0.0973), "8": dict(row), "32": dict(row)}}
+    ship.add_rescored_t(cv, by_t, "by_t/summary.json")
+    assert list(cv["finetuned_by_T"]) == ["1", "8", "16", "32"]  # sorted by T, the ANN row left out
+    assert cv["finetuned_by_T"]["1"]["dice_3d"] == 0.0973 and "seconds" not in cv["finetuned_by_T"]["1"]
+    assert cv["finetuned_by_T_rescored"]["source"] == "by_t/summary.json"
+    line = ship._cv_line(cv, "- Cross-validation", 8)
+    assert "T = 1: 0.0973 (0.178 x)" in line and "T = 32:" in line
+    by_t["rows"]["8"] = dict(row, dice_3d=0.8700)
+    with pytest.raises(SystemExit, match="not the same models"):
+        ship.add_rescored_t(cv, by_t, "by_t/summary.json")

@@ -41,8 +41,10 @@ cites the whole-brain evaluation (``tools/eval_sets.py``'s ``table_*.csv``) it w
         --ann runs/lowt_final_binary/ann_L8 --results docs/results/lowt_final_binary_direct --default \
         --no-cv "..." --wholebrain docs/results/wholebrain_eval/table_snn-t8_binary.csv --command "..."
 
-``--cv-note TEXT`` says how the cited CV's path differs from the shipped model's (the binary model's CV had to
-warm-start each fold from a ternary-input ReLU ANN; its command: ``docs/results/lowt_cv_binary_kd/ship_command.txt``).
+``--by-t SUMMARY.json`` adds the T that ``tools/lowt_cv_by_t.py`` rescored the cited CV's fine-tuned SNNs at (the
+recipe scores only its config's T). ``--cv-note TEXT`` says how the cited CV's path differs from the shipped
+model's (the binary model's CV had to warm-start each fold from a ternary-input ReLU ANN; its command:
+``docs/results/lowt_cv_binary_kd/ship_command.txt``).
 """
 
 from __future__ import annotations
@@ -122,15 +124,36 @@ def cv_metrics(summary: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
+def add_rescored_t(cv: Dict[str, Any], by_t: Dict[str, Any], source: str) -> None:
+    """Add the T that ``tools/lowt_cv_by_t.py`` rescored (its ``summary.json``) to the card's CV by T.
+
+    A T the recipe scored too must agree (same models, crops and seed): a mismatch means another run.
+    """
+    keep = ("dice_3d", "sd_3d", "dice_2d", "n_cases", "folds", "firing_rate", "spikes_per_neuron", "energy_vs_ann")
+    rows = cv["finetuned_by_T"]
+    for t, row in by_t["rows"].items():
+        if t == "ann":
+            continue
+        if t in rows and abs(rows[t]["dice_3d"] - row["dice_3d"]) > 1e-6:
+            raise SystemExit(f"{source}: T = {t} scores {row['dice_3d']:.4f}, the cited CV {rows[t]['dice_3d']:.4f}: "
+                             "not the same models")
+        rows.setdefault(t, {k: row[k] for k in keep if k in row})
+    cv["finetuned_by_T"] = dict(sorted(rows.items(), key=lambda item: int(item[0])))
+    cv["finetuned_by_T_rescored"] = {"source": source, "tool": by_t["tool"], "run": by_t["run"]}
+
+
 def _cv_line(cv: Dict[str, Any], heading: str | None, t: int) -> str:
     """The Markdown card's CV line: the CV's pooled numbers, or why the model has none."""
     if heading is None:
         return f"- Cross-validation: none ({cv['none']})"
     ft = cv["finetuned_by_T"][str(t)]
+    by_t = "; ".join(f"T = {k}: {r['dice_3d']:.4f} ({r['energy_vs_ann']:.3f} x)"
+                     for k, r in cv["finetuned_by_T"].items())
     return (heading + f" (5 folds, test crops, T = {t}): 3D Dice {ft['dice_3d']:.4f} ± {ft['sd_3d']:.4f}; "
             f"its quantised ANN {cv['quantised_ann']['dice_3d']:.4f}; {ft['spikes_per_neuron']:.2f} spikes per "
             f"neuron; energy {ft['energy_vs_ann']:.3f} x the ANN's (45 nm convention)"
-            + (f"; {cv['note']}" if cv.get("note") else ""))
+            + (f"; {cv['note']}" if cv.get("note") else "")
+            + f"\n- The same fine-tuned SNNs run at other T (CV test 3D Dice, x the ANN's energy): {by_t}")
 
 
 def wholebrain_rows(table: Path) -> List[Dict[str, Any]]:
@@ -175,7 +198,11 @@ def main() -> int:
                     help="tools/eval_sets.py table of the model on every labelled whole-brain set, cited on the card")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "msd_hippocampus",
                     help="MSD crops for the validation Dice with --input")
+    ap.add_argument("--by-t", type=Path, default=None, metavar="SUMMARY.json",
+                    help="tools/lowt_cv_by_t.py's summary.json: the cited CV's fine-tuned SNNs rescored at more T")
     args = ap.parse_args()
+    if args.by_t is not None and args.no_cv is not None:
+        ap.error("--by-t adds to a cited CV; --no-cv says there is none")
     if args.input_cv is not None and args.input_encoding is None:
         ap.error("--input-cv needs --input")
     if args.cv_note is not None and args.no_cv is not None:
@@ -196,6 +223,8 @@ def main() -> int:
         if args.cv_note:
             cv["note"] = args.cv_note
             cv_limitation = f"{cv_limitation.removesuffix('; ')} ({args.cv_note}); "
+        if args.by_t is not None:
+            add_rescored_t(cv, json.loads(args.by_t.read_text()), _rel(args.by_t))
     elif args.ann is None or args.run is not None or not warm:
         raise SystemExit("ship_lowt_model.py: --no-cv ships a warm-started model: give --final and --ann, not --run")
     else:  # the run's own settings say what the CV's config would
