@@ -257,6 +257,31 @@ def test_direct_input_pays_the_first_layers_macs_once_per_slice_whatever_the_chu
     assert poisson.macs == {} and poisson.synops["enc0_0"] > 0
 
 
+def test_a_direct_input_run_in_chunks_convolves_its_image_once_with_the_same_result(monkeypatch):
+    """The first layer's current of a direct input is kept with the membranes: chunks of one step convolve the
+    image once per run, not once per step, and give the run's logits bit for bit."""
+    import hipposnn.unet as unet
+
+    ann, x = _direct_pair()
+    snn = convert_from_clip(ann, input_encoding="direct").eval()
+    calls = []
+    conv = unet.plain_conv
+
+    def counting(h, *args, **kwargs):
+        calls.append(h.shape[0])
+        return conv(h, *args, **kwargs)
+
+    monkeypatch.setattr(unet, "plain_conv", counting)
+    logits = {}
+    for chunk in (1, 3, 8):
+        calls.clear()
+        with torch.no_grad():
+            logits[chunk] = snn_logits(snn, x, 8, make_generator(0), "binary", chunk=chunk)
+        assert calls == [len(x)]  # one convolution of the images, whatever the chunking
+    # chunks change the other layers' batch, hence float rounding (as without the kept current), not the run
+    assert torch.allclose(logits[1], logits[8], atol=1e-5) and torch.allclose(logits[3], logits[8], atol=1e-5)
+
+
 @pytest.mark.parametrize("training", [False, True])
 def test_direct_input_computed_once_gives_the_same_run_as_the_image_at_every_step(training):
     """encode() views one image T times; the forward pass convolves it once and repeats the current, which
@@ -528,7 +553,10 @@ def test_the_whole_brain_default_is_the_distilled_binary_low_latency_snn_on_dire
     assert len(cv["per_fold"]) == 5 and "warm-started each fold from its own ReLU ANN" in card["limitations"]
     assert 0.85 < cv["finetuned_by_T"]["8"]["dice_3d"] < cv["quantised_ann"]["dice_3d"]
     assert cv["finetuned_by_T"]["8"]["energy_vs_ann"] < 0.25
-    assert "lowt_cv_binary_relu_kd" in " ".join(card["provenance"]["derived_from"])
+    assert "lowt_cv_binary_relu32_kd_thick6" in " ".join(card["provenance"]["derived_from"])
+    # and that CV's SNNs at every T of issue 14, rescored by tools/lowt_cv_by_t.py
+    assert sorted(cv["finetuned_by_T"], key=int) == ["1", "2", "4", "8", "16", "32"]
+    assert cv["finetuned_by_T_rescored"]["source"].endswith("by_t/summary.json")
     sets = {row["set"]: row for row in card["wholebrain_evaluation"]["sets"]}
     # the evidence it became the default on: every set scored, no IXI hemisphere below 0.5
     assert {"ixi_nichart", "lpba40"} <= set(sets) and int(sets["ixi_nichart"]["failures"]) == 0

@@ -437,17 +437,29 @@ class SpikingUNet(_UNetBase):
                 # a later chunk of the same run (membranes carried in ``state``) has paid the direct input's MACs
                 fresh = state is None or layer.name not in state
                 self._count_ops(stats, layer, counts, batch, tuple(h.shape[-2:]), fresh)
-            # an analog input is not a spike map: int8 would not hold it, so its layer convolves in float
-            conv = plain_conv if direct and INPUT in layer.inputs else compact_conv
-            current = conv(
-                h,
-                weight,
-                pool=layer.pool,
-                mask=mask,
-                transposed=layer.kind == "up",
-                padding=self._padding(layer),
-                stride=2 if layer.kind == "up" else 1,
-            )
+            # A direct input is the same image at every step of a run, so its layer's current (one image's worth:
+            # a single step, or the once-computed current) is kept in ``state`` beside the membranes and a run in
+            # chunks of one step convolves the image once, not once per step (the same values: same input, same conv).
+            keep = f"{layer.name}/direct current"
+            reusable = (direct and layer.inputs == (INPUT,) and not train_graph and mask is None and state is not None
+                        and (steps == 1 or fed_once))
+            kept = state.get(keep) if reusable else None  # type: ignore[union-attr]
+            if kept is not None and kept.shape[0] == batch:
+                current = kept
+            else:
+                # an analog input is not a spike map: int8 would not hold it, so its layer convolves in float
+                conv = plain_conv if direct and INPUT in layer.inputs else compact_conv
+                current = conv(
+                    h,
+                    weight,
+                    pool=layer.pool,
+                    mask=mask,
+                    transposed=layer.kind == "up",
+                    padding=self._padding(layer),
+                    stride=2 if layer.kind == "up" else 1,
+                )
+                if reusable:
+                    state[keep] = current  # type: ignore[index]
             if fed_once:
                 current = _repeat_steps(current, steps)
             if not layer.spiking:
