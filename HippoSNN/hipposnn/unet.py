@@ -401,7 +401,8 @@ class SpikingUNet(_UNetBase):
 
         Returns the *sum over these T steps* of the output current; :meth:`logits` applies the
         output scaling. ``state`` (a dict, filled and reused in place) carries membranes between
-        calls, so long runs can be split into chunks of timesteps without changing the result.
+        calls, so long runs can be split into chunks of timesteps without changing the result; with
+        direct input it also keeps the first layer's current, so it belongs to one run of one input.
         ``current_hook(layer, current)`` sees every layer's input current before its neurons fire
         (threshold balancing uses it and may set that layer's threshold). ``record`` receives each
         layer's spikes (teaching views). Gradients flow when autograd is on (BPTT, reset detached).
