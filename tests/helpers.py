@@ -38,3 +38,31 @@ def reference_if(current, threshold: float, reset: str = "subtract", initial: fl
         else:
             membrane = membrane - threshold * spikes.detach()
     return torch.stack(out)
+
+
+def load_tool(name: str, folder: str = "tools"):
+    """The module of ``<repo>/<folder>/<name>.py`` (a script, not a package), loaded once per test session.
+
+    The folder is on ``sys.path`` while it loads (tools import their neighbours, e.g. ``report_lowt_cv``) and the
+    module is registered in ``sys.modules`` (dataclasses look their module up; a tool's own ``import eval_sets``
+    then finds the module a test patched).
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if name in sys.modules:
+        return sys.modules[name]
+    where = Path(__file__).resolve().parents[1] / folder
+    spec = importlib.util.spec_from_file_location(name, where / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(where))
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except BaseException:
+        del sys.modules[name]
+        raise
+    finally:
+        sys.path.remove(str(where))
+    return module

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return sys.modules[name]
+from .helpers import load_tool
 
 
 @pytest.fixture(scope="module")
 def st():
-    _load("eval_sets")
-    return _load("eval_stress")
+    load_tool("eval_sets")
+    return load_tool("eval_stress")
 
 
 LIA = np.array([[-1.0, 0, 0, 32], [0, 0, 1, -32], [0, -1, 0, 128], [0, 0, 0, 1]])  # LIA, as FreeSurfer conforms

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +20,7 @@ from hipposnn.training import TrainConfig, Trainer, mean_rate
 from hipposnn.unet import SpikeStats, SpikingUNet, UNet, UNetSpec
 from hipposnn.weights import load_model, model_from_payload, model_payload, read_payload, save_model
 
-from .helpers import make_msd_folder, reference_if
+from .helpers import load_tool, make_msd_folder, reference_if
 
 SMALL = UNetSpec(channels=(4, 8), dropout=0.0)
 
@@ -504,17 +503,7 @@ def test_bad_low_latency_flags_exit_2(argv, capsys):
 
 
 def test_the_shipping_tool_words_every_input_encoding_on_the_card():
-    import importlib.util
-    import sys
-
-    tools = Path(__file__).resolve().parents[1] / "tools"
-    sys.path.insert(0, str(tools))  # it imports report_lowt_cv beside it
-    try:
-        spec = importlib.util.spec_from_file_location("ship_lowt_model", tools / "ship_lowt_model.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    finally:
-        sys.path.remove(str(tools))
+    module = load_tool("ship_lowt_model")
     from hipposnn.encoding import INPUT_ENCODINGS
 
     assert set(module.INPUT_WORDING) == set(INPUT_ENCODINGS)

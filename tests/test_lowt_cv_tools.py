@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,20 +13,7 @@ from hipposnn.quant import calibrate_clips
 from hipposnn.unet import UNet, UNetSpec
 from hipposnn.weights import load_model, save_model
 
-from .helpers import make_msd_folder
-
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
-
-def _load(name: str):
-    sys.path.insert(0, str(TOOLS))  # the tool imports report_lowt_cv and report_recipe beside it
-    try:
-        spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    finally:
-        sys.path.remove(str(TOOLS))
-    return module
+from .helpers import load_tool, make_msd_folder
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +39,7 @@ def run(tmp_path_factory):
 
 def test_scores_every_fold_at_every_t_as_evaluate_does(run, tmp_path):
     data, folder = run
-    tool = _load("lowt_cv_by_t")
+    tool = load_tool("lowt_cv_by_t")
     out, figure = tmp_path / "out", tmp_path / "fig.png"
     assert tool.main(["--run", str(folder), "--data", str(data), "--trained-t", "4", "--timesteps", "8", "1", "4",
                       "--threads", "1", "--out", str(out), "--figure", str(figure)]) == 0
@@ -78,7 +62,7 @@ def test_scores_every_fold_at_every_t_as_evaluate_does(run, tmp_path):
 
 
 def test_a_folder_that_is_not_a_recipe_run_is_refused(tmp_path, capsys):
-    tool = _load("lowt_cv_by_t")
+    tool = load_tool("lowt_cv_by_t")
     with pytest.raises(SystemExit) as exc:
         tool.main(["--run", str(tmp_path), "--out", str(tmp_path / "out")])
     assert exc.value.code == 2 and "not a recipe run" in capsys.readouterr().err
@@ -86,7 +70,7 @@ def test_a_folder_that_is_not_a_recipe_run_is_refused(tmp_path, capsys):
 
 def test_readout_smoothing_probe_scores_raw_maps_as_evaluate_does(run, tmp_path):
     data, folder = run
-    probe = _load("probe_readout_smoothing")
+    probe = load_tool("probe_readout_smoothing")
     flat = probe.smooth(np.full((6, 8, 8), 0.3, np.float32), 1.0)
     assert np.allclose(flat, 0.3, atol=1e-5)  # a constant map stays constant
     spike = np.zeros((9, 9, 9), np.float32)
@@ -110,14 +94,10 @@ def test_readout_smoothing_probe_scores_raw_maps_as_evaluate_does(run, tmp_path)
 
 
 def test_the_wholebrain_mode_smooths_what_segment_thresholds_only_while_it_evaluates(tmp_path, monkeypatch):
-    probe = _load("probe_readout_smoothing")
+    probe = load_tool("probe_readout_smoothing")
     import hipposnn.inference as inference
 
-    sys.path.insert(0, str(TOOLS))
-    try:
-        import eval_sets
-    finally:
-        sys.path.remove(str(TOOLS))
+    eval_sets = load_tool("eval_sets")
     original = inference._predict
     spike = np.zeros((9, 9, 9), np.float32)
     spike[4, 4, 4] = 1.0
@@ -142,7 +122,7 @@ def test_the_wholebrain_mode_smooths_what_segment_thresholds_only_while_it_evalu
 
 
 def test_the_shipping_tool_adds_rescored_t_to_the_card_and_refuses_other_models():
-    ship = _load("ship_lowt_model")
+    ship = load_tool("ship_lowt_model")
     row = {"dice_3d": 0.8885, "sd_3d": 0.02, "spikes_per_neuron": 0.85, "energy_vs_ann": 0.178, "seconds": 9.0}
     cv = {"finetuned_by_T": {"16": dict(row, dice_3d=0.8894), "8": dict(row)}, "quantised_ann": {"dice_3d": 0.89}}
     by_t = {"tool": "tools/lowt_cv_by_t.py", "run": "runs/x",

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)
-    spec.loader.exec_module(module)
-    return sys.modules[name]
+from .helpers import load_tool
 
 
 @pytest.mark.shared
 def test_probe_reports_sub_voxel_moves_and_restores_the_registration(shared_data, tmp_path):
-    _load("eval_sets")
-    probe = _load("probe_local_crop")
+    load_tool("eval_sets")
+    probe = load_tool("probe_local_crop")
     from hipposnn import roi
 
     stage, region, workers = roi._local_stage, roi._moving_region, roi._WORKERS

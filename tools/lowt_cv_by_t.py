@@ -30,19 +30,14 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from hipposnn.atomicio import atomic_write_text  # noqa: E402
 from hipposnn.pipeline import evaluate_model  # noqa: E402
 from hipposnn.weights import load_model  # noqa: E402
+from lowt_cv_input_swap import fold_folders  # noqa: E402
 from report_lowt_cv import ann_energy_uj, snn_row  # noqa: E402
 from report_recipe import pooled  # noqa: E402
 
 DEFAULT_T = [1, 2, 4, 8, 16, 32]
-
-
-def fold_folders(run: Path, coding: str, stage: str) -> List[Path]:
-    folds = sorted(p for p in (run / coding).glob("fold_[0-9]*") if (p / stage / "best.pt").is_file())
-    if not folds:
-        raise SystemExit(f"{run / coding}: no fold holds {stage}/best.pt")
-    return folds
 
 
 def score_folds(folds: List[Path], data: Path, stage: str, timesteps: List[int], coding: str,
@@ -51,8 +46,8 @@ def score_folds(folds: List[Path], data: Path, stage: str, timesteps: List[int],
     out: Dict[str, List[Dict[str, Any]]] = {"ann": [], **{str(t): [] for t in timesteps}}
     for fold in folds:
         names = json.loads((fold / stage / "result.json").read_text())["test_cases"]
-        for key, model, t in [("ann", load_model(fold / "ann" / "best.pt"), 1)] + [
-                (str(t), load_model(fold / stage / "best.pt"), t) for t in timesteps]:
+        snn = load_model(fold / stage / "best.pt")
+        for key, model, t in [("ann", load_model(fold / "ann" / "best.pt"), 1)] + [(str(t), snn, t) for t in timesteps]:
             t0 = time.time()
             result = evaluate_model(model, data, names, t, coding, seed=seed)
             result.update(fold=fold.name, seconds=round(time.time() - t0, 1))
@@ -162,11 +157,11 @@ def main(argv: Optional[List[str]] = None) -> int:
               "load_end": list(os.getloadavg()), "threads": args.threads, "rows": rows,
               "per_case": {key: [{"fold": r["fold"], "cases": r["cases"]} for r in results]
                            for key, results in per_key.items()}}
-    (args.out / "summary.json").write_text(json.dumps(record, indent=1))
+    atomic_write_text(args.out / "summary.json", json.dumps(record, indent=1))
     text = table(rows, args.trained_t)
-    (args.out / "table.md").write_text(f"<!-- {record['tool']} {' '.join(record['argv'])} | {started} .. "
-                                       f"{record['finished']} | load {load_start} .. {record['load_end']} -->\n"
-                                       + text)
+    atomic_write_text(args.out / "table.md", f"<!-- {record['tool']} {' '.join(record['argv'])} | {started} .. "
+                                             f"{record['finished']} | load {load_start} .. {record['load_end']} -->\n"
+                                             + text)
     if args.figure:
         figure(rows, _title(args), args.figure)
     print(text)

@@ -32,12 +32,18 @@ from report_lowt_cv import ann_energy_uj, snn_row  # noqa: E402
 from report_recipe import pooled  # noqa: E402
 
 
-def score_run(run: Path, data: Path, inputs: List[str], timesteps: int, coding: str, stage: str,
-              seed: int = 0) -> Dict[str, Any]:
-    """Per encoding: the per-fold evaluate_model results of every fold's ``stage`` model on its test cases."""
+def fold_folders(run: Path, coding: str, stage: str) -> List[Path]:
+    """The CV folds (``CODING/fold_K``) of a recipe run whose ``stage`` folder holds a model; exits if none does."""
     folds = sorted(p for p in (run / coding).glob("fold_[0-9]*") if (p / stage / "best.pt").is_file())
     if not folds:
         raise SystemExit(f"{run / coding}: no fold holds {stage}/best.pt")
+    return folds
+
+
+def score_run(run: Path, data: Path, inputs: List[str], timesteps: int, coding: str, stage: str,
+              seed: int = 0) -> Dict[str, Any]:
+    """Per encoding: the per-fold evaluate_model results of every fold's ``stage`` model on its test cases."""
+    folds = fold_folders(run, coding, stage)
     out: Dict[str, List[Dict[str, Any]]] = {name: [] for name in inputs}
     for fold in folds:
         names = json.loads((fold / stage / "result.json").read_text())["test_cases"]

@@ -33,15 +33,18 @@ from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "HippoSNN"))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
+from hipposnn.atomicio import atomic_write_text  # noqa: E402
 from hipposnn.data import build_slices, from_slices, load_cases  # noqa: E402
 from hipposnn.metrics import dice  # noqa: E402
 from hipposnn.pipeline import split_names  # noqa: E402
 from hipposnn.simulate import predict_slices  # noqa: E402
 from hipposnn.weights import load_model  # noqa: E402
+from lowt_cv_input_swap import fold_folders  # noqa: E402
 
 
 def smooth(prob: np.ndarray, sigma: float) -> np.ndarray:
@@ -73,10 +76,8 @@ def summary(per_case: Dict[str, List[float]]) -> Dict[str, float]:
 
 def run_wholebrain(sigma: float, eval_args: List[str]) -> int:
     """tools/eval_sets.py with every ROI probability map smoothed by ``sigma`` voxels before thresholding."""
-    import hipposnn.inference as inference
-
-    sys.path.insert(0, str(ROOT / "tools"))
     import eval_sets
+    import hipposnn.inference as inference
 
     predict = inference._predict
 
@@ -90,7 +91,7 @@ def run_wholebrain(sigma: float, eval_args: List[str]) -> int:
         inference._predict = predict
     out = Path(eval_args[eval_args.index("--out") + 1])
     # eval_sets' own header names only its arguments: say beside its outputs what changed them
-    (out / "probe.json").write_text(json.dumps({
+    atomic_write_text(out / "probe.json", json.dumps({
         "tool": "tools/probe_readout_smoothing.py", "argv": ["--wholebrain", str(sigma), "--", *eval_args],
         "sigma_voxels": sigma, "what": "every ROI probability map (the SNN's and its QC twin's) smoothed before "
         "thresholding", "eval_started": record["meta"]["started"]}, indent=1))
@@ -128,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.run:
         stage = f"finetune_T{args.trained_t}"
         pooled: Dict[str, Dict[str, List[float]]] = {"snn": {}, "ann": {}}
-        for fold in sorted((args.run / args.coding).glob("fold_[0-9]*")):
+        for fold in fold_folders(args.run, args.coding, stage):
             names = json.loads((fold / stage / "result.json").read_text())["test_cases"]
             models = (("snn", fold / stage / "best.pt", args.trained_t), ("ann", fold / "ann" / "best.pt", 1))
             for key, path, t in models:
@@ -152,7 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{Path(path).name}: {record['validation'][Path(path).name]['dice_3d']}", flush=True)
     record.update(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), load_end=list(os.getloadavg()))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=1))
+    atomic_write_text(args.json, json.dumps(record, indent=1))
     return 0
 
 

@@ -111,15 +111,18 @@ INPUT_WORDING = {
 }
 
 
+#: What the card keeps of a pooled SNN result at one T (the CV's summary and a rescoring by T alike).
+CV_KEYS = ("dice_3d", "sd_3d", "dice_2d", "n_cases", "folds", "firing_rate", "spikes_per_neuron", "energy_vs_ann")
+
+
 def cv_metrics(summary: Dict[str, Any]) -> Dict[str, Any]:
     """The card's CV block: pooled test Dice of the quantised ANN and the fine-tuned SNN by T, with energy."""
     low = summary["lowt"]
-    keep = ("dice_3d", "sd_3d", "dice_2d", "n_cases", "folds", "firing_rate", "spikes_per_neuron", "energy_vs_ann")
     return {
         "folds": "5 subject-wise folds of the 200 MSD crops (seed 0), the reference CV's folds; test folds only",
         "quantised_ann": {k: low["ann"][k] for k in ("dice_3d", "sd_3d", "dice_2d", "n_cases", "folds")},
-        "finetuned_by_T": {t: {k: r[k] for k in keep if k in r} for t, r in low["finetuned"].items()},
-        "converted_by_T": {t: {k: r[k] for k in keep if k in r} for t, r in low["converted"].items()},
+        "finetuned_by_T": {t: {k: r[k] for k in CV_KEYS if k in r} for t, r in low["finetuned"].items()},
+        "converted_by_T": {t: {k: r[k] for k in CV_KEYS if k in r} for t, r in low["converted"].items()},
         "per_fold": low["per_fold"],
     }
 
@@ -129,7 +132,6 @@ def add_rescored_t(cv: Dict[str, Any], by_t: Dict[str, Any], source: str) -> Non
 
     A T the recipe scored too must agree (same models, crops and seed): a mismatch means another run.
     """
-    keep = ("dice_3d", "sd_3d", "dice_2d", "n_cases", "folds", "firing_rate", "spikes_per_neuron", "energy_vs_ann")
     rows = cv["finetuned_by_T"]
     for t, row in by_t["rows"].items():
         if t == "ann":
@@ -137,7 +139,7 @@ def add_rescored_t(cv: Dict[str, Any], by_t: Dict[str, Any], source: str) -> Non
         if t in rows and abs(rows[t]["dice_3d"] - row["dice_3d"]) > 1e-6:
             raise SystemExit(f"{source}: T = {t} scores {row['dice_3d']:.4f}, the cited CV {rows[t]['dice_3d']:.4f}: "
                              "not the same models")
-        rows.setdefault(t, {k: row[k] for k in keep if k in row})
+        rows.setdefault(t, {k: row[k] for k in CV_KEYS if k in row})
     cv["finetuned_by_T"] = dict(sorted(rows.items(), key=lambda item: int(item[0])))
     cv["finetuned_by_T_rescored"] = {"source": source, "tool": by_t["tool"], "run": by_t["run"]}
 
