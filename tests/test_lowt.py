@@ -373,6 +373,38 @@ def test_distillation_pulls_the_snn_towards_its_teacher(synth, tmp_path):
         Trainer(convert_from_clip(ann), TrainConfig(stage="finetune", distill=1.0), sl, None, tmp_path / "x")
 
 
+def test_a_quantised_ann_distilled_from_the_relu_ann_it_starts_from_ends_closer_to_it(synth, tmp_path, capsys):
+    """train_ann with --distill: the quantised-clip ANN's loss gains the KL from its ReLU start (the teacher by
+    default), which pulls it towards that ANN's answer; without a teacher it is refused in one line."""
+    from hipposnn.pipeline import train_ann
+
+    torch.manual_seed(0)
+    relu = UNet(SMALL)
+    save_model(relu, tmp_path / "relu.pt")
+    images = torch.from_numpy(build_slices(load_cases(synth, ["hippocampus_000", "hippocampus_001"])).images[:16])
+    after = {}
+    for weight in (0.0, 20.0):
+        cfg = TrainConfig(stage="ann", epochs=2, batch_size=8, lr=3e-3, seed=3, quant_levels=4, distill=weight)
+        train_ann(synth, tmp_path / str(weight), cfg, fold=0, init=tmp_path / "relu.pt", log=lambda m: None)
+        student = load_model(tmp_path / str(weight) / "final.pt").eval()
+        assert student.spec.quant_levels == 4
+        with torch.no_grad():
+            after[weight] = float(distill_loss(student(images), relu.eval()(images)))
+    assert after[20.0] < 0.8 * after[0.0], after
+    settings = json.loads((tmp_path / "20.0" / "settings.json").read_text())
+    assert settings["teacher"] == str(tmp_path / "relu.pt") and settings["config"]["distill"] == 20.0
+    assert "teacher" not in json.loads((tmp_path / "0.0" / "settings.json").read_text())
+    # the CLI: the teacher defaults to --init; none at all is a one-line error that writes nothing
+    common = ["--data", str(synth), "--fold", "0", "--epochs", "1", "--batch-size", "8", "--channels", "4,8",
+              "--quant-levels", "4", "--distill", "1"]
+    assert main(["train-ann", *common, "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "--init" in err and "Traceback" not in err and not (tmp_path / "none").exists()
+    assert main(["train-ann", *common, "--out", str(tmp_path / "bad"), "--init", str(tmp_path / "relu.pt"),
+                 "--teacher", str(tmp_path / "nope.pt")]) == 2
+    assert "not found" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_quantised_ann_resumes_exactly_with_its_clips(synth, tmp_path):
     sl = build_slices(load_cases(synth, ["hippocampus_000"]))
     spec = UNetSpec(channels=(4, 8), dropout=0.1, quant_levels=4)

@@ -345,6 +345,25 @@ def test_warm_start_recipe_trains_a_relu_ann_and_starts_the_quantised_ann_from_i
     assert "ReLU ANN the quantised ANN starts from" in (docs / "table.md").read_text()
 
 
+def test_a_recipe_distils_the_warm_starts_relu_ann_into_the_quantised_ann(synth, tmp_path):
+    """configs/lowt_cv_binary_relu32_qkd_thick6.json in its CI variant: the ReLU ANN learns from the labels
+    alone, the quantised ANN from them and from that ReLU ANN; "distill" without a warm start is refused."""
+    from hipposnn.recipe import load_config
+
+    out = tmp_path / "qkd"
+    _smoke_recipe("lowt_cv_binary_relu32_qkd_thick6", synth, out, "*/fold_0/ann")
+    folder = out / "binary" / "fold_0"
+    relu = json.loads((folder / "ann_relu" / "settings.json").read_text())
+    assert relu["config"]["distill"] == 0.0 and "teacher" not in relu
+    quant = json.loads((folder / "ann" / "settings.json").read_text())
+    assert quant["teacher"] == str(folder / "ann_relu" / "best.pt") and quant["config"]["distill"] == 1.0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"base": str(Path(__file__).resolve().parents[1] / "configs" / "lowt_cv.json"),
+                               "ann": {"distill": 1.0}}))
+    with pytest.raises(HippoSNNError, match="warm_start"):
+        load_config(bad)
+
+
 def test_distillation_recipe_fine_tunes_with_the_folds_ann_as_teacher(synth, tmp_path):
     """configs/lowt_cv_warm_kd.json in its CI variant: the fine-tuning's teacher is the fold's quantised ANN."""
     folder = _smoke_recipe("lowt_cv_warm_kd", synth, tmp_path / "kd", "*/fold_0/finetune_*")

@@ -7,9 +7,12 @@
 # SRC=none trains each fold's binary ReLU ANN in the run instead (~1.5 h on 2 cores):
 #   SRC=none CONFIG=configs/lowt_cv_binary_relu_kd.json OUT=runs/lowt_cv_binary_relu_kd \
 #     DOCS=docs/results/lowt_cv_binary_relu_kd bash tools/lowt_cv_binary.sh
+# SRC_CODING=binary links a binary run's ReLU ANNs instead (e.g. SRC=runs/lowt_cv_binary_relu32_kd_thick6 with
+# CONFIG=configs/lowt_cv_binary_relu32_qkd_thick6.json: the quantised ANNs distilled from them, ~40 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=${SRC:-runs/lowt_cv_warm}
+SRC_CODING=${SRC_CODING:-ternary}
 R=${OUT:-runs/lowt_cv_binary_kd}
 DOCS=${DOCS:-docs/results/lowt_cv_binary_kd}
 CONFIG=${CONFIG:-configs/lowt_cv_binary_kd.json}
@@ -17,7 +20,7 @@ mkdir -p "$R"
 if [ "$SRC" != none ]; then
   for fold in 0 1 2 3 4; do
     mkdir -p "$R/binary/fold_$fold"
-    ln -sfn "$(cd "$SRC/ternary/fold_$fold/ann_relu" && pwd)" "$R/binary/fold_$fold/ann_relu"
+    ln -sfn "$(cd "$SRC/$SRC_CODING/fold_$fold/ann_relu" && pwd)" "$R/binary/fold_$fold/ann_relu"
   done
 fi
 { echo start; date -u; uptime; } >> "$R/load.txt"

@@ -74,6 +74,13 @@ def _add_rate_penalty(p: argparse.ArgumentParser) -> None:
                         "~20%% slower (glibc; see hipposnn.memory)")
 
 
+def _add_distill(p: argparse.ArgumentParser, default_teacher: str) -> None:
+    p.add_argument("--distill", type=_non_negative_float, default=0.0, metavar="W",
+                   help="add W x the per-pixel KL divergence from a teacher ANN's answer to the loss (default 0)")
+    p.add_argument("--teacher", type=Path, default=None, metavar="ANN.pt",
+                   help=f"the ANN to distil from (default: {default_teacher})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hipposnn", description="Spiking U-Net hippocampus segmentation: train, convert, fine-tune, evaluate."
@@ -91,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant-levels", type=_non_negative_int, default=None, metavar="L",
                    help="quantised-clip activations with L levels and a learned clip per layer, for conversion "
                         "at T = L with --from-clip (0: ReLU; default: the --init model's own, else ReLU)")
+    _add_distill(p, "the --init ANN")
 
     p = sub.add_parser("convert", help="stage 2: early-stop ANN->SNN conversion (threshold balancing)")
     _add_data(p)
@@ -123,10 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(p, lr=1e-4, epochs=10, batch=16)
     _add_snn(p, 32)
     _add_rate_penalty(p)
-    p.add_argument("--distill", type=_non_negative_float, default=0.0, metavar="W",
-                   help="add W x the per-pixel KL divergence from a teacher ANN's answer to the loss (default 0)")
-    p.add_argument("--teacher", type=Path, default=None, metavar="ANN.pt",
-                   help="the ANN to distil from (default: the ANN the checkpoint was converted from)")
+    _add_distill(p, "the ANN the checkpoint was converted from")
 
     p = sub.add_parser("train-snn", help="baseline: train the SNN directly from random weights")
     _add_data(p)
@@ -240,7 +245,8 @@ def _run(args: argparse.Namespace) -> int:
 
         spec = UNetSpec(channels=_channels(args.channels), dropout=args.dropout)
         train_ann(args.data, args.out, _train_config(args, "ann"), spec, args.fold, args.folds, args.resume,
-                  progress=tqdm_progress("train-ann"), overwrite=args.overwrite, init=args.init)
+                  progress=tqdm_progress("train-ann"), overwrite=args.overwrite, init=args.init,
+                  teacher=args.teacher)
         print(f"ANN written to {args.out / 'best.pt'}")
     elif cmd == "convert":
         from .pipeline import convert_ann

@@ -169,14 +169,21 @@ def train_ann(
     log: Callable[[str], None] = print,
     overwrite: bool = False,
     init: Optional[PathLike] = None,
+    teacher: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """Stage 1: train the bias-free ANN U-Net (from random weights, or from the ANN file ``init``).
 
     ``out`` must not hold a run already unless ``resume`` (continue it, with the same settings but
     those in :data:`~hipposnn.training.RESUME_MAY_CHANGE`) or ``overwrite`` (start over) is given.
     The weights are initialised from ``cfg.seed``: the same call gives the same run.
+    With ``cfg.distill`` the loss also pulls the ANN towards the ANN ``teacher`` (default: ``init``):
+    a quantised-clip ANN warm-started from a ReLU ANN loses some of its Dice to the quantisation, and
+    the ReLU ANN's per-pixel answer is a richer target to win it back than the labels alone.
     """
     cfg.stage = "ann"
+    if cfg.distill > 0 and teacher is None and init is None:
+        raise HippoSNNError("--distill on an ANN needs the ANN to learn from: --init (its default) or --teacher")
+    teacher, teacher_model = _load_teacher(teacher if teacher is not None else init, cfg.distill)
     out = _check_run_folder(out, resume, overwrite)
     spec = spec or UNetSpec()
     train, val, test = split_names(data, fold, folds, cfg.seed)
@@ -199,12 +206,14 @@ def train_ann(
     trainer = Trainer(
         model, cfg, train_set, slices_for(data, val, cfg.coding, spec.context), out,
         meta=_meta("ann", data, fold, cfg, coding=cfg.coding, source=str(init) if init else None,
-                   **({"quant_levels": cfg.quant_levels} if cfg.quant_levels else {})),
-        progress=progress, log=log, train_for_epoch=for_epoch,
+                   **({"quant_levels": cfg.quant_levels} if cfg.quant_levels else {}),
+                   **({"teacher": str(teacher)} if teacher else {})),
+        progress=progress, log=log, train_for_epoch=for_epoch, teacher=teacher_model,
     )
     with _run_folder(out, trainer, resume, overwrite):
         _write_settings(out, {"stage": "ann", "fold": fold, "train": train, "val": val, "test": test,
-                              "config": asdict(cfg), "spec": spec.to_dict(), "init": str(init) if init else None})
+                              "config": asdict(cfg), "spec": spec.to_dict(), "init": str(init) if init else None,
+                              **({"teacher": str(teacher)} if teacher else {})})
         history = trainer.fit(resume=resume)
     return {"history": history, "best_val_dice_3d": trainer.best, "out": str(out)}
 
@@ -372,6 +381,13 @@ def _teacher(
             raise HippoSNNError(f"--distill: {init} does not name an ANN file that exists here; give --teacher ANN.pt")
     if teacher is None:
         raise HippoSNNError("--distill needs a converted SNN to fine-tune (direct training has no teacher)")
+    return _load_teacher(teacher, cfg.distill)
+
+
+def _load_teacher(teacher: Optional[PathLike], weight: float) -> Tuple[Optional[Path], Optional[UNet]]:
+    """The ANN file ``teacher`` and its model, read once (None, None when ``weight`` is 0 or no teacher)."""
+    if weight <= 0 or teacher is None:
+        return None, None
     if not Path(teacher).is_file():
         raise HippoSNNError(f"--teacher: file not found: {teacher}")
     payload = read_payload(teacher)

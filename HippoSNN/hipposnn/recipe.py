@@ -19,7 +19,8 @@ instead of Poisson spikes, :class:`hipposnn.encoding.InputStream`), and
 99.9th percentile of the ReLU activations (the single-split pilot's warm start, cross-validated);
 ``max_batches`` / ``rate_penalty`` in ``"ann"``, ``"finetune"`` and ``"direct"`` bound the budget and
 penalise firing; ``"finetune": {"distill": W}`` adds W x the per-pixel KL from the fold's ANN to the
-fine-tuning loss (:func:`hipposnn.losses.distill_loss`). ``"finetune": {"frugal_memory": true}`` runs BPTT
+fine-tuning loss (:func:`hipposnn.losses.distill_loss`), and ``"ann": {"distill": W}`` the same from
+the warm start's ReLU ANN to the quantised-clip ANN's loss. ``"finetune": {"frugal_memory": true}`` runs BPTT
 with :func:`hipposnn.memory.frugal_allocator`
 (CPU: about half the peak memory per step, about 20 % slower; docs/benchmarks.md). A config with
 ``"base": "other.json"`` holds only its changes to that file (``configs/lowt_cv_long_lr1e3.json``);
@@ -107,6 +108,9 @@ def load_config(path: os.PathLike) -> Dict[str, Any]:
     if warm is not None and not (isinstance(warm, dict) and int(config["ann"].get("quant_levels") or 0) > 0):
         raise HippoSNNError(f"recipe config {path}: \"ann\": {{\"warm_start\": {{...}}}} takes the settings of a ReLU "
                             "ANN (e.g. {\"epochs\": 16}) that a quantised-clip ANN (\"quant_levels\": L) starts from")
+    if float(config["ann"].get("distill") or 0) > 0 and warm is None:
+        raise HippoSNNError(f"recipe config {path}: \"ann\": {{\"distill\": W}} distils the warm start's ReLU ANN "
+                            "into the quantised-clip ANN; it needs \"warm_start\"")
     return config
 
 
@@ -292,7 +296,7 @@ def _execute(
                                site_thick_mm=settings.get("site_thick_mm", TrainConfig.site_thick_mm),
                                device=device, threads=threads,
                                plateau_patience=settings.get("plateau_patience", 3), quant_levels=quant_levels,
-                               max_batches=settings.get("max_batches"))
+                               max_batches=settings.get("max_batches"), distill=settings.get("distill", 0.0))
 
         init = None
         trained = (folder / "final.pt").exists()  # a finished ANN (e.g. linked from another run) is converted as is
@@ -300,7 +304,9 @@ def _execute(
             relu = folder.parent / "ann_relu"
             if not (trained or (relu / "final.pt").exists()):
                 resume = (relu / "last.pt").exists()
-                train_ann(data, relu, ann_config(_merged(a, a["warm_start"]), 0), spec, fold, k, resume=resume,
+                # the ReLU ANN learns from the labels alone: "distill" is the quantised ANN's, from this one
+                relu_settings = _merged(_merged(a, {"distill": 0.0}), a["warm_start"])
+                train_ann(data, relu, ann_config(relu_settings, 0), spec, fold, k, resume=resume,
                           log=quiet, progress=progress, overwrite=not resume)
                 result["relu_ann_seconds"] = round(time.time() - t0, 1)
             init = relu / "best.pt"

@@ -74,7 +74,7 @@ class TrainConfig:
     eval_timesteps: Optional[int] = None  # T for SNN validation (default: timesteps)
     quant_levels: Optional[int] = None  # ANN: quantised-clip levels L (0: ReLU; None: the --init model's own)
     rate_penalty: float = 0.0  # SNN: loss += rate_penalty * mean firing rate of the hidden layers
-    distill: float = 0.0  # fine-tuning: loss += distill * per-pixel KL from the teacher ANN (losses.distill_loss)
+    distill: float = 0.0  # loss += distill * per-pixel KL from a teacher ANN (losses.distill_loss)
     frugal_memory: bool = False  # CPU: return freed activations to the system (hipposnn.memory)
     threads: Optional[int] = None
     device: str = "cpu"
@@ -237,8 +237,8 @@ class Trainer:
         teacher: Optional[UNet] = None,
     ) -> None:
         cfg.validate()
-        if cfg.distill > 0 and (teacher is None or not isinstance(model, SpikingUNet)):
-            raise HippoSNNError("--distill needs an SNN to train and a teacher ANN (--teacher)")
+        if cfg.distill > 0 and teacher is None:
+            raise HippoSNNError("--distill needs a teacher ANN (--teacher)")
         self.cfg = cfg
         self.model = model
         self._spiking = isinstance(model, SpikingUNet)
