@@ -16,9 +16,6 @@
 #     # regular input spikes (into OUT/regular/), fine-tuned with the shipped model's budget
 #   CODING=binary INPUT=direct DISTILL=1 THICK=6 FT=finetune_T8_direct_kd OUT=runs/lowt_final_binary_thick \
 #     bash tools/train_lowt_final.sh   # the whole-brain default: slices up to 6 mm thick in the site augmentation
-#   INIT=none EPOCHS=24 ANN_LR=1e-3 CODING=binary INPUT=direct DISTILL=1 THICK=6 FT=finetune_T8_direct_kd \
-#     OUT=runs/lowt_final_binary_scratch bash tools/train_lowt_final.sh   # the quantised ANN from random weights
-#     # (configs/lowt_cv_binary_scratch24_kd_thick6.json in the CV)
 # then: python tools/ship_lowt_model.py --final runs/lowt_final/finetune_T8 --ann runs/lowt_final/ann_L8
 #       [--coding binary --final runs/lowt_final_binary/finetune_T8 --ann runs/lowt_final_binary/ann_L8]
 set -euo pipefail
@@ -41,13 +38,9 @@ RES=()
 # The warm start: the shipped site-robust ANN of the coding. The shipped binary T = 8 SNN started from the binary
 # ANN of SHA-256 f79a31bf61aa, replaced since; to retrain it exactly: git show f9f0167:HippoSNN/hipposnn/models/
 # hipposnn_ann_binary.pt > /tmp/ann_binary_f79a31bf.pt and INIT=/tmp/ann_binary_f79a31bf.pt.
-# INIT=none trains the quantised ANN from random weights instead (then give it EPOCHS=24 ANN_LR=1e-3, as the CV).
 INIT=${INIT:-HippoSNN/hipposnn/models/hipposnn_ann_${CODING}.pt}
-ANN_LR=${ANN_LR:-3e-4}
-FROM=(--init "$INIT")
-[ "$INIT" = none ] && FROM=()
-[ -f "$R/ann_L8/final.pt" ] || hipposnn train-ann --data "$DATA" --out "$R/ann_L8" "${FROM[@]}" --quant-levels 8 \
-  --coding "$CODING" --augment --site-augment --site-thick-mm "$THICK" --epochs "$EPOCHS" --lr "$ANN_LR" --batch-size 32 --threads 2 --seed 0 "${RES[@]}"
+[ -f "$R/ann_L8/final.pt" ] || hipposnn train-ann --data "$DATA" --out "$R/ann_L8" --init "$INIT" --quant-levels 8 \
+  --coding "$CODING" --augment --site-augment --site-thick-mm "$THICK" --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads 2 --seed 0 "${RES[@]}"
 [ -f "$CONV/converted.pt" ] || hipposnn convert --data "$DATA" --checkpoint "$R/ann_L8/best.pt" --out "$CONV" \
   --from-clip --coding "$CODING" --input "$INPUT" --seed 0
 [ -f "$R/$FT/final.pt" ] || hipposnn finetune --data "$DATA" --checkpoint "$CONV/converted.pt" \
