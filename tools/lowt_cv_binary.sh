@@ -8,7 +8,7 @@
 #   SRC=none CONFIG=configs/lowt_cv_binary_relu_kd.json OUT=runs/lowt_cv_binary_relu_kd \
 #     DOCS=docs/results/lowt_cv_binary_relu_kd bash tools/lowt_cv_binary.sh
 # SRC_CODING=binary links a binary run's ReLU ANNs instead (e.g. SRC=runs/lowt_cv_binary_relu32_kd_thick6 with
-# CONFIG=configs/lowt_cv_binary_relu32_qkd_thick6.json: the quantised ANNs distilled from them, ~40 min).
+# CONFIG=configs/lowt_cv_binary_relu32_qkd_thick6.json: the quantised ANNs distilled from them, ~50 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=${SRC:-runs/lowt_cv_warm}
