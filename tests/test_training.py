@@ -438,12 +438,15 @@ def _without_nulls(value):
     return value
 
 
-@pytest.mark.parametrize("name", ["lowt_cv_rate", "lowt_cv_rate005", "lowt_cv_t4", "lowt_cv_long",
-                                  "lowt_cv_long_ft200", "lowt_cv_long_lr5e4", "lowt_cv_long_lr1e3",
-                                  "lowt_cv_warm", "lowt_cv_warm_lr1e4", "lowt_cv_warm_kd",
-                                  "lowt_cv_warm_direct", "lowt_cv_warm32_direct",
-                                  "lowt_cv_warm32_poisson", "lowt_cv_warm32_regular",
-                                  "lowt_cv_warm32_q16_regular"])
+def _configs_with_a_base_and_a_committed_run() -> list:
+    """Every config that holds only changes to a base and whose run is committed under docs/results."""
+    root = Path(__file__).resolve().parents[1]
+    runs = root / "docs" / "results"
+    return sorted(p.stem for p in (root / "configs").glob("*.json")
+                  if "base" in json.loads(p.read_text()) and (runs / p.stem / "config.json").is_file())
+
+
+@pytest.mark.parametrize("name", _configs_with_a_base_and_a_committed_run())
 def test_a_config_with_a_base_is_the_config_its_committed_run_used(name):
     """Configs that name a "base" hold only their changes; merged, they equal the full config each run
     wrote into its folder (committed under docs/results/<name>/config.json)."""
@@ -473,6 +476,10 @@ def test_recipe_only_runs_the_chosen_jobs_and_the_ann_they_start_from(synth, tmp
     assert json.loads((out / "jobs.json").read_text())["finished"] == ["binary/fold_1/ann",
                                                                        "binary/fold_1/finetune_T4"]
     assert not (out / "binary" / "fold_0").exists()
+    # a later --only run of other jobs keeps the earlier ones on the record
+    assert main(base + ["--only", "*/fold_0/ann"]) == 0
+    assert json.loads((out / "jobs.json").read_text())["finished"] == ["binary/fold_0/ann", "binary/fold_1/ann",
+                                                                       "binary/fold_1/finetune_T4"]
     assert main(base + ["--only", "nothing/*"]) == 2
     assert "matches no job" in capsys.readouterr().err
 

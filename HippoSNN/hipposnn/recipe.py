@@ -228,7 +228,9 @@ def run_recipe(
                 else:
                     failed.append(job.folder)
                     log(f"[{time.time() - t0:7.1f}s] FAILED {job.folder}:\n{payload}")
-    atomic_write_text(out / "jobs.json", json.dumps({"finished": sorted(results), "failed": failed}, indent=1))
+    # every job of the recipe finished in this folder, by this run or an earlier one (an --only run included)
+    finished = {j.folder for j in plan(config) if (out / j.folder / "result.json").exists()} | set(results)
+    atomic_write_text(out / "jobs.json", json.dumps({"finished": sorted(finished), "failed": failed}, indent=1))
     if failed:
         raise HippoSNNError(f"{len(failed)} recipe job(s) failed: {', '.join(failed[:5])}")
     return results
