@@ -42,9 +42,10 @@ MODEL_TIMESTEPS = {"snn-t8": 8, "snn-t32": 32}
 #: segmented (teaching view, training): the SNN the cross-validation supports (ternary T = 32: CV 0.9047).
 DEFAULT_SNN = "snn-t32"
 #: What "snn" means on whole-brain scans: the binary low-latency SNN (direct input, distilled from its
-#: quantised ANN) is ahead of the binary T = 32 SNN on the FreeSurfer cases (0.801 vs 0.785) and IXI
+#: quantised ANN) was chosen ahead of the binary T = 32 SNN on the FreeSurfer cases (0.801 vs 0.785) and IXI
 #: (0.807 vs 0.800), 0.004 behind on LPBA40 (0.593 vs 0.597), at a quarter of the timesteps
-#: (tools/eval_sets.py; docs/segmentation.md, "The whole-brain default").
+#: (tools/eval_sets.py; docs/segmentation.md, "The whole-brain default"); retrained since with thicker slices in
+#: its augmentation: 0.795 / 0.812 / 0.602 (docs/results/wholebrain_eval/table_snn-t8_binary.md).
 WHOLE_BRAIN_SNN = "snn-t8"
 
 
