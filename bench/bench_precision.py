@@ -35,11 +35,13 @@ os.environ.setdefault("HIPPOSNN_NATIVE", "wait")  # the fused kernels, compiled 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_segment import CASES, ROOT  # the same FreeSurfer cases as the network-time benchmark
+from bench_segment import ROOT, find_cases  # the same FreeSurfer cases as the network-time benchmark
 from hipposnn import compact
 from hipposnn.inference import LABELS, SegmentationSettings, segment_image
 from hipposnn.io import load_image
-from hipposnn.unet import UNetSpec, describe
+from hipposnn.metrics import dice
+from hipposnn.options import AUTO_ROI_SHAPE
+from hipposnn.unet import INPUT, UNetSpec, describe
 from hipposnn.weights import chosen_model_path, read_payload
 
 
@@ -54,24 +56,24 @@ def cpu_flags() -> List[str]:
 
 
 def layer_cases(spec: Any, height: int, width: int, batch: int, rate: float) -> List[Dict[str, Any]]:
-    """One random spike input and weight per convolution of ``spec``'s network, at its real size."""
+    """One random spike input and weight per spike convolution of ``spec``'s network, at its real input size."""
     gen = torch.Generator().manual_seed(0)
     cases = []
-    size = {0: (height, width)}
-    for level in range(1, len(spec.channels)):
-        size[level] = (size[level - 1][0] // 2, size[level - 1][1] // 2)
+    sizes = {INPUT: (height, width)}  # each layer's output size, walked as the network runs
     for layer in describe(spec):
-        if layer.kind == "out" or layer.inputs == ("input",):
+        h, w = sizes[layer.inputs[0]]
+        if layer.pool:
+            h, w = h // 2, w // 2
+        sizes[layer.name] = (2 * h, 2 * w) if layer.kind == "up" else (h, w)
+        if layer.kind == "out" or layer.inputs == (INPUT,):
             continue  # the 1x1 output and the direct-input layer are not spike convolutions
-        level = int(layer.name[2] if layer.kind == "up" else layer.name[3])
-        h, w = size[level + 1] if layer.kind == "up" else size[level]
         x = (torch.rand(batch, layer.in_channels, h, w, generator=gen) < rate).float()
         shape = (layer.in_channels, layer.out_channels, 2, 2) if layer.kind == "up" else (
             layer.out_channels, layer.in_channels, 3, 3)
-        w = torch.randn(*shape, generator=gen)
+        weight = torch.randn(*shape, generator=gen)
         cl = torch.channels_last
         cases.append({"name": layer.name, "up": layer.kind == "up", "x": x.contiguous(memory_format=cl),
-                      "w": w.contiguous(memory_format=cl)})
+                      "w": weight.contiguous(memory_format=cl)})
     return cases
 
 
@@ -128,11 +130,6 @@ PRECISIONS = {
 COMPARISONS = (("float32", "bfloat16"), ("float32", "bfloat16_weights"), ("bfloat16_weights", "bfloat16"))
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
-
-
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "wholebrain"))
@@ -143,15 +140,13 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    data = Path(args.data)
-    cases = {name: data / name / image for name, image in CASES.items() if (data / name / image).exists()}
+    cases = find_cases(Path(args.data))
     if not cases:
-        print(f"no whole-brain cases under {data} (see ../shared/data/README)", file=sys.stderr)
         return 1
     report: Dict[str, Any] = {"threads": args.threads, "torch": torch.__version__, "cpu_bf16_flags": cpu_flags(),
                               "load_average_before": os.getloadavg()}
     spec = read_payload(chosen_model_path("snn"), verify=False)["spec"]
-    layers = layer_cases(UNetSpec.from_dict(spec), 56, 48, args.batch, args.rate)
+    layers = layer_cases(UNetSpec.from_dict(spec), *AUTO_ROI_SHAPE[1:], args.batch, args.rate)
     per_layer = {str(dtype).split(".")[1]: time_layers(layers, dtype, 20) for dtype in (torch.float32, torch.bfloat16)}
     total = {k: sum(v.values()) for k, v in per_layer.items()}
     report["convolutions"] = {"batch": args.batch, "rate": args.rate, "seconds_per_layer": per_layer,

@@ -32,6 +32,14 @@ CASES = {"fst-sub-01": "T1.mgz", "fst-sub-02": "T1.mgz", "bert": "norm.mgz"}
 TARGETS = {"registration": 10.0, "inference": 0.5, "total": 10.0}
 
 
+def find_cases(data: Path) -> Dict[str, Path]:
+    """The FreeSurfer cases of :data:`CASES` found under ``data``; says so on stderr when there are none."""
+    cases = {name: data / name / image for name, image in CASES.items() if (data / name / image).exists()}
+    if not cases:
+        print(f"no whole-brain cases under {data} (see ../shared/data/README)", file=sys.stderr)
+    return cases
+
+
 def time_case(path: Path, settings: SegmentationSettings, repeats: int) -> Dict[str, Dict[str, float]]:
     image = load_image(path)
     runs: List[Dict[str, float]] = [segment_image(image, settings).timings for _ in range(repeats)]
@@ -48,10 +56,8 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--model", action="append", choices=MODEL_CHOICES,
                         help="shipped model(s) to time, one after the other (default: snn, the default SNN)")
     args = parser.parse_args(argv)
-    data = Path(args.data)
-    cases = {name: data / name / image for name, image in CASES.items() if (data / name / image).exists()}
+    cases = find_cases(Path(args.data))
     if not cases:
-        print(f"no whole-brain cases under {data} (see ../shared/data/README)", file=sys.stderr)
         return 1
     report: Dict[str, Any] = {"threads": args.threads, "models": {}}
     print(f"threads {args.threads}; seconds, best (median)")

@@ -28,6 +28,8 @@ def test_layer_cases_are_every_spike_convolution_at_its_size():
         assert set(case["x"].unique().tolist()) <= {0.0, 1.0}
         out = bp._conv(case["x"], case["w"], case["up"])
         assert out.shape[1] == layer.out_channels
+    sizes = {c["name"]: tuple(c["x"].shape[-2:]) for c in cases}
+    assert sizes["enc1_0"] == (28, 24) and sizes["up0"] == (28, 24) and sizes["dec0_0"] == (56, 48)
     times = bp.time_layers(cases[:2], torch.float32, repeats=1)
     assert set(times) == {cases[0]["name"], cases[1]["name"]} and all(t > 0 for t in times.values())
 

@@ -180,7 +180,8 @@ def run_recipe(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", json.dumps(config, indent=1))
-    todo = plan(config)
+    every = plan(config)
+    todo = every
     if only:
         chosen = {j for j in todo if any(fnmatch.fnmatchcase(j.folder, pattern) for pattern in only)}
         if not chosen:
@@ -228,8 +229,8 @@ def run_recipe(
                 else:
                     failed.append(job.folder)
                     log(f"[{time.time() - t0:7.1f}s] FAILED {job.folder}:\n{payload}")
-    # every job of the recipe finished in this folder, by this run or an earlier one (an --only run included)
-    finished = {j.folder for j in plan(config) if (out / j.folder / "result.json").exists()} | set(results)
+    # every job of the recipe finished in this folder (each writes its result.json), by this run or an earlier one
+    finished = [j.folder for j in every if (out / j.folder / "result.json").exists()]
     atomic_write_text(out / "jobs.json", json.dumps({"finished": sorted(finished), "failed": failed}, indent=1))
     if failed:
         raise HippoSNNError(f"{len(failed)} recipe job(s) failed: {', '.join(failed[:5])}")
