@@ -544,3 +544,27 @@ def test_comparison_figure_gives_every_run_its_own_colour():
     for count in (1, 10, 11, 20):
         colours = report_lowt_cv.run_colours(count)
         assert len(colours) == count and len({str(c) for c in colours}) == count
+
+
+def test_a_warm_started_quantised_ann_starts_its_clips_at_the_chosen_percentile(synth, tmp_path):
+    """--clip-percentile P: each clip starts at the P-th percentile of its layer's ReLU activations on the
+    recipe's calibration slices (99.9 unless told; docs/models.md, "Where the clips start")."""
+    from hipposnn.pipeline import _calibration_batches, requantise, slices_for, split_names, train_ann
+    from hipposnn.quant import calibrate_clips
+
+    relu = tmp_path / "relu"
+    train_ann(synth, relu, TrainConfig(epochs=1, batch_size=8, seed=0), TINY, fold=0, folds=3, log=lambda m: None)
+    train, _, _ = split_names(synth, 0, 3, 0)
+    batches = _calibration_batches(slices_for(synth, train, "binary", TINY.context), 0)
+    started = {}
+    for pct in (90.0, 99.9):
+        # a learning rate of 1e-12 leaves the clips where they started
+        cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-12, seed=0, quant_levels=4, clip_percentile=pct)
+        train_ann(synth, tmp_path / f"q{pct:g}", cfg, fold=0, folds=3, log=lambda m: None, init=relu / "best.pt")
+        started[pct] = load_model(tmp_path / f"q{pct:g}" / "best.pt").clip_dict()
+        expected = calibrate_clips(requantise(load_model(relu / "best.pt"), 4), batches, pct)
+        assert started[pct] == pytest.approx(expected, rel=1e-6)
+    assert all(started[90.0][k] < started[99.9][k] for k in started[90.0])
+    assert TrainConfig().clip_percentile == 99.9
+    with pytest.raises(HippoSNNError, match="clip-percentile"):
+        TrainConfig(clip_percentile=0.0).validate()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The shipped low-latency SNN (issue 14), warm-started: the shipped site-robust ternary ANN becomes a
-# quantised-clip ANN (L = 8; clips from the 99.9th percentile of its activations) trained on for a few
-# epochs with the in-plane and site augmentation, converted from its clips (no balancing; membranes start
-# at half threshold), then BPTT fine-tuning at T = 8 with the same augmentation. The path is the one the
+# quantised-clip ANN (L = 8; clips from the CLIP_PCT-th percentile of its activations, 99.9 unless told)
+# trained on for a few epochs with the in-plane and site augmentation, converted from its clips (no
+# balancing; membranes start at half threshold), then BPTT fine-tuning at T = 8 with the same augmentation. The path is the one the
 # 5-fold CV of configs/lowt_cv.json measured from random weights (docs/models.md); the warm start is what
 # the single-split pilot used (tools/lowt_pilot.sh). CPU, 2 threads; RESUME=1 continues a stopped run.
 #   OUT=runs/lowt_final bash tools/train_lowt_final.sh
@@ -30,6 +30,7 @@ CODING=${CODING:-ternary}
 DISTILL=${DISTILL:-0}      # weight of the distillation from the quantised ANN during fine-tuning (0: none)
 INPUT=${INPUT:-poisson}    # what the SNN's first layer receives: Poisson or regular spikes, or the image (direct)
 THICK=${THICK:-3}          # site augmentation's thickest one-axis voxel in mm (3: as before it was an option)
+CLIP_PCT=${CLIP_PCT:-99.9} # percentile of the ANN's ReLU activations each clip starts at (99.9: as before it was an option)
 CONV=$R                    # the conversion's folder: OUT itself for Poisson input, OUT/INPUT for the others
 [ "$INPUT" = poisson ] || CONV=$R/$INPUT
 mkdir -p "$R"
@@ -40,7 +41,7 @@ RES=()
 # hipposnn_ann_binary.pt > /tmp/ann_binary_f79a31bf.pt and INIT=/tmp/ann_binary_f79a31bf.pt.
 INIT=${INIT:-HippoSNN/hipposnn/models/hipposnn_ann_${CODING}.pt}
 [ -f "$R/ann_L8/final.pt" ] || hipposnn train-ann --data "$DATA" --out "$R/ann_L8" --init "$INIT" --quant-levels 8 \
-  --coding "$CODING" --augment --site-augment --site-thick-mm "$THICK" --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads 2 --seed 0 "${RES[@]}"
+  --coding "$CODING" --augment --site-augment --site-thick-mm "$THICK" --clip-percentile "$CLIP_PCT" --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads 2 --seed 0 "${RES[@]}"
 [ -f "$CONV/converted.pt" ] || hipposnn convert --data "$DATA" --checkpoint "$R/ann_L8/best.pt" --out "$CONV" \
   --from-clip --coding "$CODING" --input "$INPUT" --seed 0
 [ -f "$R/$FT/final.pt" ] || hipposnn finetune --data "$DATA" --checkpoint "$CONV/converted.pt" \

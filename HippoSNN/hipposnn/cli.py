@@ -21,7 +21,7 @@ from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _probability
 from .errors import HippoSNNError
-from .options import INPUT_ENCODINGS, MODEL_CHOICES, SITE_THICK_MM, model_kind
+from .options import CLIP_PERCENTILE, INPUT_ENCODINGS, MODEL_CHOICES, SITE_THICK_MM, model_kind
 from .progress import close_progress_bars, tqdm_progress
 
 EXIT_USER_ERROR = 2
@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant-levels", type=_non_negative_int, default=None, metavar="L",
                    help="quantised-clip activations with L levels and a learned clip per layer, for conversion "
                         "at T = L with --from-clip (0: ReLU; default: the --init model's own, else ReLU)")
+    p.add_argument("--clip-percentile", type=_percentile, default=CLIP_PERCENTILE, metavar="P",
+                   help="with --quant-levels on a ReLU --init: each layer's clip starts at the P-th percentile of its "
+                        f"ReLU activations (default {CLIP_PERCENTILE:g})")
     _add_distill(p, "the --init ANN")
 
     p = sub.add_parser("convert", help="stage 2: early-stop ANN->SNN conversion (threshold balancing)")
@@ -221,7 +224,7 @@ def _train_config(args: argparse.Namespace, stage: str):
         eval_every=args.eval_every,
         threads=args.threads, device=args.device, quant_levels=getattr(args, "quant_levels", None),
         rate_penalty=getattr(args, "rate_penalty", 0.0), frugal_memory=getattr(args, "frugal_memory", False),
-        distill=getattr(args, "distill", 0.0),
+        distill=getattr(args, "distill", 0.0), clip_percentile=getattr(args, "clip_percentile", CLIP_PERCENTILE),
     )
 
 

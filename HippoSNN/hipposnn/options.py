@@ -29,6 +29,9 @@ DEVICES = ("auto", "cpu", "cuda")
 #: top of ``hipposnn.augment.SiteAugmentation.spacing_mm`` (every model trained before the option existed); the
 #: whole-brain default was trained with 6.
 SITE_THICK_MM = 3.0
+#: Training: the percentile of a layer's ReLU activations a warm-started quantised-clip ANN's clip starts at unless
+#: ``--clip-percentile`` says otherwise (every quantised ANN trained before the option existed: 99.9).
+CLIP_PERCENTILE = 99.9
 
 #: The shipped models a user picks by name: the default SNN ("snn"), each SNN by its latency, the ANN.
 #: "snn-t32" is the paper's path (balanced at T = 200, fine-tuned at T = 32); "snn-t8" the low-latency

@@ -201,8 +201,8 @@ def train_ann(
     spec = model.spec
     train_set, for_epoch = training_slices(data, train, cfg, spec.context)
     if calibrate and not resume:
-        clips = calibrate_clips(model, _calibration_batches(train_set, cfg.seed))
-        log("clips initialised from the 99.9th percentile of each layer's ReLU activations: "
+        clips = calibrate_clips(model, _calibration_batches(train_set, cfg.seed), cfg.clip_percentile)
+        log(f"clips initialised from the {cfg.clip_percentile:g}th percentile of each layer's ReLU activations: "
             + ", ".join(f"{k} {v:.3g}" for k, v in clips.items()))
     trainer = Trainer(
         model, cfg, train_set, slices_for(data, val, cfg.coding, spec.context), out,

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .options import CLIP_PERCENTILE
+
 #: Smallest clip a layer may take: keeps ``x / lambda`` finite if the optimiser drives lambda to 0.
 MIN_CLIP = 1e-4
-#: Default percentile of a layer's positive ReLU activations used to initialise its clip.
-CLIP_PERCENTILE = 99.9
 
 
 class _FloorSTE(torch.autograd.Function):

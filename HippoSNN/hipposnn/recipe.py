@@ -299,7 +299,8 @@ def _execute(
                                site_thick_mm=settings.get("site_thick_mm", TrainConfig.site_thick_mm),
                                device=device, threads=threads,
                                plateau_patience=settings.get("plateau_patience", 3), quant_levels=quant_levels,
-                               max_batches=settings.get("max_batches"), distill=settings.get("distill", 0.0))
+                               max_batches=settings.get("max_batches"), distill=settings.get("distill", 0.0),
+                               clip_percentile=settings.get("clip_percentile", TrainConfig.clip_percentile))
 
         init = None
         trained = (folder / "final.pt").exists()  # a finished ANN (e.g. linked from another run) is converted as is

@@ -39,7 +39,7 @@ from .errors import Cancelled, HippoSNNError
 from .losses import LOSSES, distill_loss
 from .memory import frugal_allocator
 from .metrics import dice, mean_sd, slice_dice
-from .options import SITE_THICK_MM
+from .options import CLIP_PERCENTILE, SITE_THICK_MM
 from .simulate import predict_slices
 from .unet import SpikeStats, SpikingUNet, UNet
 from .weights import atomic_torch_save, atomic_write_text, model_payload
@@ -73,6 +73,7 @@ class TrainConfig:
     eval_every: Optional[int] = None  # extra validation every N batches (learning curves)
     eval_timesteps: Optional[int] = None  # T for SNN validation (default: timesteps)
     quant_levels: Optional[int] = None  # ANN: quantised-clip levels L (0: ReLU; None: the --init model's own)
+    clip_percentile: float = CLIP_PERCENTILE  # ANN warm start: percentile of the ReLU activations the clips start at
     rate_penalty: float = 0.0  # SNN: loss += rate_penalty * mean firing rate of the hidden layers
     distill: float = 0.0  # loss += distill * per-pixel KL from a teacher ANN (losses.distill_loss)
     frugal_memory: bool = False  # CPU: return freed activations to the system (hipposnn.memory)
@@ -95,6 +96,8 @@ class TrainConfig:
             raise HippoSNNError("--rate-penalty must be a non-negative number")
         if not (math.isfinite(self.distill) and self.distill >= 0):
             raise HippoSNNError("--distill must be a non-negative number")
+        if not (math.isfinite(self.clip_percentile) and 0 < self.clip_percentile <= 100):
+            raise HippoSNNError("--clip-percentile must be in (0, 100]")
         if not (math.isfinite(self.site_thick_mm) and 1.5 <= self.site_thick_mm <= 8.0):
             raise HippoSNNError("--site-thick-mm must be between 1.5 and 8 (mm)")
 
