@@ -574,7 +574,7 @@ def test_the_whole_brain_default_is_the_distilled_binary_low_latency_snn_on_dire
     assert len(cv["per_fold"]) == 5 and "warm-started each fold from its own ReLU ANN" in card["limitations"]
     assert 0.85 < cv["finetuned_by_T"]["8"]["dice_3d"] < cv["quantised_ann"]["dice_3d"]
     assert cv["finetuned_by_T"]["8"]["energy_vs_ann"] < 0.25
-    assert "lowt_cv_binary_relu48_kd_thick6" in " ".join(card["provenance"]["derived_from"])
+    assert "lowt_cv_binary_relu48_p90_kd_thick6" in " ".join(card["provenance"]["derived_from"])
     # and that CV's SNNs at every T of issue 14, rescored by tools/lowt_cv_by_t.py
     assert sorted(cv["finetuned_by_T"], key=int) == ["1", "2", "4", "8", "16", "32"]
     assert cv["finetuned_by_T_rescored"]["source"].endswith("by_t/summary.json")

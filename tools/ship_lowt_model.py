@@ -63,6 +63,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import report_lowt_cv  # noqa: E402
 from hipposnn.encoding import INPUT_ENCODINGS  # noqa: E402
+from hipposnn.options import CLIP_PERCENTILE  # noqa: E402
 from hipposnn.weights import (  # noqa: E402
     MODELS_DIR,
     model_from_payload,
@@ -267,6 +268,8 @@ def main() -> int:
     settings = json.loads((final / "settings.json").read_text())
     distill = float(settings["config"].get("distill") or 0.0)
     best = max(ft_log, key=lambda e: e["val_dice_3d"])
+    ann_config = json.loads((ann / "settings.json").read_text()).get("config") or {}
+    clip_percentile = float(ann_config.get("clip_percentile", CLIP_PERCENTILE))  # runs before the option: 99.9
     card = {
         "model": f"{name}.pt", "kind": "snn", "coding": args.coding, "timesteps": t,
         "sha256": sha256_file(MODELS_DIR / f"{name}.pt"),
@@ -278,8 +281,9 @@ def main() -> int:
         "training_split": "fold 'all': a seeded 10 % of the crops held out for validation (LR schedule, best "
                           "epoch), the other 90 % trained on",
         "method": (f"quantised-clip ANN (L = {levels} levels, a learned clip per layer) "
-                   + (f"warm-started from the shipped site-robust {args.coding} ANN (clips from the 99.9th "
-                      "percentile of its activations) and trained on" if warm else "trained from random weights")
+                   + (f"warm-started from the shipped site-robust {args.coding} ANN (clips from the "
+                      f"{clip_percentile:g}th percentile of its activations) and trained on" if warm
+                      else "trained from random weights")
                    + " with in-plane and site augmentation -> conversion from the "
                    "clips (thresholds = clips, membranes start at half threshold, soft reset; no balancing"
                    + INPUT_WORDING[trained_input]
@@ -291,7 +295,7 @@ def main() -> int:
         "recipe": ({"script": "tools/train_lowt_final.sh"} if warm else
                    {"config": "configs/lowt_cv.json", "settings": config}),
         "training": {"meta": payload.get("meta"), "finetune_settings": settings.get("config"),
-                     "ann_settings": json.loads((ann / "settings.json").read_text()).get("config")},
+                     "ann_settings": ann_config},
         cv_key: cv,
         **({"wholebrain_evaluation": {"source": _rel(args.wholebrain), "sets": wholebrain_rows(args.wholebrain)}}
            if args.wholebrain else {}),

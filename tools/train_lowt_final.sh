@@ -4,7 +4,7 @@
 # trained on for a few epochs with the in-plane and site augmentation, converted from its clips (no
 # balancing; membranes start at half threshold), then BPTT fine-tuning at T = 8 with the same augmentation. The path is the one the
 # 5-fold CV of configs/lowt_cv.json measured from random weights (docs/models.md); the warm start is what
-# the single-split pilot used (tools/lowt_pilot.sh). CPU, 2 threads; RESUME=1 continues a stopped run.
+# the single-split pilot used (tools/lowt_pilot.sh). CPU, THREADS (2); RESUME=1 continues a stopped run.
 #   OUT=runs/lowt_final bash tools/train_lowt_final.sh
 #   CODING=binary OUT=runs/lowt_final_binary bash tools/train_lowt_final.sh   # from the site-robust binary ANN
 #   LR=1e-3 FT_EPOCHS=2 BATCHES=270 FT=finetune_T8_lr1e3 OUT=runs/lowt_final bash tools/train_lowt_final.sh
@@ -15,7 +15,10 @@
 #   INPUT=regular FT=finetune_T8_regular OUT=runs/lowt_final bash tools/train_lowt_final.sh
 #     # regular input spikes (into OUT/regular/), fine-tuned with the shipped model's budget
 #   CODING=binary INPUT=direct DISTILL=1 THICK=6 FT=finetune_T8_direct_kd OUT=runs/lowt_final_binary_thick \
-#     bash tools/train_lowt_final.sh   # the whole-brain default: slices up to 6 mm thick in the site augmentation
+#     bash tools/train_lowt_final.sh   # the whole-brain default until 2026-12-06: slices up to 6 mm thick
+#   INIT=/tmp/ann_binary_f79a31bf.pt CODING=binary INPUT=direct DISTILL=1 THICK=6 CLIP_PCT=90 THREADS=1 \
+#     FT=finetune_T8_direct_kd OUT=runs/lowt_final_binary_p90 bash tools/train_lowt_final.sh
+#     # the whole-brain default since then: the same with the clips starting at the 90th percentile
 # then: python tools/ship_lowt_model.py --final runs/lowt_final/finetune_T8 --ann runs/lowt_final/ann_L8
 #       [--coding binary --final runs/lowt_final_binary/finetune_T8 --ann runs/lowt_final_binary/ann_L8]
 set -euo pipefail
@@ -30,6 +33,7 @@ CODING=${CODING:-ternary}
 DISTILL=${DISTILL:-0}      # weight of the distillation from the quantised ANN during fine-tuning (0: none)
 INPUT=${INPUT:-poisson}    # what the SNN's first layer receives: Poisson or regular spikes, or the image (direct)
 THICK=${THICK:-3}          # site augmentation's thickest one-axis voxel in mm (3: as before it was an option)
+THREADS=${THREADS:-2}      # torch threads of each stage
 CLIP_PCT=${CLIP_PCT:-99.9} # percentile of the ANN's ReLU activations each clip starts at (99.9: as before it was an option)
 CONV=$R                    # the conversion's folder: OUT itself for Poisson input, OUT/INPUT for the others
 [ "$INPUT" = poisson ] || CONV=$R/$INPUT
@@ -41,9 +45,9 @@ RES=()
 # hipposnn_ann_binary.pt > /tmp/ann_binary_f79a31bf.pt and INIT=/tmp/ann_binary_f79a31bf.pt.
 INIT=${INIT:-HippoSNN/hipposnn/models/hipposnn_ann_${CODING}.pt}
 [ -f "$R/ann_L8/final.pt" ] || hipposnn train-ann --data "$DATA" --out "$R/ann_L8" --init "$INIT" --quant-levels 8 \
-  --coding "$CODING" --augment --site-augment --site-thick-mm "$THICK" --clip-percentile "$CLIP_PCT" --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads 2 --seed 0 "${RES[@]}"
+  --coding "$CODING" --augment --site-augment --site-thick-mm "$THICK" --clip-percentile "$CLIP_PCT" --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads "$THREADS" --seed 0 "${RES[@]}"
 [ -f "$CONV/converted.pt" ] || hipposnn convert --data "$DATA" --checkpoint "$R/ann_L8/best.pt" --out "$CONV" \
   --from-clip --coding "$CODING" --input "$INPUT" --seed 0
 [ -f "$R/$FT/final.pt" ] || hipposnn finetune --data "$DATA" --checkpoint "$CONV/converted.pt" \
   --out "$R/$FT" --epochs "$FT_EPOCHS" --max-batches "$BATCHES" --batch-size 32 --lr "$LR" --timesteps 8 --coding "$CODING" \
-  --augment --site-augment --site-thick-mm "$THICK" --distill "$DISTILL" --eval-every 40 --threads 2 --seed 0 "${RES[@]}"
+  --augment --site-augment --site-thick-mm "$THICK" --distill "$DISTILL" --eval-every 40 --threads "$THREADS" --seed 0 "${RES[@]}"

@@ -48,7 +48,8 @@ DEFAULT_SNN = "snn-t32"
 #: quantised ANN) was chosen ahead of the binary T = 32 SNN on the FreeSurfer cases (0.801 vs 0.785) and IXI
 #: (0.807 vs 0.800), 0.004 behind on LPBA40 (0.593 vs 0.597), at a quarter of the timesteps
 #: (tools/eval_sets.py; docs/segmentation.md, "The whole-brain default"); retrained since with thicker slices in
-#: its augmentation: 0.795 / 0.812 / 0.602 (docs/results/wholebrain_eval/table_snn-t8_binary.md).
+#: its augmentation (0.795 / 0.812 / 0.602) and then with its clips starting at the 90th percentile: 0.801 / 0.819 /
+#: 0.603 (docs/results/wholebrain_eval/table_snn-t8_binary.md).
 WHOLE_BRAIN_SNN = "snn-t8"
 
 
