@@ -89,9 +89,12 @@ def calibrate_clips(
     """Initialise every clip of a quantised :class:`~hipposnn.unet.UNet` from its ReLU activations.
 
     Why: a warm start from a trained ReLU ANN must begin close to that ANN, so each layer's clip starts
-    at a high percentile of the activations it would pass unclipped (the percentile rather than the
-    maximum, for the same reason conversion balances on the 99.9th percentile: the maximum is an
-    outlier). The activations are taken with quantisation switched off, in eval mode (no dropout).
+    at a percentile of the activations it would pass unclipped (a percentile rather than the maximum,
+    which is an outlier). Where it starts matters more than it seems: with Adam a clip moves by about the
+    learning rate per step whatever its size, so clips of 1-180 stay within a few percent of their start
+    over a quantised stage, and the start decides how coarsely the L levels cut each layer. The 90th
+    percentile loses far less than the 99.9th (docs/models.md, "Where the clips start"). The activations
+    are taken with quantisation switched off, in eval mode (no dropout).
     """
     was_training = model.training
     model.eval()

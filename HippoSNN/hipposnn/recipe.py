@@ -16,7 +16,8 @@ the thresholds from the learned clips (no balancing pass; ``"reset": "zero"`` fo
 instead of Poisson spikes, :class:`hipposnn.encoding.InputStream`), and
 ``"ann": {"warm_start": {"epochs": E, ...}}`` first trains a ReLU ANN with those changes to the
 ``"ann"`` settings (folder ``ann_relu``) and starts the quantised-clip ANN from it, its clips at the
-99.9th percentile of the ReLU activations (the single-split pilot's warm start, cross-validated);
+``"clip_percentile"``-th percentile of the ReLU activations (99.9 unless told; the whole-brain default's path
+uses 90: the clips hardly move in training, so their start sets how coarsely the levels cut each layer);
 ``max_batches`` / ``rate_penalty`` in ``"ann"``, ``"finetune"`` and ``"direct"`` bound the budget and
 penalise firing; ``"finetune": {"distill": W}`` adds W x the per-pixel KL from the fold's ANN to the
 fine-tuning loss (:func:`hipposnn.losses.distill_loss`), and ``"ann": {"distill": W}`` the same from
