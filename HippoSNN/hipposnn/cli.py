@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantised-clip activations with L levels and a learned clip per layer, for conversion "
                         "at T = L with --from-clip (0: ReLU; default: the --init model's own, else ReLU)")
     p.add_argument("--clip-percentile", type=_percentile, default=CLIP_PERCENTILE, metavar="P",
-                   help="with --quant-levels on a ReLU --init: each layer's clip starts at the P-th percentile of its "
-                        f"ReLU activations (default {CLIP_PERCENTILE:g})")
+                   help="with --quant-levels (from random weights or a ReLU --init): each layer's clip starts at the "
+                        f"P-th percentile of its ReLU activations (default {CLIP_PERCENTILE:g}; the whole-brain "
+                        "default's path uses 90)")
     _add_distill(p, "the --init ANN")
 
     p = sub.add_parser("convert", help="stage 2: early-stop ANN->SNN conversion (threshold balancing)")
