@@ -58,3 +58,18 @@ def test_probe_scores_the_untrained_quantised_ann_of_every_fold(tmp_path):
     assert record["mean_over_folds"]["relu_ann"]["val"] == pytest.approx(fold["relu_ann"]["val"])
     eq = fold["quantised"]["50/equalised"]
     assert eq["max_logit_change"] <= 1e-4 * max(eq["max_logit"], 1.0)
+
+
+def test_clip_movement_compares_each_fold_s_trained_clips_with_the_start_the_probe_recomputed(tmp_path):
+    tool = load_tool("probe_clip_start")
+    probe = {"folds": [{"fold": 0, "quantised": {"99.9": {"clips": {"a": 2.0, "b": 100.0}}}},
+                       {"fold": 1, "quantised": {"99.9": {"clips": {"a": 1.0, "b": 50.0}}}}]}
+    for fold, trained in ((0, {"a": 2.1, "b": 99.0}), (1, {"a": 1.0, "b": 50.5})):
+        path = tmp_path / "binary" / f"fold_{fold}" / "ann" / "result.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"thresholds": trained}))
+    movement = tool.clip_movement(probe, tmp_path)
+    assert [f["fold"] for f in movement["folds"]] == [0, 1]
+    assert movement["folds"][0]["max_abs_move"] == pytest.approx(1.0)  # b: 100 -> 99
+    assert movement["folds"][0]["max_rel_move"] == pytest.approx(0.05)  # a: 2.0 -> 2.1
+    assert movement["max_abs_move"] == pytest.approx(1.0) and movement["folds"][1]["start_range"] == [1.0, 50.0]

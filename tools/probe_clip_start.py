@@ -18,6 +18,9 @@ its test crops (reported only). Deterministic; nothing in the package changes.
 
     python tools/probe_clip_start.py --run runs/lowt_cv_binary_relu48_kd_thick6 --coding binary \
         --json docs/results/clip_start/probe.json
+    python tools/probe_clip_start.py --run runs/lowt_cv_binary_relu48_kd_thick6 \
+        --json docs/results/clip_start/probe.json --movement docs/results/lowt_cv_binary_relu48_kd_thick6 \
+        --movement-json docs/results/clip_start/movement.json
 """
 
 from __future__ import annotations
@@ -120,6 +123,27 @@ def probe_fold(fold_dir: Path, data: Path, coding: str, percentiles: Sequence[fl
     return out
 
 
+def clip_movement(probe: Dict[str, Any], results: Path, percentile: str = "99.9") -> Dict[str, Any]:
+    """How far each fold's trained clips moved from the start ``percentile`` the probe recomputed.
+
+    ``results`` is a committed CV folder (``<coding>/fold_K/ann/result.json`` with the converted thresholds, which
+    are the trained clips). Why: if the clips hardly move in training, their start decides the quantisation."""
+    folds = []
+    for fold in probe["folds"]:
+        start = fold["quantised"][percentile]["clips"]
+        found = sorted(results.glob(f"*/fold_{fold['fold']}/ann/result.json"))
+        if not found:
+            continue
+        trained = json.loads(found[0].read_text())["thresholds"]
+        moves = {name: trained[name] - start[name] for name in start}
+        folds.append({"fold": fold["fold"], "start_range": [min(start.values()), max(start.values())],
+                      "max_abs_move": max(abs(v) for v in moves.values()),
+                      "max_rel_move": max(abs(v) / start[name] for name, v in moves.items())})
+    return {"results": str(results), "start_percentile": percentile, "folds": folds,
+            "max_abs_move": max(f["max_abs_move"] for f in folds),
+            "max_rel_move": max(f["max_rel_move"] for f in folds)}
+
+
 def main(argv: Sequence[str] = ()) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="recipe CV run whose folds hold ann_relu/best.pt")
@@ -131,7 +155,19 @@ def main(argv: Sequence[str] = ()) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--movement", type=Path, default=None, metavar="CV_RESULTS",
+                        help="instead of probing: read --json (an earlier probe) and a committed CV folder whose "
+                             "quantised ANNs started at the 99.9th percentile, and write how far their clips moved "
+                             "in training (to --movement-json)")
+    parser.add_argument("--movement-json", type=Path, default=None)
     args = parser.parse_args(list(argv) or None)
+    if args.movement is not None:
+        if args.movement_json is None:
+            parser.error("--movement needs --movement-json")
+        movement = clip_movement(json.loads(args.json.read_text()), args.movement)
+        atomic_write_text(args.movement_json, json.dumps(movement, indent=1))
+        print(f"largest clip move {movement['max_abs_move']:.3f} ({100 * movement['max_rel_move']:.1f} % of its start)")
+        return 0
     torch.set_num_threads(args.threads)
     record: Dict[str, Any] = {"command": "python " + " ".join(sys.argv),
                               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
