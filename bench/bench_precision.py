@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -35,7 +34,7 @@ os.environ.setdefault("HIPPOSNN_NATIVE", "wait")  # the fused kernels, compiled 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_segment import ROOT, find_cases  # the same FreeSurfer cases as the network-time benchmark
+from bench_segment import ROOT, find_cases, finish_report  # the network-time benchmark's cases and report
 from hipposnn import compact
 from hipposnn.inference import LABELS, SegmentationSettings, segment_image
 from hipposnn.io import load_image
@@ -180,10 +179,7 @@ def main(argv: List[str] | None = None) -> int:
             cells = [f"{side} Dice {a['dice']:.4f} ({a['voxels'][0]} -> {a['voxels'][1]} voxels)"
                      for side, a in sides.items()]
             print(f"    {pair}: " + ", ".join(cells))
-    report["load_average_after"] = os.getloadavg()
-    print(f"load average {report['load_average_before'][0]:.2f} before, {report['load_average_after'][0]:.2f} after")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+    finish_report(report, args.json)
     return 0
 
 

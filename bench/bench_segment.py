@@ -40,6 +40,15 @@ def find_cases(data: Path) -> Dict[str, Path]:
     return cases
 
 
+def finish_report(report: Dict[str, Any], json_path: str | None) -> None:
+    """Stamp the load average after a benchmark into ``report`` (beside ``load_average_before``), print both and
+    write the report to ``json_path`` if given: every committed timing carries the load it ran under."""
+    report["load_average_after"] = os.getloadavg()
+    print(f"load average {report['load_average_before'][0]:.2f} before, {report['load_average_after'][0]:.2f} after")
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=1))
+
+
 def time_case(path: Path, settings: SegmentationSettings, repeats: int) -> Dict[str, Dict[str, float]]:
     image = load_image(path)
     runs: List[Dict[str, float]] = [segment_image(image, settings).timings for _ in range(repeats)]

@@ -15,18 +15,17 @@ random-weight row of its width to the real network.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 os.environ.setdefault("HIPPOSNN_NATIVE", "wait")  # the fused kernels, compiled before any timing
 
 import numpy as np
 import torch
+from bench_segment import finish_report
 from hipposnn.inference import SNN_BATCH_DIRECT, SNN_CHUNK
 from hipposnn.metrics import ann_macs
 from hipposnn.options import AUTO_ROI_SHAPE
@@ -106,10 +105,7 @@ def main(argv: List[str] | None = None) -> int:
         print(f"  {name:18s} channels {entry['channels']}: {entry['seconds_best']:.3f} s "
               f"({entry['time_vs_shipped']:.2f}x), MACs {entry['macs_vs_shipped']:.2f}x, "
               f"{entry['parameters'] / 1e6:.2f} M parameters")
-    report["load_average_after"] = os.getloadavg()
-    print(f"load average {report['load_average_before'][0]:.2f} before, {report['load_average_after'][0]:.2f} after")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+    finish_report(report, args.json)
     return 0
 
 

@@ -21,7 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
-SIDES = ("right", "left")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_sets import SIDES  # noqa: E402  (the hemispheres every raw JSON scores)
+
 NOT_HIPPOCAMPUS = ("AAL",)  # atlas labels that are not a hippocampus protocol (colin27)
 
 

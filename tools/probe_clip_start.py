@@ -26,6 +26,7 @@ its test crops (reported only). Deterministic; nothing in the package changes.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -41,25 +42,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from hipposnn.atomicio import atomic_write_text  # noqa: E402
 from hipposnn.pipeline import _calibration_batches, evaluate_model, requantise, slices_for, split_names  # noqa: E402
-from hipposnn.quant import calibrate_clips, positive_percentile  # noqa: E402
+from hipposnn.quant import calibrate_clips, positive_percentile, relu_activations  # noqa: E402
 from hipposnn.unet import INPUT, UNet  # noqa: E402
 from hipposnn.weights import load_model  # noqa: E402
 from lowt_cv_input_swap import fold_folders  # noqa: E402
 
 
-@torch.no_grad()
 def hidden_activations(model: UNet, batches: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Every hidden layer's ReLU activations on ``batches``, as [channels, values] (eval mode)."""
-    model.eval()
-    hidden = {layer.name for layer in model.layers if layer.spiking}
-    found: Dict[str, List[torch.Tensor]] = {}
-    for x in batches:
-        acts: Dict[str, torch.Tensor] = {}
-        model(x, activations=acts, quantise=False)
-        for name, value in acts.items():
-            if name in hidden:
-                found.setdefault(name, []).append(value.transpose(0, 1).reshape(value.shape[1], -1))
-    return {name: torch.cat(parts, 1) for name, parts in found.items()}
+    """Every hidden layer's ReLU activations on ``batches`` (``quant.relu_activations``), as [channels, values]."""
+    return {name: torch.cat([p.transpose(0, 1).reshape(p.shape[1], -1) for p in parts], 1)
+            for name, parts in relu_activations(model, batches).items()}
 
 
 @torch.no_grad()
@@ -104,7 +96,7 @@ def probe_fold(fold_dir: Path, data: Path, coding: str, percentiles: Sequence[fl
     probe_x = batches[0]
     for pct in percentiles:
         for equalise in (False, True):
-            model = load_model(fold_dir / "ann_relu" / "best.pt", "ann")
+            model = copy.deepcopy(relu) if equalise else relu  # only equalisation changes the weights in place
             model.eval()
             entry: Dict[str, Any] = {}
             if equalise:

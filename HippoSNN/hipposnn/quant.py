@@ -21,7 +21,7 @@ from both the clipped region (gradient 1) and the rounding residual inside the r
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 import torch
@@ -83,6 +83,27 @@ def positive_percentile(values: Tensor, percentile: float = CLIP_PERCENTILE, max
 
 
 @torch.no_grad()
+def relu_activations(model: torch.nn.Module, batches: Iterable[Tensor]) -> Dict[str, List[Tensor]]:
+    """Every hidden layer's activations on ``batches`` as a plain ReLU would give them, one tensor per batch.
+
+    Quantisation is switched off and the model runs in eval mode (no dropout); its training mode is restored.
+    The output layer has no activation function and is left out.
+    """
+    was_training = model.training
+    model.eval()
+    hidden = {layer.name for layer in model.layers if layer.spiking}
+    found: Dict[str, List[Tensor]] = {}
+    for x in batches:
+        acts: Dict[str, Tensor] = {}
+        model(x, activations=acts, quantise=False)
+        for name, value in acts.items():
+            if name in hidden:
+                found.setdefault(name, []).append(value)
+    model.train(was_training)
+    return found
+
+
+@torch.no_grad()
 def calibrate_clips(
     model: torch.nn.Module, batches: Iterable[Tensor], percentile: float = CLIP_PERCENTILE
 ) -> Dict[str, float]:
@@ -96,20 +117,9 @@ def calibrate_clips(
     percentile loses far less than the 99.9th (docs/models.md, "Where the clips start"). The activations
     are taken with quantisation switched off, in eval mode (no dropout).
     """
-    was_training = model.training
-    model.eval()
-    found: Dict[str, list] = {}
-    for x in batches:
-        acts: Dict[str, Tensor] = {}
-        model(x, activations=acts, quantise=False)
-        for name, value in acts.items():
-            if name not in model.clips:
-                continue  # the output layer has no activation function
-            found.setdefault(name, []).append(value.reshape(-1))
     clips = {}
-    for name, parts in found.items():
-        value = positive_percentile(torch.cat(parts), percentile)
+    for name, parts in relu_activations(model, batches).items():
+        value = positive_percentile(torch.cat([part.reshape(-1) for part in parts]), percentile)
         clips[name] = value if value > 0 else 1.0
     model.set_clips(clips)
-    model.train(was_training)
     return clips
