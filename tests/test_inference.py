@@ -260,3 +260,48 @@ def test_a_direct_input_snn_runs_in_larger_batches_with_the_same_result():
     # a Poisson-input SNN's answer does depend on the batch: the reason its batch stays fixed
     small, large = (predict_slices(poisson, x, timesteps=4, batch_size=b, chunk=1) for b in sizes)
     assert not np.array_equal(small, large)
+
+
+def test_the_readout_smoothing_reshapes_an_snn_mask_at_its_volume_and_leaves_qc_on_the_raw_map() -> None:
+    """SNN runs smooth the ROI map at constant volume before the paste (hipposnn.readout); the ANN's map
+    and every QC number stay the network's own; ``smooth`` 0 turns it off and the JSON says what ran."""
+    from hipposnn.readout import smooth_readout
+
+    image = _crop_image(shape=(8, 40, 30))
+    base = SegmentationSettings(roi="crop", model="snn-t8", side="right", probabilities=True)
+    smoothed, raw = segment_image(image, base), segment_image(image, replace(base, smooth=0.0))
+    assert smoothed.summary()["settings"]["smooth_used"] == 1.0 and raw.summary()["settings"]["smooth_used"] == 0.0
+    roi_raw = raw.roi_probabilities["right"]
+    np.testing.assert_allclose(smoothed.roi_probabilities["right"], smooth_readout(roi_raw, 1.0, 0.5), atol=1e-6)
+    assert not np.array_equal(smoothed.roi_probabilities["right"], roi_raw)
+    assert (smoothed.roi_probabilities["right"] > 0.5).sum() == (roi_raw > 0.5).sum()
+    side_s, side_r = smoothed.qc["sides"]["right"], raw.qc["sides"]["right"]
+    assert side_s["undecided_fraction"] == side_r["undecided_fraction"]
+    assert side_s["twin_agreement"] == side_r["twin_agreement"]
+    ann = segment_image(image, SegmentationSettings(roi="crop", model="ann"))
+    assert ann.summary()["settings"]["smooth_used"] == 0.0
+    with pytest.raises(HippoSNNError, match="readout smoothing"):
+        SegmentationSettings(smooth=4.0).validate()
+
+
+def test_evaluate_scores_the_readout_step_when_asked(tmp_path) -> None:
+    """evaluate_model(smooth=s) thresholds each case's smoothed volume, as segment does; 0 is the raw map."""
+    from hipposnn.data import build_slices, from_slices, load_cases
+    from hipposnn.metrics import dice
+    from hipposnn.pipeline import evaluate_model
+    from hipposnn.readout import smooth_readout
+    from hipposnn.simulate import predict_slices
+    from hipposnn.unet import UNet, UNetSpec
+
+    from .helpers import make_msd_folder
+
+    data = make_msd_folder(tmp_path / "data", n=2)
+    model = UNet(UNetSpec(channels=(4, 8), dropout=0.0))
+    raw, smooth = evaluate_model(model, data, coding="binary"), evaluate_model(model, data, coding="binary", smooth=1.0)
+    assert raw["settings"]["readout_sigma"] == 0.0 and smooth["settings"]["readout_sigma"] == 1.0
+    slices = build_slices(load_cases(data), "binary", 0)
+    probs = predict_slices(model, slices.images, timesteps=1, coding="binary")
+    for i, case in enumerate(smooth["cases"]):
+        sel = slices.case_index == i
+        truth = from_slices(slices.labels[sel] > 0.5)
+        assert case["dice_3d"] == pytest.approx(dice(smooth_readout(from_slices(probs[sel]), 1.0) > 0.5, truth))

@@ -136,3 +136,42 @@ def test_the_shipping_tool_adds_rescored_t_to_the_card_and_refuses_other_models(
     by_t["rows"]["8"] = dict(row, dice_3d=0.8700)
     with pytest.raises(SystemExit, match="not the same models"):
         ship.add_rescored_t(cv, by_t, "by_t/summary.json")
+
+
+def test_readout_probe_chooses_the_setting_on_each_folds_validation_crops(run, tmp_path):
+    """--validation scores each fold's validation crops (where the choice is made) beside its test crops,
+    --volume adds the pipeline's constant-volume cut, --thresholds other cuts; a run whose test crops are
+    not the recipe's fold split is refused."""
+    from hipposnn.pipeline import split_names
+    from hipposnn.readout import smooth_readout
+
+    _, folder = run
+    data = make_msd_folder(tmp_path / "data", n=12)  # twelve: each fold's training part holds a validation crop
+    probe = load_tool("probe_readout_smoothing")
+    recipe_like = tmp_path / "run"
+    fold = recipe_like / "binary" / "fold_0"
+    for stage in ("ann", "finetune_T4"):
+        (fold / stage).mkdir(parents=True)
+        (fold / stage / "best.pt").symlink_to(folder / "binary" / "fold_0" / stage / "best.pt")
+    _, val, test = split_names(data, 0, 5, 0)
+    assert val and test
+    (fold / "finetune_T4" / "result.json").write_text(json.dumps({"test_cases": test}))
+    out = tmp_path / "probe.json"
+    assert probe.main(["--run", str(recipe_like), "--data", str(data), "--trained-t", "4", "--sigmas", "0", "1.0",
+                       "--thresholds", "0.5", "0.4", "--volume", "--validation", "--threads", "1",
+                       "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    keys = {"0.0", "0.0@0.4", "1.0", "1.0@0.4", "1.0@vol"}
+    assert set(record["cv"]["pooled"]["snn"]) == keys and set(record["cv_validation"]["pooled"]["snn"]) == keys
+    chosen = record["chosen_on_validation"]["snn"]
+    validation = record["cv_validation"]["pooled"]["snn"]
+    assert chosen["validation"] == max(validation.values())
+    assert chosen["raw_test"] == record["cv"]["pooled"]["snn"]["0.0"]
+    assert chosen["test"] == record["cv"]["pooled"]["snn"][chosen["setting"]]
+    # the "vol" cut is the pipeline's readout step: same voxel count as the raw map at 0.5
+    prob = np.random.default_rng(0).random((6, 10, 10)).astype(np.float32)
+    assert (smooth_readout(prob, 1.0) > 0.5).sum() == (prob > 0.5).sum()
+    (fold / "finetune_T4" / "result.json").write_text(json.dumps({"test_cases": val}))
+    with pytest.raises(SystemExit, match="not fold 0"):
+        probe.main(["--run", str(recipe_like), "--data", str(data), "--trained-t", "4", "--validation",
+                    "--threads", "1", "--json", str(out)])

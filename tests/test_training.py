@@ -568,3 +568,35 @@ def test_a_warm_started_quantised_ann_starts_its_clips_at_the_chosen_percentile(
     assert TrainConfig().clip_percentile == 99.9
     with pytest.raises(HippoSNNError, match="clip-percentile"):
         TrainConfig(clip_percentile=0.0).validate()
+
+
+def test_clip_lr_gives_each_clip_a_step_relative_to_its_start(synth, tmp_path):
+    """--clip-lr R: each clip in its own Adam group at R x its calibrated start, so clips of any scale move
+    by the same fraction; without it every clip stays in the network's group (and at its lr)."""
+    from hipposnn.pipeline import train_ann
+    from hipposnn.training import param_groups
+
+    relu = tmp_path / "relu"
+    train_ann(synth, relu, TrainConfig(epochs=1, batch_size=8, seed=0), TINY, fold=0, folds=3, log=lambda m: None)
+    model = load_model(relu / "best.pt")
+    assert len(param_groups(model, TrainConfig(clip_lr=0.01))) == 1  # a ReLU ANN has no clips
+    moved = {}
+    for name, clip_lr in (("plain", None), ("relative", 0.05)):
+        # the network's lr of 1e-12 leaves the weights, and plain clips, where they start
+        cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-12, seed=0, quant_levels=4, clip_percentile=90.0,
+                          clip_lr=clip_lr)
+        out = tmp_path / name
+        train_ann(synth, out, cfg, fold=0, folds=3, log=lambda m: None, init=relu / "best.pt")
+        start = torch.load(str(out / "last.pt"), map_location="cpu", weights_only=True)["optimizer"]["param_groups"]
+        trained = load_model(out / "best.pt").clip_dict()
+        moved[name] = trained
+        if clip_lr is None:
+            assert len(start) == 1
+        else:  # one group for the network, one per clip at clip_lr x its start
+            assert len(start) == 1 + len(trained)
+            assert all(g["lr"] > 1e-12 for g in start[1:])
+    assert moved["plain"] != moved["relative"]
+    changes = [abs(moved["relative"][k] / moved["plain"][k] - 1) for k in moved["plain"]]
+    assert max(changes) > 0.01  # a few steps at 5 % each move a clip by more than 1 % of its start
+    with pytest.raises(HippoSNNError, match="clip-lr"):
+        TrainConfig(clip_lr=0.0).validate()

@@ -36,53 +36,72 @@ sys.path.insert(0, str(ROOT / "HippoSNN"))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 from hipposnn.atomicio import atomic_write_text  # noqa: E402
 from hipposnn.data import build_slices, from_slices, load_cases  # noqa: E402
 from hipposnn.metrics import dice  # noqa: E402
 from hipposnn.pipeline import split_names  # noqa: E402
+from hipposnn.readout import gaussian as smooth  # noqa: E402
+from hipposnn.readout import smooth_readout  # noqa: E402
 from hipposnn.simulate import predict_slices  # noqa: E402
 from hipposnn.weights import load_model  # noqa: E402
 from lowt_cv_input_swap import fold_folders  # noqa: E402
 
+VOLUME = "vol"  # a "threshold" that cuts the smoothed map where it keeps the raw mask's volume
 
-def smooth(prob: np.ndarray, sigma: float) -> np.ndarray:
-    """``prob`` after a Gaussian of ``sigma`` voxels (unchanged for 0)."""
-    if sigma <= 0:
-        return prob
-    image = sitk.GetImageFromArray(prob.astype(np.float32))
-    return sitk.GetArrayFromImage(sitk.DiscreteGaussian(image, float(sigma) ** 2, 32, 0.01, False))
+
+def setting(sigma: float, threshold: object) -> str:
+    """A result's key: the sigma alone at the pipeline's threshold (0.5), else ``sigma@threshold``."""
+    return str(sigma) if threshold == 0.5 else f"{sigma}@{threshold}"
 
 
 def dice_by_sigma(model: Any, data: Path, names: Sequence[str], timesteps: int, coding: str,
-                  sigmas: Sequence[float]) -> Dict[str, List[float]]:
-    """Per sigma, the 3D Dice of every case (thresholded at 0.5, as ``hipposnn evaluate`` does)."""
+                  sigmas: Sequence[float], thresholds: Sequence[float] = (0.5,),
+                  volume: bool = False) -> Dict[str, List[float]]:
+    """Per sigma and threshold, the 3D Dice of every case (0.5 is what ``hipposnn evaluate`` thresholds at);
+    with ``volume``, also each sigma > 0 at constant volume (``hipposnn.readout.smooth_readout`` at 0.5)."""
     cases = load_cases(data, names)
     slices = build_slices(cases, coding, model.spec.context)
     probs = predict_slices(model, slices.images, timesteps=timesteps, coding=coding, seed=0, batch_size=24)
-    out: Dict[str, List[float]] = {str(s): [] for s in sigmas}
+    out: Dict[str, List[float]] = {setting(s, t): [] for s in sigmas for t in thresholds}
     for i in range(len(slices.names)):
         sel = slices.case_index == i
         prob, truth = from_slices(probs[sel]), from_slices(slices.labels[sel] > 0.5)
         for s in sigmas:
-            out[str(s)].append(dice(smooth(prob, s) >= 0.5, truth))
+            smoothed = smooth(prob, s)
+            for t in thresholds:
+                out[setting(s, t)].append(dice(smoothed >= t, truth))
+            if volume and s > 0:
+                out.setdefault(setting(s, VOLUME), []).append(dice(smooth_readout(prob, s, 0.5) > 0.5, truth))
     return out
+
+
+def choose_on_validation(validation: Dict[str, float], test: Dict[str, float]) -> Dict[str, Any]:
+    """The setting with the best pooled validation Dice, and its test Dice beside the raw map's (0.0 at 0.5)."""
+    best = max(validation, key=lambda k: (validation[k], k == "0.0"))
+    return {"setting": best, "validation": validation[best], "test": test[best],
+            "raw_validation": validation.get("0.0"), "raw_test": test.get("0.0")}
 
 
 def summary(per_case: Dict[str, List[float]]) -> Dict[str, float]:
     return {s: round(float(np.mean(v)), 4) for s, v in per_case.items()}
 
 
-def run_wholebrain(sigma: float, eval_args: List[str]) -> int:
-    """tools/eval_sets.py with every ROI probability map smoothed by ``sigma`` voxels before thresholding."""
+def run_wholebrain(sigma: float, eval_args: List[str], threshold: float = 0.5) -> int:
+    """tools/eval_sets.py with every ROI probability map smoothed by ``sigma`` voxels before thresholding.
+
+    A ``threshold`` other than the pipeline's 0.5 is emulated by shifting the smoothed map by 0.5 - threshold
+    (clipped to 0..1), so the pipeline's 0.5 cuts it where ``threshold`` would cut the smoothed map.
+    """
     import eval_sets
     import hipposnn.inference as inference
 
     predict = inference._predict
+    shift = 0.5 - threshold
 
     def smoothed(*args: Any, **kwargs: Any) -> List[np.ndarray]:
-        return [smooth(p, sigma) for p in predict(*args, **kwargs)]
+        maps = [smooth(p, sigma) for p in predict(*args, **kwargs)]
+        return [np.clip(m + shift, 0.0, 1.0) for m in maps] if shift else maps
 
     inference._predict = smoothed
     try:
@@ -92,9 +111,10 @@ def run_wholebrain(sigma: float, eval_args: List[str]) -> int:
     out = Path(eval_args[eval_args.index("--out") + 1])
     # eval_sets' own header names only its arguments: say beside its outputs what changed them
     atomic_write_text(out / "probe.json", json.dumps({
-        "tool": "tools/probe_readout_smoothing.py", "argv": ["--wholebrain", str(sigma), "--", *eval_args],
-        "sigma_voxels": sigma, "what": "every ROI probability map (the SNN's and its QC twin's) smoothed before "
-        "thresholding", "eval_started": record["meta"]["started"]}, indent=1))
+        "tool": "tools/probe_readout_smoothing.py",
+        "argv": ["--wholebrain", str(sigma), *([str(threshold)] if shift else []), "--", *eval_args],
+        "sigma_voxels": sigma, "threshold": threshold, "what": "every ROI probability map (the SNN's and its QC "
+        "twin's) smoothed before thresholding", "eval_started": record["meta"]["started"]}, indent=1))
     return 0
 
 
@@ -103,11 +123,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "--wholebrain" in argv:
         split = argv.index("--") if "--" in argv else len(argv)
         ours, theirs = argv[:split], argv[split + 1:]
-        if len(ours) != 2 or ours[0] != "--wholebrain" or "--out" not in theirs:
-            print("usage: probe_readout_smoothing.py --wholebrain SIGMA -- EVAL_SETS_ARGS (with --out)",
+        if len(ours) not in (2, 3) or ours[0] != "--wholebrain" or "--out" not in theirs:
+            print("usage: probe_readout_smoothing.py --wholebrain SIGMA [THRESHOLD] -- EVAL_SETS_ARGS (with --out)",
                   file=sys.stderr)
             return 2
-        return run_wholebrain(float(ours[1]), theirs)
+        return run_wholebrain(float(ours[1]), theirs, float(ours[2]) if len(ours) == 3 else 0.5)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "msd_hippocampus")
     ap.add_argument("--run", type=Path, help="recipe CV run (CODING/fold_K/{ann,finetune_T<T>}/best.pt)")
@@ -116,6 +136,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--model", action="append", nargs=3, default=[], metavar=("FILE", "T", "CODING"),
                     help="a model file, the T to run it at (ANN: 1) and its coding, scored on the validation crops")
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 0.5, 0.7, 1.0])
+    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.5],
+                    help="thresholds on the (smoothed) probability; the pipeline's is 0.5")
+    ap.add_argument("--volume", action="store_true",
+                    help="also cut each smoothed map where it keeps the raw mask's volume (the pipeline's step)")
+    ap.add_argument("--validation", action="store_true",
+                    help="with --run, also score each fold's validation crops and choose the setting on them")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -128,18 +154,35 @@ def main(argv: Optional[List[str]] = None) -> int:
                               "validation": {}}
     if args.run:
         stage = f"finetune_T{args.trained_t}"
-        pooled: Dict[str, Dict[str, List[float]]] = {"snn": {}, "ann": {}}
+        pooled: Dict[str, Dict[str, Dict[str, List[float]]]] = {}
         for fold in fold_folders(args.run, args.coding, stage):
             names = json.loads((fold / stage / "result.json").read_text())["test_cases"]
+            val_names = []
+            if args.validation:
+                fold_index = int(fold.name.split("_")[1])
+                _, val_names, test_names = split_names(args.data, fold_index, 5, 0)
+                if sorted(test_names) != sorted(names):
+                    raise SystemExit(f"{fold}: its test crops are not fold {fold_index}'s of 5 (seed 0)")
             models = (("snn", fold / stage / "best.pt", args.trained_t), ("ann", fold / "ann" / "best.pt", 1))
             for key, path, t in models:
-                per_case = dice_by_sigma(load_model(path), args.data, names, t, args.coding, args.sigmas)
-                record["cv"].setdefault(fold.name, {})[key] = summary(per_case)
-                for s, values in per_case.items():
-                    pooled[key].setdefault(s, []).extend(values)
-                print(f"{fold.name} {key}: {record['cv'][fold.name][key]}", flush=True)
-        record["cv"]["pooled"] = {key: summary(v) for key, v in pooled.items()}
-        print(f"pooled: {record['cv']['pooled']}", flush=True)
+                model = load_model(path)
+                for part, part_names in (("cv", names), ("cv_validation", val_names)):
+                    if not part_names:
+                        continue
+                    per_case = dice_by_sigma(model, args.data, part_names, t, args.coding, args.sigmas,
+                                             args.thresholds, args.volume)
+                    record.setdefault(part, {}).setdefault(fold.name, {})[key] = summary(per_case)
+                    for s, values in per_case.items():
+                        pooled.setdefault(part, {}).setdefault(key, {}).setdefault(s, []).extend(values)
+                    print(f"{part} {fold.name} {key}: {record[part][fold.name][key]}", flush=True)
+        for part, by_key in pooled.items():
+            record[part]["pooled"] = {key: summary(v) for key, v in by_key.items()}
+            print(f"{part} pooled: {record[part]['pooled']}", flush=True)
+        if args.validation:
+            record["chosen_on_validation"] = {
+                key: choose_on_validation(record["cv_validation"]["pooled"][key], record["cv"]["pooled"][key])
+                for key in record["cv"]["pooled"]}
+            print(f"chosen on validation: {record['chosen_on_validation']}", flush=True)
     if args.model:
         names = split_names(args.data, None, 5, 0)[1]
         if not names:
@@ -149,7 +192,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 ap.error(f"--model {path} {t} {coding}: expected FILE T binary|ternary")
             record["validation"][Path(path).name] = {
                 "timesteps": int(t), "coding": coding,
-                "dice_3d": summary(dice_by_sigma(load_model(path), args.data, names, int(t), coding, args.sigmas))}
+                "dice_3d": summary(dice_by_sigma(load_model(path), args.data, names, int(t), coding, args.sigmas,
+                                                 args.thresholds, args.volume))}
             print(f"{Path(path).name}: {record['validation'][Path(path).name]['dice_3d']}", flush=True)
     record.update(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), load_end=list(os.getloadavg()))
     args.json.parent.mkdir(parents=True, exist_ok=True)

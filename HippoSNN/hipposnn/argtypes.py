@@ -50,3 +50,13 @@ def non_negative_int(text: str) -> int:
 
 def non_negative_float(text: str) -> float:
     return _number(text, float, allow_zero=True)
+
+
+def smoothing(text: str) -> float:
+    """A readout smoothing sigma in voxels: the rule of :func:`hipposnn.readout.check_sigma`."""
+    from .readout import check_sigma
+
+    try:
+        return check_sigma(text)
+    except HippoSNNError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

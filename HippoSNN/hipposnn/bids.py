@@ -17,8 +17,8 @@ is added)::
     OUTPUT_DIR/logs/sub-01_ses-A_error.json             only for a failed scan (listed in .bidsignore)
 
 **Complete** means: the sidecar parses, says ``ok``, records the same settings fingerprint (model file
-SHA-256, side, ROI mode, timesteps, coding, threshold, seed, refine) and the same source file size and
-modification time as now, and the label map's size and SHA-256 match what it records. Both files are
+SHA-256, side, ROI mode, timesteps, coding, threshold, readout smoothing, seed, refine) and the same source
+file size and modification time as now, and the label map's size and SHA-256 match what it records. Both files are
 written under temporary names and renamed (label map first, sidecar last), so a kill at any moment
 leaves either a complete scan or one that is redone. A scan that is redone first loses its old outputs
 and any temporary leftovers.
@@ -72,7 +72,7 @@ _SES_DIR = re.compile(rf"^ses-({_LABEL})$")
 _T1W_NAME = re.compile(rf"^(sub-{_LABEL}(?:_[A-Za-z]+-{_LABEL})*)_T1w\.nii(?:\.gz)?$")
 _ENTITY = re.compile(rf"([A-Za-z]+)-({_LABEL})")
 #: Settings that change the label map; ``device`` and ``threads`` do not (a CPU result is kept on GPU nodes).
-FINGERPRINT_KEYS = ("model", "timesteps", "coding", "threshold", "seed", "side", "roi", "refine")
+FINGERPRINT_KEYS = ("model", "timesteps", "coding", "threshold", "smooth", "seed", "side", "roi", "refine")
 MAX_THREADS = 8  # what segment_image uses at most by default: more threads stop paying off for one scan
 
 COLUMNS = (

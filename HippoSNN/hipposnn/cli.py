@@ -20,6 +20,7 @@ from .argtypes import percentile as _percentile
 from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _probability
+from .argtypes import smoothing as _smoothing
 from .errors import HippoSNNError
 from .options import CLIP_PERCENTILE, INPUT_ENCODINGS, MODEL_CHOICES, SITE_THICK_MM, model_kind
 from .progress import close_progress_bars, tqdm_progress
@@ -102,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --quant-levels (from random weights or a ReLU --init): each layer's clip starts at the "
                         f"P-th percentile of its ReLU activations (default {CLIP_PERCENTILE:g}; the whole-brain "
                         "default's path uses 90)")
+    p.add_argument("--clip-lr", type=float, default=None, metavar="R",
+                   help="with --quant-levels: each clip learns at R x its start value per step (a relative rate, "
+                        "the same in every layer) instead of at --lr, which leaves clips of 1.5-184 where they "
+                        "start (default: --lr)")
     _add_distill(p, "the --init ANN")
 
     p = sub.add_parser("convert", help="stage 2: early-stop ANN->SNN conversion (threshold balancing)")
@@ -152,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=_positive_int, default=None, help="T (default: the model's own)")
     p.add_argument("--coding", choices=["binary", "ternary"], default=None, help="default: the model's own")
     p.add_argument("--threshold", type=_probability, default=0.5, help="output probability threshold")
+    p.add_argument("--smooth", type=_smoothing, default=None, metavar="SIGMA",
+                   help="readout smoothing at constant volume, as `segment` does (voxels; default: 1 for an SNN, "
+                        "0 for an ANN; 0 scores the raw map, as the recipe does)")
     p.add_argument("--split", choices=["all", "test"], default="all",
                    help="score all cases, or only the --fold test cases")
     p.add_argument("--input", choices=INPUT_ENCODINGS, default=None, dest="input_encoding",
@@ -226,6 +234,7 @@ def _train_config(args: argparse.Namespace, stage: str):
         threads=args.threads, device=args.device, quant_levels=getattr(args, "quant_levels", None),
         rate_penalty=getattr(args, "rate_penalty", 0.0), frugal_memory=getattr(args, "frugal_memory", False),
         distill=getattr(args, "distill", 0.0), clip_percentile=getattr(args, "clip_percentile", CLIP_PERCENTILE),
+        clip_lr=getattr(args, "clip_lr", None),
     )
 
 
@@ -333,8 +342,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.fold is None:
             raise HippoSNNError("--split test needs --fold")
         names = split_names(args.data, args.fold, args.folds, args.seed)[2]
+    from .readout import readout_sigma
+
     result = evaluate_model(model, args.data, names, timesteps, coding, args.threshold, args.seed, args.device,
-                            progress=tqdm_progress("evaluate"))
+                            progress=tqdm_progress("evaluate"), smooth=readout_sigma(spiking, args.smooth))
     result["settings"]["checkpoint"] = str(path)
     if spiking:
         result["settings"]["input_encoding"] = model.input_encoding

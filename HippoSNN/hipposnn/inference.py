@@ -44,6 +44,7 @@ from .io import Image
 from .options import AUTO_ROI_SHAPE, check_device, validate_threshold
 from .options import resolve_device as _resolve_device
 from .qc import compare_sides, etiv_mm3, overall, side_qc
+from .readout import check_sigma, readout_sigma, smooth_readout
 from .roi import (
     ROI_SPACING_MM,
     SIDES,
@@ -96,6 +97,7 @@ class SegmentationSettings:
     timesteps: int | None = None  # None: the model's own
     coding: str | None = None  # None: a custom file's own, else options.default_coding (binary SNN for whole brains)
     threshold: float = 0.5
+    smooth: float | None = None  # readout smoothing sigma (voxels); None: 1 for an SNN, 0 for the ANN (readout.py)
     seed: int = 0
     device: str = "cpu"  # "cpu" | "cuda" | "auto"
     checkpoint: str | None = None  # custom weights file
@@ -114,6 +116,8 @@ class SegmentationSettings:
         if self.coding is not None and self.coding not in CODINGS:
             raise HippoSNNError(f"Unknown coding '{self.coding}': use binary or ternary")
         validate_threshold(self.threshold)  # the one rule (hipposnn.options), shared with Slicer
+        if self.smooth is not None:
+            check_sigma(self.smooth)
         check_device(self.device)
         if isinstance(self.roi, str):
             if self.roi not in ("auto", "crop"):
@@ -546,8 +550,12 @@ def segment_image(
         rois, valids = model_inputs(image, boxes, crop=settings.roi == "crop")
         timings["roi_inputs"] = time.perf_counter() - t0  # resampling the boxes; "inference" is the network's
         t0 = time.perf_counter()
-        probs = _predict(model, rois, valids, timesteps, coding, settings.seed, steps.sub("infer"))
+        raw = _predict(model, rois, valids, timesteps, coding, settings.seed, steps.sub("infer"))
         timings["inference"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sigma = readout_sigma(model.kind == "snn", settings.smooth)
+        probs = [smooth_readout(p, sigma, settings.threshold) for p in raw]
+        timings["readout"] = time.perf_counter() - t0
         steps.finish("infer", "slices segmented")
 
         twins: List[np.ndarray | None] = [None] * len(boxes)
@@ -563,7 +571,7 @@ def segment_image(
         volumes: Dict[str, float] = {}
         voxel_mm3 = float(abs(np.linalg.det(image.affine[:3, :3])))
         qc_sides: Dict[str, Dict[str, Any]] = {}
-        for box, prob, twin_prob in zip(boxes, probs, twins):
+        for box, prob, raw_prob, twin_prob in zip(boxes, probs, raw, twins):
             block, values = _paste_block(prob, box, image)
             current = best[block]
             mask = _largest_component(values > settings.threshold)
@@ -572,7 +580,8 @@ def segment_image(
             best[block] = np.maximum(current, values)
             volumes[box.side] = float((labels == LABELS.get(box.side, 1)).sum()) * voxel_mm3
             reg_warnings = registration.warnings_for(box.side) if registration is not None else []
-            qc_sides[box.side] = side_qc(box.side, prob, volumes[box.side], settings.threshold, reg_warnings,
+            # QC reads the network's own map: its limits were set on raw maps, and smoothing makes voxels "undecided"
+            qc_sides[box.side] = side_qc(box.side, raw_prob, volumes[box.side], settings.threshold, reg_warnings,
                                          twin_prob)
             qc_sides[box.side]["recentred_mm"] = box.qc.get("recentred_mm", 0.0)
         timings["paste"] = time.perf_counter() - t0
@@ -600,6 +609,7 @@ def segment_image(
     # the shipped variant "snn" stood for here (None for a custom file: checkpoint_used names it)
     used.update({"model_used": None if settings.checkpoint else resolve_choice(settings.model, settings.roi),
                  "timesteps_used": timesteps, "coding_used": coding, "device_used": model.device,
+                 "smooth_used": sigma,
                  # what the SNN's first layer received (None for the ANN): a property of the model file
                  "input_used": getattr(model.network, "input_encoding", None),
                  "checkpoint_used": str(model.path), "roi_shape": [int(n) for n in boxes[0].shape]})

@@ -410,21 +410,24 @@ def evaluate_model(
     device: str = "cpu",
     progress: Optional[Progress] = None,
     batch_size: int = 24,
+    smooth: float = 0.0,
 ) -> Dict[str, Any]:
-    """Score a model on labelled data (all cases, or ``names``)."""
+    """Score a model on labelled data (all cases, or ``names``); ``smooth``: the readout step's sigma
+    (:mod:`hipposnn.readout`; 0, the raw map, for the recipe and the tools that reproduce its numbers)."""
     cases = load_cases(data, names)
     if not cases:
         raise HippoSNNError(f"no cases to evaluate in {data}")
     result = evaluate_slices(
         model, build_slices(cases, coding, model.spec.context), timesteps=timesteps, coding=coding,
         threshold=threshold, seed=seed,
-        device=device, progress=progress, batch_size=batch_size,
+        device=device, progress=progress, batch_size=batch_size, smooth=smooth,
     )
     result["settings"] = {
         "model": "snn" if isinstance(model, SpikingUNet) else "ann",
         "timesteps": timesteps if isinstance(model, SpikingUNet) else None,
         "coding": coding,
         "threshold": threshold,
+        "readout_sigma": smooth,
         "seed": seed,
         "data": describe_source(data),
         "n_cases": len(cases),

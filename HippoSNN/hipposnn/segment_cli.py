@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
-from .argtypes import positive_int, probability
+from .argtypes import positive_int, probability, smoothing
 from .errors import HippoSNNError
 from .options import DEFAULT_SNN, MODEL_CHOICES, WHOLE_BRAIN_SNN, model_kind
 from .outputs import (
@@ -69,6 +69,9 @@ def add_segmentation_arguments(parser, roi: Callable[[str], object], roi_help: s
                              "the site-robust binary models are ahead; ternary for --roi crop and ann; a "
                              "--checkpoint file's own)")
     parser.add_argument("--threshold", type=probability, default=0.5)
+    parser.add_argument("--smooth", type=smoothing, default=None, metavar="SIGMA",
+                        help="Gaussian over the network's map before thresholding, at constant volume (voxels of "
+                             "the 1 mm ROI grid; default 1 for the SNNs, whose T-step readout is coarse, 0 for ann)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     parser.add_argument("--refine", action="store_true", help="recentre the ROI on a first (ANN) prediction first")
@@ -128,7 +131,7 @@ def segmentation_settings(args: argparse.Namespace):
 
     settings = SegmentationSettings(
         side=args.side, roi=args.roi, model=args.model, timesteps=args.timesteps, coding=args.coding,
-        threshold=args.threshold, seed=args.seed, device=args.device, checkpoint=args.checkpoint,
+        threshold=args.threshold, smooth=args.smooth, seed=args.seed, device=args.device, checkpoint=args.checkpoint,
         probabilities=getattr(args, "probabilities", False), refine=args.refine,
     )
     settings.validate()

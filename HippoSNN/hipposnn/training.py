@@ -40,6 +40,7 @@ from .losses import LOSSES, distill_loss
 from .memory import frugal_allocator
 from .metrics import dice, mean_sd, slice_dice
 from .options import CLIP_PERCENTILE, SITE_THICK_MM
+from .readout import smooth_readout
 from .simulate import predict_slices
 from .unet import SpikeStats, SpikingUNet, UNet
 from .weights import atomic_torch_save, atomic_write_text, model_payload
@@ -74,6 +75,7 @@ class TrainConfig:
     eval_timesteps: Optional[int] = None  # T for SNN validation (default: timesteps)
     quant_levels: Optional[int] = None  # ANN: quantised-clip levels L (0: ReLU; None: the --init model's own)
     clip_percentile: float = CLIP_PERCENTILE  # ANN warm start: percentile of the ReLU activations the clips start at
+    clip_lr: Optional[float] = None  # quantised ANN: each clip's own lr, a fraction of its start (None: the lr above)
     rate_penalty: float = 0.0  # SNN: loss += rate_penalty * mean firing rate of the hidden layers
     distill: float = 0.0  # loss += distill * per-pixel KL from a teacher ANN (losses.distill_loss)
     frugal_memory: bool = False  # CPU: return freed activations to the system (hipposnn.memory)
@@ -98,8 +100,29 @@ class TrainConfig:
             raise HippoSNNError("--distill must be a non-negative number")
         if not (math.isfinite(self.clip_percentile) and 0 < self.clip_percentile <= 100):
             raise HippoSNNError("--clip-percentile must be in (0, 100]")
+        if self.clip_lr is not None and not (math.isfinite(self.clip_lr) and self.clip_lr > 0):
+            raise HippoSNNError("--clip-lr must be a positive number")
         if not (math.isfinite(self.site_thick_mm) and 1.5 <= self.site_thick_mm <= 8.0):
             raise HippoSNNError("--site-thick-mm must be between 1.5 and 8 (mm)")
+
+
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> List[Dict[str, Any]]:
+    """Adam's parameter groups: the network at ``cfg.lr`` and, with ``cfg.clip_lr``, each clip in its own group.
+
+    Why: a clip is in activation units (1.5-184 in the shipped path) and Adam moves a parameter by about its
+    learning rate per step whatever its scale, so at the network's lr the clips stay where they start (at most
+    4.8 % in 864 steps, docs/models.md). ``clip_lr`` gives each clip the lr ``clip_lr`` x its value when the
+    optimiser is built (its calibrated start), i.e. the same relative step in every layer. The plateau
+    scheduler scales every group alike; a resumed run takes the groups' lrs from its checkpoint.
+    """
+    clips = getattr(model, "clips", None)
+    if cfg.clip_lr is None or not clips:
+        return [{"params": list(model.parameters())}]
+    clip_ids = {id(p) for p in clips.values()}
+    groups: List[Dict[str, Any]] = [{"params": [p for p in model.parameters() if id(p) not in clip_ids]}]
+    for clip in clips.values():
+        groups.append({"params": [clip], "lr": cfg.clip_lr * max(abs(float(clip.detach())), 1e-3)})
+    return groups
 
 
 def _distributed() -> bool:
@@ -188,8 +211,13 @@ def evaluate_slices(
     batch_size: int = 24,
     device: str = "cpu",
     progress: Optional[Progress] = None,
+    smooth: float = 0.0,
 ) -> Dict[str, Any]:
-    """3D Dice per case and 2D Dice per slice of ``model`` on ``slices`` (plus SNN spike stats)."""
+    """3D Dice per case and 2D Dice per slice of ``model`` on ``slices`` (plus SNN spike stats).
+
+    ``smooth`` > 0 runs each case's probability volume through the segmentation pipeline's readout step
+    (:func:`hipposnn.readout.smooth_readout`) before thresholding; 0 scores the raw map (training, the recipe).
+    """
     stats = SpikeStats() if isinstance(model, SpikingUNet) else None
     probs = predict_slices(
         model, slices.images, timesteps=timesteps, coding=coding, seed=seed, batch_size=batch_size,
@@ -200,7 +228,10 @@ def evaluate_slices(
     all_2d: List[float] = []
     for i, name in enumerate(slices.names):
         sel = slices.case_index == i
-        p = from_slices(pred[sel])
+        if smooth > 0:
+            p = smooth_readout(from_slices(probs[sel]), smooth, threshold) > threshold
+        else:
+            p = from_slices(pred[sel])
         t = from_slices(slices.labels[sel] > 0.5)
         d2 = slice_dice(p, t)
         all_2d.extend(d2)
@@ -266,7 +297,7 @@ class Trainer:
         model.to(self.device)
         # The teacher only answers (eval mode, no gradients); it is neither saved nor optimised.
         self.teacher = teacher.to(self.device).eval() if teacher is not None and cfg.distill > 0 else None
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(param_groups(model, cfg), lr=cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
         )
