@@ -98,6 +98,9 @@ def test_process_rejects_invalid_inputs(module):
     for threshold in (2.0, 1.0, 0.0):  # the core's rule (hipposnn.options): strictly between 0 and 1
         with pytest.raises(ValueError):
             logic.process(volume, segmentation, threshold=threshold)
+    for smooth in (-1.0, 5.0):  # the readout's rule (hipposnn.readout): 0 to 3 voxels
+        with pytest.raises(ValueError, match="readout smoothing"):
+            logic.process(volume, segmentation, smooth=smooth)
     assert not any(c[0].startswith("PyTorchUtils") for c in slicer.standinCalls)  # refused before any work
     from HippoSNNLib.dependencies import versionTuple
 

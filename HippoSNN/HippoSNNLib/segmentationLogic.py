@@ -17,6 +17,7 @@ import slicer
 import vtk
 from hipposnn.errors import HippoSNNError
 from hipposnn.options import AUTO_ROI_SHAPE, resolve_choice, resolve_device, validate_threshold
+from hipposnn.readout import check_sigma
 from slicer.i18n import tr as _
 
 from HippoSNNLib import dependencies, geometry, terminology
@@ -181,6 +182,7 @@ class SegmentationLogic:
         progressCallback: Optional[ProgressCallback] = None,
         checkpoint: Optional[str] = None,
         interactive: bool = False,
+        smooth: Optional[float] = None,
     ) -> Dict[str, Any]:
         """Segment the hippocampi of ``inputVolume`` into ``outputSegmentation``.
 
@@ -202,6 +204,8 @@ class SegmentationLogic:
             (:class:`hipposnn.errors.Cancelled` is raised, nothing is written).
         :param checkpoint: optional model file instead of the shipped model.
         :param interactive: allow confirmation dialogs for installing dependencies.
+        :param smooth: readout smoothing in voxels (None: the core's default, 1 for the SNNs and 0 for the ANN;
+            ``hipposnn.readout``).
         :return: dict with ``volumes_mm3``, ``qc``, ``timings``, ``boxes`` and ``summary`` (JSON-ready).
         :raises ValueError: on invalid inputs, before any work starts.
         """
@@ -212,6 +216,8 @@ class SegmentationLogic:
         try:
             resolve_choice(model)  # the core's rules (hipposnn.options), not copies
             threshold = validate_threshold(threshold)
+            if smooth is not None:
+                smooth = check_sigma(smooth)
         except HippoSNNError as error:
             raise ValueError(str(error)) from None
         startTime = time.time()
@@ -234,6 +240,7 @@ class SegmentationLogic:
             timesteps=timesteps,
             coding=coding,
             threshold=threshold,
+            smooth=smooth,
             seed=int(seed),
             device=resolvedDevice,
             checkpoint=checkpoint,

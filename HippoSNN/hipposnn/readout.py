@@ -18,7 +18,6 @@ import math
 from typing import Optional
 
 import numpy as np
-import SimpleITK as sitk
 
 from .errors import HippoSNNError
 
@@ -54,6 +53,8 @@ def gaussian(prob: np.ndarray, sigma: float) -> np.ndarray:
     """``prob`` after a Gaussian of ``sigma`` voxels (SimpleITK's DiscreteGaussian; unchanged for 0)."""
     if sigma <= 0:
         return prob
+    import SimpleITK as sitk  # here, not at import: the Slicer module checks settings with this module first
+
     image = sitk.GetImageFromArray(np.asarray(prob, dtype=np.float32))
     return sitk.GetArrayFromImage(sitk.DiscreteGaussian(image, float(sigma) ** 2, 32, 0.01, False))
 
