@@ -175,3 +175,27 @@ def test_readout_probe_chooses_the_setting_on_each_folds_validation_crops(run, t
     with pytest.raises(SystemExit, match="not fold 0"):
         probe.main(["--run", str(recipe_like), "--data", str(data), "--trained-t", "4", "--validation",
                     "--threads", "1", "--json", str(out)])
+
+
+def test_the_shipping_tool_cites_the_readout_step_from_the_probe(tmp_path):
+    """--readout: the card's readout block is the probe's choice on the folds' validation crops, its CV test
+    Dice, the model file's own held-out crops at that setting and the whole-brain rows with the step."""
+    ship = load_tool("ship_lowt_model")
+    probe = {"chosen_on_validation": {"snn": {"setting": "1.0@vol", "validation": 0.9038, "test": 0.8995,
+                                              "raw_validation": 0.9022, "raw_test": 0.8975}},
+             "validation": {"m.pt": {"dice_3d": {"0.0": 0.8966, "1.0@vol": 0.8999}}}}
+    path = tmp_path / "probe.json"
+    path.write_text(json.dumps(probe))
+    table = tmp_path / "table.csv"
+    table.write_text("set,dice_mean,failures,volume_ratio_mean\nixi_nichart,0.8238,0,0.891\n")
+    block = ship.readout_metrics(path, "m.pt", table)
+    assert (block["cv_test_dice_3d"], block["cv_test_dice_3d_raw"]) == (0.8995, 0.8975)
+    assert block["heldout_dice_3d"] == 0.8999
+    line = ship.readout_line(block)
+    assert "cut at the raw mask's volume" in line and "CV test 3D Dice 0.8995 (raw map 0.8975)" in line
+    assert "held-out crops 0.8999 (raw 0.8966)" in line and "ixi_nichart Dice 0.824, 0 below 0.5" in line
+    with pytest.raises(SystemExit, match="no --model row"):
+        ship.readout_metrics(path, "other.pt", None)
+    path.write_text(json.dumps({"validation": {}}))
+    with pytest.raises(SystemExit, match="no choice on validation"):
+        ship.readout_metrics(path, "m.pt", None)

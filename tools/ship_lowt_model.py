@@ -45,6 +45,11 @@ cites the whole-brain evaluation (``tools/eval_sets.py``'s ``table_*.csv``) it w
 recipe scores only its config's T). ``--cv-note TEXT`` says how the cited CV's path differs from the shipped
 model's (the binary model's CV had to warm-start each fold from a ternary-input ReLU ANN; its command:
 ``docs/results/lowt_cv_binary_kd/ship_command.txt``).
+
+``--readout PROBE.json`` adds what the segmentation pipeline's readout step (``hipposnn.readout``) makes of the
+model: the cited CV's Dice with the setting ``tools/probe_readout_smoothing.py --run ... --validation`` chose on
+the folds' validation crops, the model file's own held-out crops from the same probe's ``--model`` rows, and with
+``--readout-wholebrain TABLE.csv`` the whole-brain evaluation the pipeline gives now.
 """
 
 from __future__ import annotations
@@ -166,6 +171,39 @@ def wholebrain_rows(table: Path) -> List[Dict[str, Any]]:
                                      "volume_ratio_mean") if k in row} for row in csv.DictReader(handle)]
 
 
+def readout_metrics(probe_path: Path, model_name: str, wholebrain: Path | None) -> Dict[str, Any]:
+    """The card's readout block: the probe's choice on the CV folds' validation crops and its test Dice, the
+    model file's held-out crops with that setting, and the whole-brain rows with the step."""
+    probe = json.loads(probe_path.read_text())
+    chosen = (probe.get("chosen_on_validation") or {}).get("snn")
+    if chosen is None:
+        raise SystemExit(f"{probe_path}: no choice on validation crops (run the probe with --run ... --validation)")
+    own = (probe.get("validation") or {}).get(model_name)
+    if own is None or chosen["setting"] not in own["dice_3d"]:
+        raise SystemExit(f"{probe_path}: no --model row for {model_name} at {chosen['setting']}")
+    return {"source": _rel(probe_path), "setting": chosen["setting"], "cv_test_dice_3d": chosen["test"],
+            "cv_test_dice_3d_raw": chosen["raw_test"], "cv_validation_dice_3d": chosen["validation"],
+            "heldout_dice_3d": own["dice_3d"][chosen["setting"]], "heldout_dice_3d_raw": own["dice_3d"].get("0.0"),
+            **({"wholebrain": {"source": _rel(wholebrain), "sets": wholebrain_rows(wholebrain)}}
+               if wholebrain else {})}
+
+
+def readout_line(readout: Dict[str, Any]) -> str:
+    """The card's line on the pipeline's readout step (``hipposnn.readout``)."""
+    sigma, _, cut = readout["setting"].partition("@")
+    how = f"a Gaussian of {sigma} voxel" + (" cut at the raw mask's volume" if cut == "vol"
+                                             else f" cut at {cut or 0.5}")
+    line = (f"- With the segmentation pipeline's readout step ({how}; `hipposnn.readout`, chosen on the CV folds' "
+            f"validation crops, `{readout['source']}`): CV test 3D Dice {readout['cv_test_dice_3d']:.4f} (raw map "
+            f"{readout['cv_test_dice_3d_raw']:.4f}); held-out crops {readout['heldout_dice_3d']:.4f} (raw "
+            f"{readout['heldout_dice_3d_raw']:.4f})")
+    if "wholebrain" in readout:
+        line += f"; whole-brain (`{readout['wholebrain']['source']}`): " + "; ".join(
+            f"{r['set']} Dice {float(r['dice_mean']):.3f}, {r['failures']} below 0.5, volume ratio "
+            f"{float(r['volume_ratio_mean']):.2f}" for r in readout["wholebrain"]["sets"])
+    return line
+
+
 def validation_with_input(model: Any, names: List[str], data: Path, timesteps: int, coding: str) -> Dict[str, Any]:
     """3D Dice of the shipped ``model`` (on its own input) on the held-out crops ``names`` it was validated on."""
     from hipposnn.pipeline import evaluate_model
@@ -201,6 +239,11 @@ def main() -> int:
                     help="tools/eval_sets.py table of the model on every labelled whole-brain set, cited on the card")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "msd_hippocampus",
                     help="MSD crops for the validation Dice with --input")
+    ap.add_argument("--readout", type=Path, default=None, metavar="PROBE.json",
+                    help="tools/probe_readout_smoothing.py --validation output: the CV and held-out crops with the "
+                         "pipeline's readout step")
+    ap.add_argument("--readout-wholebrain", type=Path, default=None, metavar="TABLE.csv",
+                    help="tools/eval_sets.py table of the model with the readout step (needs --readout)")
     ap.add_argument("--by-t", type=Path, default=None, metavar="SUMMARY.json",
                     help="tools/lowt_cv_by_t.py's summary.json: the cited CV's fine-tuned SNNs rescored at more T")
     args = ap.parse_args()
@@ -210,6 +253,8 @@ def main() -> int:
         ap.error("--input-cv needs --input")
     if args.cv_note is not None and args.no_cv is not None:
         ap.error("--cv-note describes a cited CV; --no-cv says there is none")
+    if args.readout_wholebrain is not None and args.readout is None:
+        ap.error("--readout-wholebrain needs --readout")
     if args.run is not None:
         report_lowt_cv.main(["--copy-from", str(args.run), "--lowt", str(args.cv)]
                             + (["--figure", ""] if args.cv != RESULTS else []))
@@ -300,6 +345,8 @@ def main() -> int:
         **({"wholebrain_evaluation": {"source": _rel(args.wholebrain), "sets": wholebrain_rows(args.wholebrain)}}
            if args.wholebrain else {}),
         **({"cv_with_shipped_input": swap_cv} if swap_cv else {}),
+        **({"readout_step": readout_metrics(args.readout, f"{name}.pt", args.readout_wholebrain)}
+           if args.readout else {}),
         "validation_msd_crops": {"best_val_dice_3d": best["val_dice_3d"], "at_batches": best["batches"],
                                  "n_cases": len(settings.get("val", [])), "input_encoding": trained_input,
                                  **({"with_shipped_input": validation_with_input(
@@ -351,6 +398,7 @@ def main() -> int:
               f"{r['set']} Dice {float(r['dice_mean']):.3f}, {r['failures']} below 0.5, volume ratio "
               f"{float(r['volume_ratio_mean']):.2f}" for r in card["wholebrain_evaluation"]["sets"])]
             if args.wholebrain else []),
+          *([readout_line(card["readout_step"])] if args.readout else []),
           f"- Compute: {card['compute']}", f"- Code: {card['code_version']}",
           f"- Limitations: {card['limitations']}",
           f"- Provenance: {', '.join(f'`{p}`' for p in card['provenance']['derived_from'])}",
