@@ -73,3 +73,16 @@ def test_clip_movement_compares_each_fold_s_trained_clips_with_the_start_the_pro
     assert movement["folds"][0]["max_abs_move"] == pytest.approx(1.0)  # b: 100 -> 99
     assert movement["folds"][0]["max_rel_move"] == pytest.approx(0.05)  # a: 2.0 -> 2.1
     assert movement["max_abs_move"] == pytest.approx(1.0) and movement["folds"][1]["start_range"] == [1.0, 50.0]
+    # --movement-start: a CV whose clips started elsewhere is compared with the probe's clips at that percentile
+    probe_path = tmp_path / "probe.json"
+    for fold in probe["folds"]:
+        fold["quantised"]["90"] = {"clips": {"a": 1.0, "b": 66.0}}
+    probe_path.write_text(json.dumps(probe))
+    out = tmp_path / "movement.json"
+    assert tool.main(["--run", str(tmp_path), "--json", str(probe_path), "--movement", str(tmp_path),
+                      "--movement-start", "90", "--movement-json", str(out)]) == 0
+    moved = json.loads(out.read_text())
+    assert moved["start_percentile"] == "90" and moved["folds"][0]["max_rel_move"] == pytest.approx(1.1)  # a: 1 -> 2.1
+    with pytest.raises(SystemExit):
+        tool.main(["--run", str(tmp_path), "--json", str(probe_path), "--movement", str(tmp_path),
+                   "--movement-start", "95", "--movement-json", str(out)])

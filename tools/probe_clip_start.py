@@ -149,14 +149,19 @@ def main(argv: Sequence[str] = ()) -> int:
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--movement", type=Path, default=None, metavar="CV_RESULTS",
                         help="instead of probing: read --json (an earlier probe) and a committed CV folder whose "
-                             "quantised ANNs started at the 99.9th percentile, and write how far their clips moved "
-                             "in training (to --movement-json)")
+                             "quantised ANNs started at the --movement-start percentile, and write how far their "
+                             "clips moved in training (to --movement-json)")
+    parser.add_argument("--movement-start", default="99.9", metavar="P",
+                        help="the percentile that CV's clips started at, as the probe's keys write it (99.9, 90)")
     parser.add_argument("--movement-json", type=Path, default=None)
     args = parser.parse_args(list(argv) or None)
     if args.movement is not None:
         if args.movement_json is None:
             parser.error("--movement needs --movement-json")
-        movement = clip_movement(json.loads(args.json.read_text()), args.movement)
+        probe = json.loads(args.json.read_text())
+        if args.movement_start not in probe["folds"][0]["quantised"]:
+            parser.error(f"--movement-start {args.movement_start}: {args.json} has no clips at that percentile")
+        movement = clip_movement(probe, args.movement, args.movement_start)
         atomic_write_text(args.movement_json, json.dumps(movement, indent=1))
         print(f"largest clip move {movement['max_abs_move']:.3f} ({100 * movement['max_rel_move']:.1f} % of its start)")
         return 0
