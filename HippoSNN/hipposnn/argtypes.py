@@ -54,7 +54,7 @@ def non_negative_float(text: str) -> float:
 
 def smoothing(text: str) -> float:
     """A readout smoothing sigma in voxels: the rule of :func:`hipposnn.readout.check_sigma`."""
-    from .readout import check_sigma
+    from .readout import check_sigma  # here: parsing the command line stays free of numpy
 
     try:
         return check_sigma(text)

@@ -223,7 +223,6 @@ def evaluate_slices(
         model, slices.images, timesteps=timesteps, coding=coding, seed=seed, batch_size=batch_size,
         device=device, stats=stats, progress=progress,
     )
-    pred = probs >= threshold
     cases = []
     all_2d: List[float] = []
     for i, name in enumerate(slices.names):
@@ -231,7 +230,7 @@ def evaluate_slices(
         if smooth > 0:
             p = smooth_readout(from_slices(probs[sel]), smooth, threshold) > threshold
         else:
-            p = from_slices(pred[sel])
+            p = from_slices(probs[sel] >= threshold)
         t = from_slices(slices.labels[sel] > 0.5)
         d2 = slice_dice(p, t)
         all_2d.extend(d2)
