@@ -52,3 +52,17 @@ def test_the_default_sigma_is_for_spiking_models_and_bad_values_are_refused():
     for bad in (-1, 3.5, float("nan"), "wide", None):
         with pytest.raises(HippoSNNError, match="readout smoothing"):
             check_sigma(bad)
+
+
+def test_largest_component_keeps_the_biggest_piece_only() -> None:
+    """The pipeline's last readout step: stray blobs go, the hippocampus (the largest 26-connected piece) stays."""
+    from hipposnn.readout import largest_component
+
+    mask = np.zeros((8, 12, 12), bool)
+    mask[1:4, 1:5, 1:5] = True  # 48 voxels
+    mask[6, 9, 9] = True  # a stray voxel
+    mask[4, 5, 5] = True  # touches the big piece at a corner only: 26-connected, so it belongs to it
+    kept = largest_component(mask)
+    assert kept.sum() == 49 and kept[4, 5, 5] and not kept[6, 9, 9]
+    empty = np.zeros((3, 3, 3), bool)
+    assert not largest_component(empty).any()

@@ -600,3 +600,53 @@ def test_clip_lr_gives_each_clip_a_step_relative_to_its_start(synth, tmp_path):
     assert max(changes) > 0.01  # a few steps at 5 % each move a clip by more than 1 % of its start
     with pytest.raises(HippoSNNError, match="clip-lr"):
         TrainConfig(clip_lr=0.0).validate()
+
+
+def test_weight_average_is_what_is_validated_saved_and_resumed(synth, tmp_path):
+    """--ema D: the live weights train as before; best.pt / final.pt hold their running average (every
+    step folded in with weight 1 - D), validation scores the average, and a resumed run carries it exactly."""
+    from hipposnn.averaging import WeightAverage
+
+    # the average itself: d x old + (1 - d) x new, applied inside the block only
+    net = UNet(TINY)
+    avg = WeightAverage(net, 0.75)
+    start = {n: p.detach().clone() for n, p in net.named_parameters()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    avg.update(net)
+    with avg.applied(net):
+        for n, p in net.named_parameters():
+            assert torch.allclose(p, start[n] + 0.25), n
+    for n, p in net.named_parameters():  # restored
+        assert torch.equal(p, start[n] + 1.0), n
+    with pytest.raises(ValueError):
+        WeightAverage(net, 1.0)
+    with pytest.raises(HippoSNNError, match="--ema"):
+        TrainConfig(ema=1.0).validate()
+
+    sl = build_slices(load_cases(synth, ["hippocampus_000", "hippocampus_001"]))
+
+    def fit(out, epochs, resume=False, ema=0.9):
+        torch.manual_seed(0)
+        cfg = TrainConfig(epochs=epochs, batch_size=8, lr=1e-3, seed=3, ema=ema)
+        trainer = Trainer(UNet(TINY), cfg, sl, sl, out, log=lambda m: None)
+        trainer.fit(resume=resume)
+        return trainer
+
+    plain = fit(tmp_path / "plain", 2, ema=0.0)
+    straight = fit(tmp_path / "a", 2)
+    for name in plain.model.weights:  # the averaging does not change what the optimiser does
+        assert torch.equal(plain.model.weights[name], straight.model.weights[name]), name
+    final = load_model(tmp_path / "a" / "final.pt")
+    for name, value in straight.average.shadow.items():
+        key = name.split(".", 1)[1]
+        assert torch.equal(final.weights[key], value), name
+        assert not torch.equal(final.weights[key], straight.model.weights[key]), name
+    fit(tmp_path / "b", 1)
+    resumed = fit(tmp_path / "b", 2, resume=True)
+    for name, value in straight.average.shadow.items():
+        assert torch.equal(resumed.average.shadow[name], value), name
+    scores = [[r["val_dice_3d"] for r in json.loads((tmp_path / run / "log.json").read_text())["epochs"]]
+              for run in ("a", "b")]
+    assert scores[0] == scores[1]  # the average was validated the same way, resumed or not

@@ -42,12 +42,13 @@ from hipposnn.data import build_slices, from_slices, load_cases  # noqa: E402
 from hipposnn.metrics import dice  # noqa: E402
 from hipposnn.pipeline import split_names  # noqa: E402
 from hipposnn.readout import gaussian as smooth  # noqa: E402
-from hipposnn.readout import smooth_readout  # noqa: E402
+from hipposnn.readout import largest_component, smooth_readout  # noqa: E402
 from hipposnn.simulate import predict_slices  # noqa: E402
 from hipposnn.weights import load_model  # noqa: E402
 from lowt_cv_input_swap import fold_folders  # noqa: E402
 
 VOLUME = "vol"  # a "threshold" that cuts the smoothed map where it keeps the raw mask's volume
+LARGEST = "+lcc"  # suffix of a setting whose mask then keeps its largest connected component (the pipeline's)
 
 
 def setting(sigma: float, threshold: object) -> str:
@@ -57,22 +58,30 @@ def setting(sigma: float, threshold: object) -> str:
 
 def dice_by_sigma(model: Any, data: Path, names: Sequence[str], timesteps: int, coding: str,
                   sigmas: Sequence[float], thresholds: Sequence[float] = (0.5,),
-                  volume: bool = False) -> Dict[str, List[float]]:
+                  volume: bool = False, largest: bool = False) -> Dict[str, List[float]]:
     """Per sigma and threshold, the 3D Dice of every case (0.5 is what ``hipposnn evaluate`` thresholds at);
-    with ``volume``, also each sigma > 0 at constant volume (``hipposnn.readout.smooth_readout`` at 0.5)."""
+    with ``volume``, also each sigma > 0 at constant volume (``hipposnn.readout.smooth_readout`` at 0.5);
+    with ``largest``, also every such setting with the mask's largest connected component only (key + ``+lcc``),
+    as the segmentation pipeline pastes it."""
     cases = load_cases(data, names)
     slices = build_slices(cases, coding, model.spec.context)
     probs = predict_slices(model, slices.images, timesteps=timesteps, coding=coding, seed=0, batch_size=24)
-    out: Dict[str, List[float]] = {setting(s, t): [] for s in sigmas for t in thresholds}
+    out: Dict[str, List[float]] = {}
+
+    def score(key: str, mask: np.ndarray, truth: np.ndarray) -> None:
+        out.setdefault(key, []).append(dice(mask, truth))
+        if largest:
+            out.setdefault(key + LARGEST, []).append(dice(largest_component(mask), truth))
+
     for i in range(len(slices.names)):
         sel = slices.case_index == i
         prob, truth = from_slices(probs[sel]), from_slices(slices.labels[sel] > 0.5)
         for s in sigmas:
             smoothed = smooth(prob, s)
             for t in thresholds:
-                out[setting(s, t)].append(dice(smoothed >= t, truth))
+                score(setting(s, t), smoothed >= t, truth)
             if volume and s > 0:
-                out.setdefault(setting(s, VOLUME), []).append(dice(smooth_readout(prob, s, 0.5) > 0.5, truth))
+                score(setting(s, VOLUME), smooth_readout(prob, s, 0.5) > 0.5, truth)
     return out
 
 
@@ -140,6 +149,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="thresholds on the (smoothed) probability; the pipeline's is 0.5")
     ap.add_argument("--volume", action="store_true",
                     help="also cut each smoothed map where it keeps the raw mask's volume (the pipeline's step)")
+    ap.add_argument("--largest", action="store_true",
+                    help="also score every setting with the mask's largest connected component only (the pipeline's)")
     ap.add_argument("--validation", action="store_true",
                     help="with --run, also score each fold's validation crops and choose the setting on them")
     ap.add_argument("--threads", type=int, default=2)
@@ -170,7 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     if not part_names:
                         continue
                     per_case = dice_by_sigma(model, args.data, part_names, t, args.coding, args.sigmas,
-                                             args.thresholds, args.volume)
+                                             args.thresholds, args.volume, args.largest)
                     record.setdefault(part, {}).setdefault(fold.name, {})[key] = summary(per_case)
                     for s, values in per_case.items():
                         pooled.setdefault(part, {}).setdefault(key, {}).setdefault(s, []).extend(values)
@@ -193,7 +204,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             record["validation"][Path(path).name] = {
                 "timesteps": int(t), "coding": coding,
                 "dice_3d": summary(dice_by_sigma(load_model(path), args.data, names, int(t), coding, args.sigmas,
-                                                 args.thresholds, args.volume))}
+                                                 args.thresholds, args.volume, args.largest))}
             print(f"{Path(path).name}: {record['validation'][Path(path).name]['dice_3d']}", flush=True)
     record.update(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), load_end=list(os.getloadavg()))
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --quant-levels: each clip learns at R x its start value per step (a relative rate, "
                         "the same in every layer) instead of at --lr, which leaves clips of 1.5-184 where they "
                         "start (default: --lr)")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="validate and save a moving average of the weights with this decay per step instead of "
+                        "the weights themselves (e.g. 0.998: about the last 500 steps; default 0: off)")
     _add_distill(p, "the --init ANN")
 
     p = sub.add_parser("convert", help="stage 2: early-stop ANN->SNN conversion (threshold balancing)")
@@ -234,7 +237,7 @@ def _train_config(args: argparse.Namespace, stage: str):
         threads=args.threads, device=args.device, quant_levels=getattr(args, "quant_levels", None),
         rate_penalty=getattr(args, "rate_penalty", 0.0), frugal_memory=getattr(args, "frugal_memory", False),
         distill=getattr(args, "distill", 0.0), clip_percentile=getattr(args, "clip_percentile", CLIP_PERCENTILE),
-        clip_lr=getattr(args, "clip_lr", None),
+        clip_lr=getattr(args, "clip_lr", None), ema=getattr(args, "ema", 0.0),
     )
 
 

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
 from .data import normalise, to_slices
@@ -44,7 +43,7 @@ from .io import Image
 from .options import AUTO_ROI_SHAPE, check_device, validate_threshold
 from .options import resolve_device as _resolve_device
 from .qc import compare_sides, etiv_mm3, overall, side_qc
-from .readout import check_sigma, readout_sigma, smooth_readout
+from .readout import check_sigma, largest_component, readout_sigma, smooth_readout
 from .roi import (
     ROI_SPACING_MM,
     SIDES,
@@ -312,17 +311,6 @@ def _paste_block(roi_array: np.ndarray, box: RoiBox, image: Image) -> Tuple[Tupl
     return block, values
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest 26-connected component: a hippocampus is one piece, stray blobs are errors."""
-    if not mask.any():
-        return mask
-    cc = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True)
-    labels = sitk.GetArrayFromImage(cc)
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    return labels == int(np.argmax(counts))
-
-
 def roi_coverage(box: RoiBox, image_affine: np.ndarray, mask: np.ndarray) -> float:
     """Fraction of ``mask`` voxels (a label in the image grid) whose centre lies inside the box."""
     ijk = np.argwhere(mask)
@@ -574,7 +562,7 @@ def segment_image(
         for box, prob, raw_prob, twin_prob in zip(boxes, probs, raw, twins):
             block, values = _paste_block(prob, box, image)
             current = best[block]
-            mask = _largest_component(values > settings.threshold)
+            mask = largest_component(values > settings.threshold)
             take = mask & (values > current)
             labels[block][take] = LABELS.get(box.side, 1)
             best[block] = np.maximum(current, values)

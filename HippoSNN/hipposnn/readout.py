@@ -10,6 +10,8 @@ the whole-brain sets (docs/models.md, "Smoothing the readout at constant volume"
 
 The map returned is the smoothed map shifted so that the caller's threshold cuts it at that level; values
 are clipped to 0..1, so it stays a map that thresholds, pastes and saves like a probability.
+
+:func:`largest_component` is the readout's last step: the thresholded mask keeps its largest piece.
 """
 
 from __future__ import annotations
@@ -78,3 +80,15 @@ def smooth_readout(prob: np.ndarray, sigma: float = READOUT_SIGMA, threshold: fl
     below, nth = float(top[0]), float(np.min(top[1:]))
     cut = 0.5 * (below + nth)
     return np.clip(smoothed + (threshold - cut), 0.0, 1.0).astype(np.float32)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Keep the largest 26-connected component: a hippocampus is one piece, stray blobs are errors."""
+    if not mask.any():
+        return mask
+    import SimpleITK as sitk
+
+    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True))
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    return labels == int(np.argmax(counts))

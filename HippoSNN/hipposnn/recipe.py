@@ -18,7 +18,8 @@ instead of Poisson spikes, :class:`hipposnn.encoding.InputStream`), and
 ``"ann"`` settings (folder ``ann_relu``) and starts the quantised-clip ANN from it, its clips at the
 ``"clip_percentile"``-th percentile of the ReLU activations (99.9 unless told; the whole-brain default's path
 uses 90: the clips hardly move in training, so their start sets how coarsely the levels cut each layer;
-``"clip_lr": R`` lets each clip learn at R x its start per step);
+``"clip_lr": R`` lets each clip learn at R x its start per step; ``"ema": D`` validates and keeps a moving
+average of the weights with decay D per step, :mod:`hipposnn.averaging`);
 ``max_batches`` / ``rate_penalty`` in ``"ann"``, ``"finetune"`` and ``"direct"`` bound the budget and
 penalise firing; ``"finetune": {"distill": W}`` adds W x the per-pixel KL from the fold's ANN to the
 fine-tuning loss (:func:`hipposnn.losses.distill_loss`), and ``"ann": {"distill": W}`` the same from
@@ -303,7 +304,7 @@ def _execute(
                                plateau_patience=settings.get("plateau_patience", 3), quant_levels=quant_levels,
                                max_batches=settings.get("max_batches"), distill=settings.get("distill", 0.0),
                                clip_percentile=settings.get("clip_percentile", TrainConfig.clip_percentile),
-                               clip_lr=settings.get("clip_lr"))
+                               clip_lr=settings.get("clip_lr"), ema=settings.get("ema", 0.0))
 
         init = None
         trained = (folder / "final.pt").exists()  # a finished ANN (e.g. linked from another run) is converted as is

@@ -33,6 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from .averaging import WeightAverage
 from .data import SliceSet, from_slices
 from .encoding import make_generator
 from .errors import Cancelled, HippoSNNError
@@ -76,6 +77,7 @@ class TrainConfig:
     quant_levels: Optional[int] = None  # ANN: quantised-clip levels L (0: ReLU; None: the --init model's own)
     clip_percentile: float = CLIP_PERCENTILE  # ANN warm start: percentile of the ReLU activations the clips start at
     clip_lr: Optional[float] = None  # quantised ANN: each clip's own lr, a fraction of its start (None: the lr above)
+    ema: float = 0.0  # decay of a moving average of the weights, validated and saved instead of them (0: off)
     rate_penalty: float = 0.0  # SNN: loss += rate_penalty * mean firing rate of the hidden layers
     distill: float = 0.0  # loss += distill * per-pixel KL from a teacher ANN (losses.distill_loss)
     frugal_memory: bool = False  # CPU: return freed activations to the system (hipposnn.memory)
@@ -102,6 +104,8 @@ class TrainConfig:
             raise HippoSNNError("--clip-percentile must be in (0, 100]")
         if self.clip_lr is not None and not (math.isfinite(self.clip_lr) and self.clip_lr > 0):
             raise HippoSNNError("--clip-lr must be a positive number")
+        if not (math.isfinite(self.ema) and 0.0 <= self.ema < 1.0):
+            raise HippoSNNError("--ema must be a decay in [0, 1) (0: off)")
         if not (math.isfinite(self.site_thick_mm) and 1.5 <= self.site_thick_mm <= 8.0):
             raise HippoSNNError("--site-thick-mm must be between 1.5 and 8 (mm)")
 
@@ -297,6 +301,8 @@ class Trainer:
         # The teacher only answers (eval mode, no gradients); it is neither saved nor optimised.
         self.teacher = teacher.to(self.device).eval() if teacher is not None and cfg.distill > 0 else None
         self.optimizer = torch.optim.Adam(param_groups(model, cfg), lr=cfg.lr)
+        # with cfg.ema the average of the weights is validated and saved (best.pt, final.pt); last.pt keeps both
+        self.average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
         )
@@ -310,6 +316,7 @@ class Trainer:
             "epoch": self.epoch,
             "batches": self.batches,
             "best": self.best,
+            **({"average": self.average.state_dict()} if self.average is not None else {}),
             "history": json.dumps(self.history),
             "curve": json.dumps(self.curve),
             "config": json.dumps(asdict(self.cfg)),
@@ -381,6 +388,8 @@ class Trainer:
             for name, value in state["model"].get("thresholds", {}).items():
                 self.model.set_threshold(name, float(value))
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         self.batches = int(state["batches"])
@@ -410,12 +419,22 @@ class Trainer:
         if self.val_set is None or len(self.val_set) == 0:
             return {}
         cfg = self.cfg
-        result = evaluate_slices(
-            self.model, self.val_set, timesteps=cfg.eval_timesteps or cfg.timesteps, coding=cfg.coding,
-            seed=cfg.seed + 12345, device=cfg.device, batch_size=max(24, cfg.batch_size),
-        )
+        with self.product():
+            result = evaluate_slices(
+                self.model, self.val_set, timesteps=cfg.eval_timesteps or cfg.timesteps, coding=cfg.coding,
+                seed=cfg.seed + 12345, device=cfg.device, batch_size=max(24, cfg.batch_size),
+            )
         self.model.train()
         return result
+
+    @contextlib.contextmanager
+    def product(self) -> Iterator[Union[UNet, SpikingUNet]]:
+        """The model as validated and saved: with ``cfg.ema`` its weight average, else the model itself."""
+        if self.average is None:
+            yield self.model
+        else:
+            with self.average.applied(self.model) as model:
+                yield model
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> List[Dict[str, Any]]:
@@ -475,6 +494,8 @@ class Trainer:
                     loss = loss + cfg.distill * distill_loss(logits, answer)
                 loss.backward()
                 self.optimizer.step()
+                if self.average is not None:
+                    self.average.update(self.model)
                 losses.append(float(loss.detach()))
                 self.batches += 1
                 if self.progress is not None and rank == 0:
@@ -509,8 +530,9 @@ class Trainer:
             if rank == 0:
                 if not math.isnan(score) and score > self.best:
                     self.best = score
-                    atomic_torch_save(model_payload(self.model, {**self.meta, "epoch": self.epoch}),
-                                      self.out_dir / "best.pt")
+                    with self.product() as model:
+                        atomic_torch_save(model_payload(model, {**self.meta, "epoch": self.epoch}),
+                                          self.out_dir / "best.pt")
                 atomic_torch_save(self._state(), self.out_dir / "last.pt")
                 self._write_logs()
                 self.log(
@@ -518,9 +540,10 @@ class Trainer:
                     f" 2D {row.get('val_dice_2d', float('nan')):.4f} lr {row['lr']:.2e} {row['seconds']:.1f}s"
                 )
         if rank == 0:
-            atomic_torch_save(model_payload(self.model, {**self.meta, "epoch": self.epoch}), self.out_dir / "final.pt")
-            if not (self.out_dir / "best.pt").exists():
-                atomic_torch_save(model_payload(self.model, self.meta), self.out_dir / "best.pt")
+            with self.product() as model:
+                atomic_torch_save(model_payload(model, {**self.meta, "epoch": self.epoch}), self.out_dir / "final.pt")
+                if not (self.out_dir / "best.pt").exists():
+                    atomic_torch_save(model_payload(model, self.meta), self.out_dir / "best.pt")
         if world > 1:
             dist.barrier()
         return self.history
