@@ -19,6 +19,9 @@
 #   INIT=/tmp/ann_binary_f79a31bf.pt CODING=binary INPUT=direct DISTILL=1 THICK=6 CLIP_PCT=90 THREADS=1 \
 #     FT=finetune_T8_direct_kd OUT=runs/lowt_final_binary_p90 bash tools/train_lowt_final.sh
 #     # the whole-brain default since then: the same with the clips starting at the 90th percentile
+#   INIT=/tmp/ann_binary_f79a31bf.pt CODING=binary INPUT=direct DISTILL=1 THICK=6 CLIP_PCT=90 EMA=0.998 THREADS=1 \
+#     FT=finetune_T8_direct_kd OUT=runs/lowt_final_binary_p90_ema bash tools/train_lowt_final.sh
+#     # the same with the quantised ANN validated and kept as a moving average of its weights (docs/models.md)
 # then: python tools/ship_lowt_model.py --final runs/lowt_final/finetune_T8 --ann runs/lowt_final/ann_L8
 #       [--coding binary --final runs/lowt_final_binary/finetune_T8 --ann runs/lowt_final_binary/ann_L8]
 set -euo pipefail
@@ -35,6 +38,7 @@ INPUT=${INPUT:-poisson}    # what the SNN's first layer receives: Poisson or reg
 THICK=${THICK:-3}          # site augmentation's thickest one-axis voxel in mm (3: as before it was an option)
 THREADS=${THREADS:-2}      # torch threads of each stage
 CLIP_PCT=${CLIP_PCT:-99.9} # percentile of the ANN's ReLU activations each clip starts at (99.9: as before it was an option)
+EMA=${EMA:-0}              # quantised ANN: decay of the moving average of its weights that is validated and kept (0: off)
 CONV=$R                    # the conversion's folder: OUT itself for Poisson input, OUT/INPUT for the others
 [ "$INPUT" = poisson ] || CONV=$R/$INPUT
 mkdir -p "$R"
@@ -45,7 +49,7 @@ RES=()
 # hipposnn_ann_binary.pt > /tmp/ann_binary_f79a31bf.pt and INIT=/tmp/ann_binary_f79a31bf.pt.
 INIT=${INIT:-HippoSNN/hipposnn/models/hipposnn_ann_${CODING}.pt}
 [ -f "$R/ann_L8/final.pt" ] || hipposnn train-ann --data "$DATA" --out "$R/ann_L8" --init "$INIT" --quant-levels 8 \
-  --coding "$CODING" --augment --site-augment --site-thick-mm "$THICK" --clip-percentile "$CLIP_PCT" --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads "$THREADS" --seed 0 "${RES[@]}"
+  --coding "$CODING" --augment --site-augment --site-thick-mm "$THICK" --clip-percentile "$CLIP_PCT" --ema "$EMA" --epochs "$EPOCHS" --lr 3e-4 --batch-size 32 --threads "$THREADS" --seed 0 "${RES[@]}"
 [ -f "$CONV/converted.pt" ] || hipposnn convert --data "$DATA" --checkpoint "$R/ann_L8/best.pt" --out "$CONV" \
   --from-clip --coding "$CODING" --input "$INPUT" --seed 0
 [ -f "$R/$FT/final.pt" ] || hipposnn finetune --data "$DATA" --checkpoint "$CONV/converted.pt" \
