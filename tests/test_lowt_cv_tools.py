@@ -81,7 +81,8 @@ def test_readout_smoothing_probe_scores_raw_maps_as_evaluate_does(run, tmp_path)
     out = tmp_path / "probe.json"
     ann = folder / "binary" / "fold_0" / "ann" / "best.pt"
     assert probe.main(["--run", str(folder), "--data", str(data), "--trained-t", "4", "--sigmas", "0", "0.7",
-                       "--model", str(ann), "1", "binary", "--threads", "1", "--largest", "--json", str(out)]) == 0
+                       "--model", str(ann), "1", "binary", "--model", str(ann.parent.parent / "finetune_T4" / "best.pt"),
+                       "4", "binary", "--threads", "1", "--largest", "--json", str(out)]) == 0
     record = json.loads(out.read_text())
     fold_0 = folder / "binary" / "fold_0"
     names = json.loads((fold_0 / "finetune_T4" / "result.json").read_text())["test_cases"]
@@ -90,7 +91,8 @@ def test_readout_smoothing_probe_scores_raw_maps_as_evaluate_does(run, tmp_path)
     # --largest: every setting also with its mask's largest connected component only, as the pipeline pastes it
     assert set(record["cv"]["pooled"]) == {"snn", "ann"}
     assert set(record["cv"]["pooled"]["ann"]) == {"0.0", "0.7", "0.0+lcc", "0.7+lcc"}
-    assert record["validation"]["best.pt"]["timesteps"] == 1
+    # two files of the same name are kept apart by their paths
+    assert {v["timesteps"] for v in record["validation"].values()} == {1, 4} and str(ann) in record["validation"]
     with pytest.raises(SystemExit):
         probe.main(["--model", str(ann), "x", "binary", "--json", str(out)])
 

@@ -198,14 +198,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         names = split_names(args.data, None, 5, 0)[1]
         if not names:
             ap.error(f"{args.data}: too few cases for a validation split")
+        names_of = [Path(path).name for path, _, _ in args.model]
         for path, t, coding in args.model:
             if not t.isdigit() or int(t) < 1 or coding not in ("binary", "ternary"):
                 ap.error(f"--model {path} {t} {coding}: expected FILE T binary|ternary")
-            record["validation"][Path(path).name] = {
+            key = Path(path).name if names_of.count(Path(path).name) == 1 else path  # two best.pt: their paths
+            record["validation"][key] = {
                 "timesteps": int(t), "coding": coding,
                 "dice_3d": summary(dice_by_sigma(load_model(path), args.data, names, int(t), coding, args.sigmas,
                                                  args.thresholds, args.volume, args.largest))}
-            print(f"{Path(path).name}: {record['validation'][Path(path).name]['dice_3d']}", flush=True)
+            print(f"{key}: {record['validation'][key]['dice_3d']}", flush=True)
     record.update(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), load_end=list(os.getloadavg()))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.json, json.dumps(record, indent=1))
