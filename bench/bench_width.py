@@ -7,9 +7,11 @@ weights or on how many neurons fire. This benchmark times the default's engine p
 inference batch and chunking of ``hipposnn.inference``) on the input of one whole-brain scan (two ROIs of
 ``AUTO_ROI_SHAPE``, three-slice context) for the shipped network and for wider ones with random weights, best of
 ``--repeats``, alternating, ``--threads`` threads. The shipped model file itself is timed too, to tie the
-random-weight row of its width to the real network.
+random-weight row of its width to the real network. ``--profile FILE`` also writes where one pass of the shipped
+network spends its time (``torch.profiler``'s table of operators by self CPU time, with the load).
 
     python bench/bench_width.py --json docs/results/bench_width.json
+    python bench/bench_width.py --widths 16,32,64,128 --repeats 1 --profile docs/results/network_profile.txt
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--widths", nargs="+", default=[",".join(map(str, w)) for w in WIDTHS],
                         help="channel tuples to time, e.g. 16,32,64,128")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--profile", help="write the shipped network's operator profile (one pass) here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     shipped = load_model(chosen_model_path("snn", roi="auto"))
@@ -106,7 +109,25 @@ def main(argv: List[str] | None = None) -> int:
               f"({entry['time_vs_shipped']:.2f}x), MACs {entry['macs_vs_shipped']:.2f}x, "
               f"{entry['parameters'] / 1e6:.2f} M parameters")
     finish_report(report, args.json)
+    if args.profile:
+        command = " ".join(["python bench/bench_width.py", *(sys.argv[1:] if argv is None else argv)])
+        write_profile(shipped, images, args.profile, args.threads, command)
     return 0
+
+
+def write_profile(network: SpikingUNet, images: np.ndarray, path: str, threads: int, command: str) -> None:
+    """``torch.profiler``'s operator table (by self CPU time) of one pass over ``images``, load and command on top."""
+    from torch.profiler import ProfilerActivity, profile
+
+    before = os.getloadavg()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        time_network(network, images)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    header = (f"# {command}\n# {stamp}, threads {threads}, {images.shape[0]} slices, T = {TIMESTEPS}, "
+              f"load before {before[0]:.2f}, after {os.getloadavg()[0]:.2f}\n")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(header + table + "\n")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,12 @@ def test_a_widened_network_keeps_the_default_s_neurons_and_input_and_changes_onl
 def test_the_report_times_the_shipped_network_and_each_width(tmp_path):
     bw = load_tool("bench_width", "bench")
     out = tmp_path / "width.json"
-    assert bw.main(["--threads", "1", "--repeats", "1", "--widths", "4,8,8,8", "--json", str(out)]) == 0
+    profile = tmp_path / "profile.txt"
+    assert bw.main(["--threads", "1", "--repeats", "1", "--widths", "4,8,8,8", "--json", str(out),
+                    "--profile", str(profile)]) == 0
+    text = profile.read_text()  # the shipped network's operators: its convolutions and the skips' concatenations
+    assert text.startswith("# python bench/bench_width.py") and "load before" in text
+    assert "aten::mkldnn_convolution" in text or "aten::convolution" in text
     report = json.loads(out.read_text())
     assert set(report["networks"]) == {"shipped", "4,8,8,8"} and report["timesteps"] == 8
     shipped, small = report["networks"]["shipped"], report["networks"]["4,8,8,8"]

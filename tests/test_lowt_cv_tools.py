@@ -80,9 +80,10 @@ def test_readout_smoothing_probe_scores_raw_maps_as_evaluate_does(run, tmp_path)
     assert probe.smooth(spike, 0.0) is spike
     out = tmp_path / "probe.json"
     ann = folder / "binary" / "fold_0" / "ann" / "best.pt"
+    snn = ann.parent.parent / "finetune_T4" / "best.pt"
     assert probe.main(["--run", str(folder), "--data", str(data), "--trained-t", "4", "--sigmas", "0", "0.7",
-                       "--model", str(ann), "1", "binary", "--model", str(ann.parent.parent / "finetune_T4" / "best.pt"),
-                       "4", "binary", "--threads", "1", "--largest", "--json", str(out)]) == 0
+                       "--model", str(ann), "1", "binary", "--model", str(snn), "4", "binary", "--threads", "1",
+                       "--largest", "--json", str(out)]) == 0
     record = json.loads(out.read_text())
     fold_0 = folder / "binary" / "fold_0"
     names = json.loads((fold_0 / "finetune_T4" / "result.json").read_text())["test_cases"]
