@@ -229,30 +229,3 @@ def test_scaled_weights_kept_between_steps_and_renewed_when_weights_or_threshold
         made_here = SpikingUNet(SMALL).eval()
         made_here.load_state_dict(snn.state_dict())
         assert torch.equal(made_here(x), lowered) and torch.equal(made_here(x), lowered)
-
-
-@pytest.mark.parametrize("encoding", ["poisson", "direct"])
-def test_skip_concatenations_filled_in_place_give_the_concatenated_result(encoding):
-    """Inference writes each skip and up layer's spikes into its slice of the concatenation buffer
-    (SpikingUNet._slots) instead of calling torch.cat: the same logits, spikes and counts to the bit."""
-    spec = UNetSpec(in_channels=3, channels=(4, 8, 8), dropout=0.0, quant_levels=4)
-    torch.manual_seed(2)
-    net = SpikingUNet(spec, initial_membrane=0.5, input_encoding=encoding)
-    for layer in net.layers:
-        if layer.spiking:
-            net.set_threshold(layer.name, 0.3)
-    assert set(net._slots) == {"up1", "enc1_1", "up0", "enc0_1"}
-    assert net._slots["enc0_1"] == ("dec0_0", 4, 8) and net._slots["up0"] == ("dec0_0", 0, 8)
-    x = torch.rand(3, 3, 16, 16)
-    results = []
-    for slots in (net._slots, {}):
-        net._slots = slots
-        stats, record = SpikeStats(), {}
-        with torch.no_grad():
-            logits = snn_logits(net, x, 6, make_generator(1), chunk=4, stats=stats)
-            net(net.encode(x, 2, make_generator(3), "binary"), record=record)
-        results.append((logits, stats.spikes, record))
-    (a, a_spikes, a_rec), (b, b_spikes, b_rec) = results
-    assert torch.equal(a, b) and a_spikes == b_spikes
-    assert a_rec.keys() == b_rec.keys() and all(torch.equal(a_rec[k], b_rec[k]) for k in a_rec)
-    assert sum(a_spikes.values()) > 0

@@ -137,39 +137,6 @@ def test_fused_kernels_match_pytorch_path(monkeypatch):
     assert torch.allclose(a_g, b_g, atol=0.3 / 0.7 / 127.5 * 9 * g.abs().max() + 1e-6)
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_spikes_written_into_a_channel_slice_equal_the_plain_run(monkeypatch, fused):
-    """if_forward(out=...): the spikes land in a channel slice of a channels-last buffer (what a U-Net
-    concatenation reads), nothing else of the buffer is touched, and spikes and membranes equal the plain
-    run's, from the start potential and across chunks, on the fused kernel and the PyTorch loop alike."""
-    from hipposnn import native
-
-    if fused and native.kernels() is None:
-        pytest.skip("fused kernels unavailable here (no compiler or HIPPOSNN_NATIVE=0)")
-    if not fused:
-        monkeypatch.setattr(native, "usable", lambda *t: False)
-    torch.manual_seed(5)
-    steps, batch, channels, height, width = 5, 3, 6, 4, 6
-    cur = (torch.randn(steps * batch, channels, height, width) * 0.8).contiguous(memory_format=torch.channels_last)
-    cur = cur.view(steps, batch, channels, height, width)
-    for initial in (0.0, 0.35):
-        membrane = torch.full_like(cur[0], initial)  # the reference: the loop of the module docstring
-        expected = torch.empty_like(cur)
-        for t in range(steps):
-            membrane.add_(cur[t])
-            torch.ge(membrane, 0.7, out=expected[t])
-            membrane.sub_(expected[t], alpha=0.7)
-        plain, plain_mem = if_forward(cur, 0.7, initial=initial)
-        assert torch.equal(plain, expected) and torch.equal(plain_mem, membrane)
-        buf = torch.full((steps * batch, channels + 4, height, width), 9.0)
-        buf = buf.contiguous(memory_format=torch.channels_last)
-        out = buf[:, 4:].view(steps, batch, channels, height, width)
-        first, state = if_forward(cur[:2], 0.7, initial=initial, out=out[:2])
-        rest, state = if_forward(cur[2:], 0.7, state, initial=initial, out=out[2:])
-        assert first.data_ptr() == out.data_ptr() and torch.equal(out, expected)
-        assert torch.equal(state, membrane) and bool((buf[:, :4] == 9.0).all())
-
-
 def test_first_run_does_not_wait_for_the_kernel_compile(monkeypatch, tmp_path, caplog):
     """Issue 12 item 4: the first spiking run compiled the C++ kernels for 1-2 min with no message.
 

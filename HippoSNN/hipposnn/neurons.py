@@ -55,34 +55,20 @@ def if_forward(
     membrane: Optional[Tensor] = None,
     reset: str = "subtract",
     initial: float = 0.0,
-    out: Optional[Tensor] = None,
-    dense: bool = False,
 ) -> Tuple[Tensor, Tensor]:
     """Run IF dynamics over ``current`` of shape ``[T, ...]``; return spikes and the final membrane.
 
     No autograd: this is the inference and conversion path. ``membrane`` (the state after the
     previous chunk of timesteps) is updated in place when given, so long runs can be chunked; without
-    it the membrane starts at ``initial``. ``out`` (same shape as ``current``, any strides) receives
-    the spikes and is returned: a channel slice of a channels-last concatenation buffer lets the layer
-    that concatenates read them where they were written (:class:`hipposnn.unet.SpikingUNet`). With
-    ``dense`` the spikes returned are a dense copy laid out like ``current`` (``out`` holds them too), for a
-    layer that also feeds a pooling.
+    it the membrane starts at ``initial``.
     """
     _check_reset(reset)
-    if reset == "subtract" and native.usable(current):
-        width = _row_layout(current, out)
-        if width is not None and (membrane is None or membrane.stride() == current[0].stride()):
-            target = torch.empty_like(current) if out is None else out
-            stride = width if out is None else int(out.stride(-1))
-            copy = torch.empty_like(current) if dense and out is not None else None
-            u = native.kernels().if_forward_out(current, membrane, float(threshold), float(initial), target,
-                                                width, stride, copy)
-            if membrane is None:  # the kernel's flat membrane, viewed in the layout of one step of ``current``
-                membrane = u.as_strided(current[0].shape, current[0].stride())
-            return (target if copy is None else copy), membrane
     if membrane is None:
         membrane = torch.full_like(current[0], float(initial))
-    spikes = torch.empty_like(current) if out is None else out
+    fused = reset == "subtract" and membrane.stride() == current[0].stride()
+    if fused and native.usable(current, membrane.unsqueeze(0)):
+        return native.kernels().if_forward(current, membrane, float(threshold)), membrane
+    spikes = torch.empty_like(current)
     for t in range(current.shape[0]):
         membrane.add_(current[t])
         torch.ge(membrane, threshold, out=spikes[t])
@@ -90,39 +76,7 @@ def if_forward(
             membrane.sub_(spikes[t], alpha=threshold)
         else:
             membrane.masked_fill_(spikes[t] > 0, 0.0)
-    if dense and out is not None:
-        return _dense_like(out, current), membrane
     return spikes, membrane
-
-
-def _dense_like(spikes: Tensor, current: Tensor) -> Tensor:
-    """``spikes`` copied into a tensor laid out like ``current``."""
-    copy = torch.empty_like(current)
-    copy.copy_(spikes)
-    return copy
-
-
-def _row_layout(current: Tensor, out: Optional[Tensor]) -> Optional[int]:
-    """Neurons per row for the fused kernel (:func:`hipposnn.native` ``if_forward_out``), or None if it cannot run.
-
-    ``current`` is [T, B, C, H, W] (or any [T, ...]) dense per step. Without ``out`` any row width works (the
-    output is laid out like the current); with ``out`` both must be channels-last with the channels as rows,
-    ``out``'s rows at its own pixel stride (a channel slice of a wider buffer).
-    """
-    if out is None:  # dense like the current: rows of its last dimension
-        return int(current.shape[-1])
-    if out.shape != current.shape or current.dim() != 5 or out.dtype != current.dtype:
-        return None
-    steps, batch, channels, height, width = current.shape
-    if not current[0].is_contiguous(memory_format=torch.channels_last):
-        return None
-    pixel = int(out.stride(-1))  # floats between neighbouring pixels' rows (the buffer's channel count)
-    expected = (None, height * width * pixel, 1, width * pixel, pixel)
-    if any(e is not None and n > 1 and out.stride(i) != e for i, (e, n) in enumerate(zip(expected, out.shape))):
-        return None
-    if steps > 1 and out.stride(0) != batch * height * width * pixel:
-        return None
-    return int(channels)
 
 
 def _check_reset(reset: str) -> None:

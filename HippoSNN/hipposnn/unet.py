@@ -161,27 +161,6 @@ def _repeat_steps(x: Tensor, steps: int) -> Tensor:
     return out
 
 
-def _concat_slots(layers: Sequence[LayerDef]) -> Dict[str, Tuple[str, int, int]]:
-    """For each hidden layer whose spikes a later layer concatenates: (that layer, channel offset, its width).
-
-    Why: on the inference path a layer's IF neurons write their spikes straight into their slice of the
-    concatenation buffer, so the skip connections cost no ``torch.cat`` copy (13 % of a T = 8 network pass on
-    a 2-core CPU, measured with torch.profiler). Only concatenations of spiking layers are planned.
-    """
-    by_name = {layer.name: layer for layer in layers}
-    slots: Dict[str, Tuple[str, int, int]] = {}
-    for layer in layers:
-        if len(layer.inputs) < 2 or not all(n in by_name and by_name[n].spiking for n in layer.inputs):
-            continue
-        if any(name in slots for name in layer.inputs):  # a layer's spikes go into one buffer at most
-            continue
-        offset = 0
-        for name in layer.inputs:
-            slots[name] = (layer.name, offset, layer.in_channels)
-            offset += by_name[name].out_channels
-    return slots
-
-
 def _last_uses(layers: Sequence[LayerDef]) -> Dict[str, int]:
     """Index of the last layer reading each output, so activations can be freed early."""
     last: Dict[str, int] = {}
@@ -332,10 +311,6 @@ class SpikingUNet(_UNetBase):
         # host-side copies: reading a GPU buffer element by element would synchronise every layer
         self._theta: Dict[str, float] = {name: 1.0 for name in hidden}
         self._scale_cache: Dict[tuple, Any] = {}
-        self._slots = _concat_slots(self.layers)
-        # slot producers that another layer reads too (a skip, pooled by the next encoder layer): kept dense as well
-        self._shared = {name for name, (consumer, _, _) in self._slots.items()
-                        if any(name in other.inputs and other.name != consumer for other in self.layers)}
 
     # -- thresholds -------------------------------------------------------------------------
     def threshold(self, name: str) -> float:
@@ -446,18 +421,13 @@ class SpikingUNet(_UNetBase):
         outs: Dict[str, Tensor] = {INPUT: given.contiguous(memory_format=torch.channels_last)}
         # spikes per position summed over channels, one map per output, shared by counters
         counts: Dict[str, Tensor] = {}
-        # inference: the concatenations' buffers, filled in place by the layers they concatenate (_concat_slots)
-        buffers: Optional[Dict[str, Tensor]] = None if train_graph else {}
         if stats is not None and not direct:
             counts[INPUT] = outs[INPUT].detach().abs().sum(1, keepdim=True)
         for idx, layer in enumerate(self.layers):
             fed_once = once and layer.inputs == (INPUT,)
             parts = [_repeat_steps(outs[n], steps) if once and n == INPUT and not fed_once else outs[n]
                      for n in layer.inputs]
-            if buffers is not None and layer.name in buffers:
-                h = buffers.pop(layer.name)  # every part was written into it
-            else:
-                h = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+            h = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
             mask = None
             if layer.dropout and p > 0:
                 hw = (h.shape[-2] // 2, h.shape[-1] // 2) if layer.pool else tuple(h.shape[-2:])
@@ -505,9 +475,7 @@ class SpikingUNet(_UNetBase):
                 s = if_neuron(current, theta, self.gamma, reset=self.reset, initial=start)
             else:
                 membrane = state.get(layer.name) if state is not None else None
-                target = self._slot(buffers, layer, current) if buffers is not None else None
-                s, membrane = if_forward(current, theta, membrane, reset=self.reset, initial=start, out=target,
-                                         dense=layer.name in self._shared)
+                s, membrane = if_forward(current, theta, membrane, reset=self.reset, initial=start)
                 if state is not None:
                     state[layer.name] = membrane
             del current
@@ -525,20 +493,6 @@ class SpikingUNet(_UNetBase):
                     del outs[name]
                     counts.pop(name, None)
         return out
-
-    def _slot(self, buffers: Dict[str, Tensor], layer: LayerDef, current: Tensor) -> Optional[Tensor]:
-        """Where ``layer``'s spikes go in the buffer of the layer that concatenates them ([T, B, C, H, W] view)."""
-        slot = self._slots.get(layer.name)
-        if slot is None:
-            return None
-        consumer, offset, total = slot
-        steps, batch, channels, height, width = current.shape
-        buf = buffers.get(consumer)
-        if buf is None:
-            buf = torch.empty((steps * batch, total, height, width), dtype=current.dtype, device=current.device,
-                              memory_format=torch.channels_last)
-            buffers[consumer] = buf
-        return buf[:, offset : offset + channels].view(steps, batch, channels, height, width)
 
     def _count_ops(
         self, stats: SpikeStats, layer: LayerDef, counts: Dict[str, Tensor], batch: int, size: Tuple[int, int],

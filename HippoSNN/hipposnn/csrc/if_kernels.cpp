@@ -30,17 +30,6 @@ inline void step_inference(const float* __restrict__ in, float* __restrict__ u, 
   }
 }
 
-// The first timestep from the start potential: the membrane is written, never read.
-inline void step_start(const float* __restrict__ in, float* __restrict__ u, float* __restrict__ out, float v,
-                       float start, int64_t width) {
-  for (int64_t i = 0; i < width; ++i) {
-    const float x = start + in[i];
-    const float s = static_cast<float>(x >= v);
-    u[i] = x - v * s;
-    out[i] = s;
-  }
-}
-
 inline void step_train(const float* __restrict__ in, float* __restrict__ u, float* __restrict__ out,
                        uint8_t* __restrict__ code, float v, float k, int64_t begin, int64_t end) {
   const float two_v = 2.0f * v;
@@ -77,55 +66,6 @@ torch::Tensor if_forward(torch::Tensor current, torch::Tensor membrane, double t
     }
   });
   return spikes;
-}
-
-// Inference into a given output: spikes for current [T, N] written to `out`, whose step t holds rows of `width`
-// neurons `out_stride` floats apart (out_stride == width: dense; larger: a channel slice of a channels-last
-// concatenation buffer, so the layer that concatenates reads the spikes where they were written, no copy).
-// Without `membrane` the membrane starts at `initial` (no separate fill pass) and is returned. `dense` (laid out
-// like `current`) receives the same spikes too: a skip layer's spikes are also pooled by the next encoder layer,
-// which reads a dense tensor faster than a strided slice.
-torch::Tensor if_forward_out(torch::Tensor current, std::optional<torch::Tensor> membrane, double threshold,
-                             double initial, torch::Tensor out, int64_t width, int64_t out_stride,
-                             std::optional<torch::Tensor> dense) {
-  const int64_t steps = current.size(0);
-  const int64_t n = steps ? current.numel() / steps : 0;
-  TORCH_CHECK(width > 0 && n % width == 0 && out_stride >= width, "if_forward_out: bad row layout");
-  const int64_t rows = n / width;
-  const bool fresh = !membrane.has_value();
-  torch::Tensor u_tensor = fresh ? torch::empty({n}, current.options()) : *membrane;
-  const float* in = current.data_ptr<float>();
-  float* u = u_tensor.data_ptr<float>();
-  float* o = out.data_ptr<float>();
-  float* second = dense.has_value() ? dense->data_ptr<float>() : nullptr;
-  const int64_t out_step = steps > 1 ? out.stride(0) : rows * out_stride;
-  const float v = static_cast<float>(threshold);
-  const float start = static_cast<float>(initial);
-  const int64_t grain = std::max<int64_t>(1, kGrain / width);
-  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
-    for (int64_t t = 0; t < steps; ++t) {
-      const float* a = in + t * n;
-      float* dst = o + t * out_step;
-      if (t == 0 && fresh) {  // u_pre = initial + I[0], as the PyTorch path's full(initial) then add
-        for (int64_t r = r0; r < r1; ++r) {
-          step_start(a + r * width, u + r * width, dst + r * out_stride, v, start, width);
-        }
-      } else if (out_stride == width) {
-        step_inference(a, u, dst, v, r0 * width, r1 * width);
-      } else {
-        for (int64_t r = r0; r < r1; ++r) {
-          step_inference(a + r * width, u + r * width, dst + r * out_stride, v, 0, width);
-        }
-      }
-      if (second != nullptr) {  // the rows just written, copied while they are in cache
-        float* d2 = second + t * n;
-        for (int64_t r = r0; r < r1; ++r) {
-          std::copy(dst + r * out_stride, dst + r * out_stride + width, d2 + r * width);
-        }
-      }
-    }
-  });
-  return u_tensor;
 }
 
 // Training: spikes plus the 8-bit code of clamp(u_pre, 0, 2v) * 127.5 / v used by the surrogate. The
@@ -172,7 +112,6 @@ torch::Tensor if_backward(torch::Tensor grad, torch::Tensor packed, double scale
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("if_forward", &if_forward, "IF forward (inference), membrane updated in place");
-  m.def("if_forward_out", &if_forward_out, "IF forward (inference) into a strided output, membrane returned");
   m.def("if_forward_train", &if_forward_train, "IF forward with packed surrogate codes");
   m.def("if_backward", &if_backward, "IF backward, reset detached");
 }
