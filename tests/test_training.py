@@ -647,6 +647,13 @@ def test_weight_average_is_what_is_validated_saved_and_resumed(synth, tmp_path):
     resumed = fit(tmp_path / "b", 2, resume=True)
     for name, value in straight.average.shadow.items():
         assert torch.equal(resumed.average.shadow[name], value), name
+    # a checkpoint written without the option (no average in it) resumes with the average started there
+    fit(tmp_path / "c", 1, ema=0.0)
+    state = torch.load(str(tmp_path / "c" / "last.pt"), weights_only=True)
+    state["config"] = json.dumps({k: v for k, v in json.loads(state["config"]).items() if k != "ema"})
+    torch.save(state, str(tmp_path / "c" / "last.pt"))
+    late = fit(tmp_path / "c", 2, resume=True)
+    assert late.average is not None and late.epoch == 2
     scores = [[r["val_dice_3d"] for r in json.loads((tmp_path / run / "log.json").read_text())["epochs"]]
               for run in ("a", "b")]
     assert scores[0] == scores[1]  # the average was validated the same way, resumed or not

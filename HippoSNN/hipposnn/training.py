@@ -388,8 +388,11 @@ class Trainer:
             for name, value in state["model"].get("thresholds", {}).items():
                 self.model.set_threshold(name, float(value))
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.average is not None:
+        if self.average is not None and "average" in state:
             self.average.load_state_dict(state["average"])
+        elif self.average is not None:  # a run started before --ema existed: the average starts here
+            self.average = WeightAverage(self.model, self.cfg.ema)
+            self.log(f"--ema: {path} holds no weight average; it starts from the resumed weights")
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         self.batches = int(state["batches"])
