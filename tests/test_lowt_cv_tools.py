@@ -199,6 +199,13 @@ def test_the_shipping_tool_cites_the_readout_step_from_the_probe(tmp_path):
     line = ship.readout_line(block)
     assert "cut at the raw mask's volume" in line and "CV test 3D Dice 0.8995 (raw map 0.8975)" in line
     assert "held-out crops 0.8999 (raw 0.8966)" in line and "ixi_nichart Dice 0.824, 0 below 0.5" in line
+    # a setting with the probe's --largest suffix is described, not misread as a threshold
+    probe["chosen_on_validation"]["snn"]["setting"] = "1.0@vol+lcc"
+    probe["validation"]["m.pt"]["dice_3d"]["1.0@vol+lcc"] = 0.9001
+    path.write_text(json.dumps(probe))
+    line = ship.readout_line(ship.readout_metrics(path, "m.pt", None))
+    assert "a Gaussian of 1.0 voxel cut at the raw mask's volume, then the mask's largest connected component" in line
+    assert "held-out crops 0.9001" in line
     with pytest.raises(SystemExit, match="no --model row"):
         ship.readout_metrics(path, "other.pt", None)
     path.write_text(json.dumps({"validation": {}}))

@@ -42,7 +42,7 @@ from hipposnn.data import build_slices, from_slices, load_cases  # noqa: E402
 from hipposnn.metrics import dice  # noqa: E402
 from hipposnn.pipeline import split_names  # noqa: E402
 from hipposnn.readout import gaussian as smooth  # noqa: E402
-from hipposnn.readout import largest_component, smooth_readout  # noqa: E402
+from hipposnn.readout import keep_volume, largest_component  # noqa: E402
 from hipposnn.simulate import predict_slices  # noqa: E402
 from hipposnn.weights import load_model  # noqa: E402
 from lowt_cv_input_swap import fold_folders  # noqa: E402
@@ -56,11 +56,20 @@ def setting(sigma: float, threshold: object) -> str:
     return str(sigma) if threshold == 0.5 else f"{sigma}@{threshold}"
 
 
+def describe(key: str) -> str:
+    """The words for a result key of :func:`setting` (with ``--largest``'s suffix), as a model card cites it."""
+    largest = key.endswith(LARGEST)
+    sigma, _, cut = (key[: -len(LARGEST)] if largest else key).partition("@")
+    where = "the raw mask's volume" if cut == VOLUME else (cut or "0.5")
+    how = f"a Gaussian of {sigma} voxel cut at {where}"
+    return how + (", then the mask's largest connected component" if largest else "")
+
+
 def dice_by_sigma(model: Any, data: Path, names: Sequence[str], timesteps: int, coding: str,
                   sigmas: Sequence[float], thresholds: Sequence[float] = (0.5,),
                   volume: bool = False, largest: bool = False) -> Dict[str, List[float]]:
     """Per sigma and threshold, the 3D Dice of every case (0.5 is what ``hipposnn evaluate`` thresholds at);
-    with ``volume``, also each sigma > 0 at constant volume (``hipposnn.readout.smooth_readout`` at 0.5);
+    with ``volume``, also each sigma > 0 at constant volume (``hipposnn.readout.smooth_readout``'s cut at 0.5);
     with ``largest``, also every such setting with the mask's largest connected component only (key + ``+lcc``),
     as the segmentation pipeline pastes it."""
     cases = load_cases(data, names)
@@ -76,12 +85,14 @@ def dice_by_sigma(model: Any, data: Path, names: Sequence[str], timesteps: int, 
     for i in range(len(slices.names)):
         sel = slices.case_index == i
         prob, truth = from_slices(probs[sel]), from_slices(slices.labels[sel] > 0.5)
+        raw_voxels = int(np.count_nonzero(prob > 0.5))
         for s in sigmas:
             smoothed = smooth(prob, s)
             for t in thresholds:
                 score(setting(s, t), smoothed >= t, truth)
-            if volume and s > 0:
-                score(setting(s, VOLUME), smooth_readout(prob, s, 0.5) > 0.5, truth)
+            if volume and s > 0:  # the pipeline's step on the map just smoothed; an empty raw mask stays empty
+                cut = keep_volume(smoothed, raw_voxels, 0.5) > 0.5 if raw_voxels else prob > 0.5
+                score(setting(s, VOLUME), cut, truth)
     return out
 
 

@@ -190,13 +190,12 @@ def readout_metrics(probe_path: Path, model_name: str, wholebrain: Path | None) 
 
 def readout_line(readout: Dict[str, Any]) -> str:
     """The card's line on the pipeline's readout step (``hipposnn.readout``)."""
-    sigma, _, cut = readout["setting"].partition("@")
-    how = f"a Gaussian of {sigma} voxel" + (" cut at the raw mask's volume" if cut == "vol"
-                                             else f" cut at {cut or 0.5}")
-    line = (f"- With the segmentation pipeline's readout step ({how}; `hipposnn.readout`, chosen on the CV folds' "
-            f"validation crops, `{readout['source']}`): CV test 3D Dice {readout['cv_test_dice_3d']:.4f} (raw map "
-            f"{readout['cv_test_dice_3d_raw']:.4f}); held-out crops {readout['heldout_dice_3d']:.4f} (raw "
-            f"{readout['heldout_dice_3d_raw']:.4f})")
+    from probe_readout_smoothing import describe  # the probe defines its result keys
+
+    line = (f"- With the segmentation pipeline's readout step ({describe(readout['setting'])}; `hipposnn.readout`, "
+            f"chosen on the CV folds' validation crops, `{readout['source']}`): CV test 3D Dice "
+            f"{readout['cv_test_dice_3d']:.4f} (raw map {readout['cv_test_dice_3d_raw']:.4f}); held-out crops "
+            f"{readout['heldout_dice_3d']:.4f} (raw {readout['heldout_dice_3d_raw']:.4f})")
     if "wholebrain" in readout:
         line += f"; whole-brain (`{readout['wholebrain']['source']}`): " + "; ".join(
             f"{r['set']} Dice {float(r['dice_mean']):.3f}, {r['failures']} below 0.5, volume ratio "

@@ -72,7 +72,13 @@ def smooth_readout(prob: np.ndarray, sigma: float = READOUT_SIGMA, threshold: fl
     n = int(np.count_nonzero(prob > threshold))
     if sigma <= 0 or n == 0:
         return prob
-    smoothed = gaussian(prob, sigma).astype(np.float32)
+    return keep_volume(gaussian(prob, sigma), n, threshold)
+
+
+def keep_volume(smoothed: np.ndarray, n: int, threshold: float = 0.5) -> np.ndarray:
+    """``smoothed`` shifted so that ``> threshold`` keeps its ``n`` (>= 1) highest voxels: :func:`smooth_readout`'s
+    cut, for a caller that already holds the smoothed map."""
+    smoothed = np.asarray(smoothed, dtype=np.float32)
     flat = smoothed.ravel()
     if n >= flat.size:
         return np.clip(smoothed - flat.min() + threshold + 1e-3, 0.0, 1.0).astype(np.float32)
