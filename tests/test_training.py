@@ -373,6 +373,28 @@ def test_distillation_recipe_fine_tunes_with_the_folds_ann_as_teacher(synth, tmp
     assert 0 <= result["test"]["mean_dice_3d"] <= 1
 
 
+def test_a_recipe_can_distil_the_warm_starts_relu_ann_into_the_snn(synth, tmp_path):
+    """configs/lowt_cv_binary_relu48_p90_kdrelu_kd_thick6.json in its CI variant: the fine-tuning's teacher is
+    the fold's ReLU ANN (ann_relu), not the quantised ANN it was converted from; without a warm start, without
+    distillation or with an unknown teacher the config is refused."""
+    from hipposnn.recipe import load_config
+
+    out = tmp_path / "kdrelu"
+    _smoke_recipe("lowt_cv_binary_relu48_p90_kdrelu_kd_thick6", synth, out, "*/fold_0/finetune_*")
+    folder = out / "binary" / "fold_0"
+    settings = json.loads((folder / "finetune_T4" / "settings.json").read_text())
+    assert settings["teacher"] == str(folder / "ann_relu" / "best.pt") and settings["config"]["distill"] == 1.0
+    assert load_model(folder / "ann_relu" / "best.pt").spec.quant_levels == 0
+    base = str(Path(__file__).resolve().parents[1] / "configs")
+    for change, match in (({"finetune": {"teacher": "quantised"}}, "ann, relu"),
+                          ({"finetune": {"teacher": "relu", "distill": 0.0}}, "distill"),
+                          ({"ann": {"warm_start": None}}, "warm_start")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"base": base + "/lowt_cv_binary_relu48_p90_kdrelu_kd_thick6.json", **change}))
+        with pytest.raises(HippoSNNError, match=match):
+            load_config(bad)
+
+
 def test_recipe_converts_a_finished_ann_again_without_retraining_it(synth, tmp_path):
     """tools/lowt_cv_refit.sh RECONVERT=1: a run whose ann folder links another run's trained ANN converts
     it under its own "convert" settings (here direct input) and does not train it again."""

@@ -22,6 +22,9 @@
 #   INIT=/tmp/ann_binary_f79a31bf.pt CODING=binary INPUT=direct DISTILL=1 THICK=6 CLIP_PCT=90 EMA=0.998 THREADS=1 \
 #     FT=finetune_T8_direct_kd OUT=runs/lowt_final_binary_p90_ema bash tools/train_lowt_final.sh
 #     # the same with the quantised ANN validated and kept as a moving average of its weights (docs/models.md)
+#   INIT=/tmp/ann_binary_f79a31bf.pt TEACHER=/tmp/ann_binary_f79a31bf.pt CODING=binary INPUT=direct DISTILL=1 THICK=6 \
+#     CLIP_PCT=90 THREADS=1 FT=finetune_T8_direct_kdrelu OUT=runs/lowt_final_binary_p90 bash tools/train_lowt_final.sh
+#     # the default's conversion fine-tuned again, distilled from the ReLU ANN it started from (TEACHER)
 # then: python tools/ship_lowt_model.py --final runs/lowt_final/finetune_T8 --ann runs/lowt_final/ann_L8
 #       [--coding binary --final runs/lowt_final_binary/finetune_T8 --ann runs/lowt_final_binary/ann_L8]
 set -euo pipefail
@@ -34,6 +37,7 @@ LR=${LR:-1e-4}             # fine-tuning learning rate (the CV found 1e-3 for 2 
 FT=${FT:-finetune_T8}      # fine-tuning folder under OUT (a second fine-tuning of the same conversion)
 CODING=${CODING:-ternary}
 DISTILL=${DISTILL:-0}      # weight of the distillation from the quantised ANN during fine-tuning (0: none)
+TEACHER=${TEACHER:-}       # with DISTILL: the ANN to distil from instead of the quantised ANN (e.g. INIT)
 INPUT=${INPUT:-poisson}    # what the SNN's first layer receives: Poisson or regular spikes, or the image (direct)
 THICK=${THICK:-3}          # site augmentation's thickest one-axis voxel in mm (3: as before it was an option)
 THREADS=${THREADS:-2}      # torch threads of each stage
@@ -44,6 +48,8 @@ CONV=$R                    # the conversion's folder: OUT itself for Poisson inp
 mkdir -p "$R"
 RES=()
 [ "${RESUME:-0}" = 1 ] && RES=(--resume)
+TEACH=()
+[ -n "$TEACHER" ] && TEACH=(--teacher "$TEACHER")
 # The warm start: the shipped site-robust ANN of the coding. The shipped binary T = 8 SNN started from the binary
 # ANN of SHA-256 f79a31bf61aa, replaced since; to retrain it exactly: git show f9f0167:HippoSNN/hipposnn/models/
 # hipposnn_ann_binary.pt > /tmp/ann_binary_f79a31bf.pt and INIT=/tmp/ann_binary_f79a31bf.pt.
@@ -54,4 +60,4 @@ INIT=${INIT:-HippoSNN/hipposnn/models/hipposnn_ann_${CODING}.pt}
   --from-clip --coding "$CODING" --input "$INPUT" --seed 0
 [ -f "$R/$FT/final.pt" ] || hipposnn finetune --data "$DATA" --checkpoint "$CONV/converted.pt" \
   --out "$R/$FT" --epochs "$FT_EPOCHS" --max-batches "$BATCHES" --batch-size 32 --lr "$LR" --timesteps 8 --coding "$CODING" \
-  --augment --site-augment --site-thick-mm "$THICK" --distill "$DISTILL" --eval-every 40 --threads "$THREADS" --seed 0 "${RES[@]}"
+  --augment --site-augment --site-thick-mm "$THICK" --distill "$DISTILL" "${TEACH[@]}" --eval-every 40 --threads "$THREADS" --seed 0 "${RES[@]}"

@@ -22,7 +22,8 @@ uses 90: the clips hardly move in training, so their start sets how coarsely the
 average of the weights with decay D per step, :mod:`hipposnn.averaging`);
 ``max_batches`` / ``rate_penalty`` in ``"ann"``, ``"finetune"`` and ``"direct"`` bound the budget and
 penalise firing; ``"finetune": {"distill": W}`` adds W x the per-pixel KL from the fold's ANN to the
-fine-tuning loss (:func:`hipposnn.losses.distill_loss`), and ``"ann": {"distill": W}`` the same from
+fine-tuning loss (:func:`hipposnn.losses.distill_loss`; ``"teacher": "relu"`` takes the warm start's ReLU
+ANN, which the quantised one approximates, instead), and ``"ann": {"distill": W}`` the same from
 the warm start's ReLU ANN to the quantised-clip ANN's loss. ``"finetune": {"frugal_memory": true}`` runs BPTT
 with :func:`hipposnn.memory.frugal_allocator`
 (CPU: about half the peak memory per step, about 20 % slower; docs/benchmarks.md). A config with
@@ -95,6 +96,18 @@ def _read_config(path: Path, seen: tuple = ()) -> Dict[str, Any]:
     return _merged(_read_config(path.parent / base, seen + (path.resolve(),)), config)
 
 
+#: Whom the fine-tuning distils from (``"finetune": {"teacher": ...}``): the fold's quantised-clip ANN, which
+#: the SNN was converted from, or the ReLU ANN of its warm start, which that ANN approximates.
+FINETUNE_TEACHERS = ("ann", "relu")
+
+
+def _finetune_teacher(ann: Path, settings: Dict[str, Any]) -> Path:
+    """The checkpoint a fold's fine-tuning distils from (``ann`` is the fold's quantised-ANN folder)."""
+    if settings.get("teacher", "ann") == "relu":
+        return ann.parent / "ann_relu" / "best.pt"
+    return ann / "best.pt"
+
+
 def load_config(path: os.PathLike) -> Dict[str, Any]:
     from .options import INPUT_ENCODINGS
 
@@ -111,6 +124,14 @@ def load_config(path: os.PathLike) -> Dict[str, Any]:
     if warm is not None and not (isinstance(warm, dict) and int(config["ann"].get("quant_levels") or 0) > 0):
         raise HippoSNNError(f"recipe config {path}: \"ann\": {{\"warm_start\": {{...}}}} takes the settings of a ReLU "
                             "ANN (e.g. {\"epochs\": 16}) that a quantised-clip ANN (\"quant_levels\": L) starts from")
+    teacher = config["finetune"].get("teacher", "ann")
+    if teacher not in FINETUNE_TEACHERS:
+        raise HippoSNNError(f"recipe config {path}: \"finetune\": {{\"teacher\": ...}} must be one of "
+                            + ", ".join(FINETUNE_TEACHERS))
+    if teacher == "relu" and (warm is None or not float(config["finetune"].get("distill") or 0) > 0):
+        raise HippoSNNError(f"recipe config {path}: \"finetune\": {{\"teacher\": \"relu\"}} distils the warm "
+                            "start's ReLU ANN into the SNN; it needs \"ann\": {\"warm_start\": ...} and "
+                            "\"finetune\": {\"distill\": W} with W > 0")
     if float(config["ann"].get("distill") or 0) > 0 and warm is None:
         raise HippoSNNError(f"recipe config {path}: \"ann\": {{\"distill\": W}} distils the warm start's ReLU ANN "
                             "into the quantised-clip ANN; it needs \"warm_start\"")
@@ -360,7 +381,7 @@ def _execute(
         else:
             resume = (folder / "last.pt").exists()
             train_snn(data, folder, cfg, init, spec, fold, k, resume=resume, log=quiet, progress=progress,
-                      overwrite=not resume, teacher=ann / "best.pt" if cfg.distill > 0 else None)
+                      overwrite=not resume, teacher=_finetune_teacher(ann, s) if cfg.distill > 0 else None)
             result["train_seconds"] = round(time.time() - t0, 1)
         result["log"] = json.loads((folder / "log.json").read_text())
         if test:
