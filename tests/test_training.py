@@ -679,3 +679,36 @@ def test_weight_average_is_what_is_validated_saved_and_resumed(synth, tmp_path):
     scores = [[r["val_dice_3d"] for r in json.loads((tmp_path / run / "log.json").read_text())["epochs"]]
               for run in ("a", "b")]
     assert scores[0] == scores[1]  # the average was validated the same way, resumed or not
+
+
+def test_averaged_models_hold_the_mean_weights_and_refuse_models_that_differ_elsewhere(tmp_path):
+    """tools/soup_checkpoints.py over hipposnn.averaging.average_payloads: the mean of two SNNs of one conversion
+    loads and runs; models whose thresholds (or layers) differ are refused with one line, not averaged."""
+    from hipposnn.averaging import average_payloads
+    from hipposnn.weights import save_model
+
+    from .helpers import load_tool
+
+    torch.manual_seed(0)
+    a = SpikingUNet.from_ann(UNet(TINY))
+    b = SpikingUNet.from_ann(UNet(TINY))  # other weights, the same thresholds
+    save_model(a, tmp_path / "a.pt")
+    save_model(b, tmp_path / "b.pt")
+    tool = load_tool("soup_checkpoints")
+    assert tool.main(["--checkpoints", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"),
+                      "--out", str(tmp_path / "soup.pt")]) == 0
+    soup = load_model(tmp_path / "soup.pt")
+    for name in a.weights:
+        assert torch.allclose(soup.weights[name], (a.weights[name] + b.weights[name]) / 2), name
+    assert soup.threshold_dict() == a.threshold_dict()
+    assert read_payload(tmp_path / "soup.pt")["meta"]["averaged_from"] == [str(tmp_path / "a.pt"),
+                                                                         str(tmp_path / "b.pt")]
+    b.set_threshold(next(iter(b.threshold_dict())), 2.0)
+    save_model(b, tmp_path / "b2.pt")
+    with pytest.raises(HippoSNNError, match="thresholds"):
+        average_payloads([read_payload(tmp_path / "a.pt"), read_payload(tmp_path / "b2.pt")])
+    assert tool.main(["--checkpoints", str(tmp_path / "a.pt"), str(tmp_path / "b2.pt"),
+                      "--out", str(tmp_path / "bad.pt")]) == 2
+    assert not (tmp_path / "bad.pt").exists()
+    with pytest.raises(HippoSNNError, match="two"):
+        average_payloads([read_payload(tmp_path / "a.pt")])

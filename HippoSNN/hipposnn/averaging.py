@@ -5,15 +5,20 @@ its validation Dice swings by about 0.002 from one epoch to the next (the epoch 
 run), so the checkpoint kept is partly the luck of one epoch's last batches. The average of the weights over
 the last few hundred steps sits in the middle of that walk. Training itself is unchanged: the optimiser steps
 the live weights; the average is what is validated, kept as ``best.pt`` and saved as ``final.pt``.
+
+:func:`average_payloads` is the same idea across runs ("model soup"): the mean of the weights of models
+fine-tuned from one starting point, which differ only in what their fine-tuning saw.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Dict, Iterator
+from typing import Any, Dict, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from .errors import HippoSNNError
 
 
 class WeightAverage:
@@ -60,3 +65,38 @@ class WeightAverage:
     def _copy_into(model: nn.Module, values: Dict[str, Tensor]) -> None:
         for name, p in model.named_parameters():
             p.copy_(values[name])
+
+
+def average_payloads(payloads: Sequence[Dict[str, Any]], sources: Sequence[str] = ()) -> Dict[str, Any]:
+    """The model file (payload, as :func:`hipposnn.weights.read_payload` returns it) whose weights are the mean
+    of ``payloads``' weights; everything else (architecture, thresholds, clips, neuron settings) must agree.
+
+    Why refuse rather than average the rest: a threshold or a clip sets what a weight means, so models that
+    differ there do not share a weight space, and their mean is not a model of either kind.
+    """
+    if len(payloads) < 2:
+        raise HippoSNNError("averaging needs at least two models")
+    first = payloads[0]
+    for i, other in enumerate(payloads[1:], start=1):
+        for key in sorted(set(first) | set(other)):
+            if key in ("weights", "meta"):
+                continue
+            if key not in first or key not in other or not _same(first[key], other[key]):
+                name = sources[i] if i < len(sources) else f"model {i}"
+                raise HippoSNNError(f"{name} differs from the first model in '{key}': only models that differ in "
+                                    "their weights alone can be averaged")
+        if set(first["weights"]) != set(other["weights"]):
+            raise HippoSNNError("the models' layers differ: only models of one architecture can be averaged")
+    out = dict(first)
+    out["weights"] = {name: torch.stack([p["weights"][name].float() for p in payloads]).mean(0).to(w.dtype)
+                      for name, w in first["weights"].items()}
+    out["meta"] = dict(first.get("meta") or {}, averaged_from=list(sources) or len(payloads))
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
