@@ -157,6 +157,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         }
         if peer is not None:
             report["summary"][group]["peer"] = peer_overlap(peer, group)
+            # the formula on our own rows of the same benchmark: a check against the shares measured from the masks
+            report["summary"][group]["peer_formula_on_ours"] = peer_overlap(peer, group, "hipposnn")
     print(json.dumps(report["summary"], indent=1))
     ev.finish_report(report, args.json)
     return report
