@@ -8,18 +8,21 @@ import pytest
 from .helpers import load_tool
 
 
-def test_a_mask_moves_by_the_shift_in_mm_and_the_mirror_makes_x_lateral():
+def test_a_mask_is_moved_in_mm_without_interpolation_and_the_mirror_makes_x_lateral():
     load_tool("eval_sets")
     gap = load_tool("protocol_gap")
-    import eval_sets as ev
 
-    mask = np.zeros((30, 30, 30), dtype=bool)
-    mask[10:15, 8:20, 12:18] = True
-    affine = np.diag([-1.0, 2.0, 1.5, 1.0])  # a flipped axis and anisotropic voxels
+    label = np.zeros((30, 30, 30), dtype=bool)
+    label[10:20, 8:20, 12:18] = True
+    affine = np.diag([-2.0, 1.0, 1.5, 1.0])  # a flipped axis and anisotropic voxels, 2 mm along the first
     affine[:3, 3] = [5.0, 6.0, 7.0]
-    start = ev.centroid_ras(mask, affine)
-    for shift in ([2.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, -3.0], [1.0, -2.0, 1.5]):
-        assert ev.centroid_ras(gap.shifted(mask, affine, shift), affine) - start == pytest.approx(shift, abs=1e-6)
+    assert gap.shifted_dice(label, label, affine, [0.0, 0.0, 0.0]) == 1.0
+    # half a 2 mm voxel along a 20 mm box: 19 of 20 mm still overlap (interpolated and cut, it would lose a voxel)
+    assert gap.shifted_dice(label, label, affine, [1.0, 0.0, 0.0]) == pytest.approx(19 / 20)
+    assert gap.shifted_dice(label, label, affine, [0.0, 0.0, -3.0]) == pytest.approx(6 / 9)  # 3 of 9 mm lost
+    ours = np.roll(label, 1, axis=0)  # one voxel further along i: -2 mm in x
+    assert gap.shifted_dice(ours, label, affine, [2.0, 0.0, 0.0]) == 1.0
+    assert gap.shifted_dice(ours, label, affine, [-2.0, 0.0, 0.0]) < gap.shifted_dice(ours, label, affine, [0, 0, 0])
     # +x of RAS is the subject's right: lateral for the right side, medial for the left
     assert gap.mirrored([1.0, 2.0, 3.0], "right").tolist() == [1.0, 2.0, 3.0]
     assert gap.mirrored([1.0, 2.0, 3.0], "left").tolist() == [-1.0, 2.0, 3.0]
@@ -47,6 +50,7 @@ def test_the_tool_scores_real_scans_before_and_after_the_move(shared_data, tmp_p
     assert len(report["cases"]) == 2
     for case in report["cases"].values():
         assert 0.5 < case["dice"] < 1 and 0 <= case["dice_moved_by_others_mean_offset"] <= 1
+        assert 0 <= case["dice_moved_by_others_mean_offset_lateral_only"] <= 1
         assert 0 < case["ours_inside_label"] <= 1 and 0 < case["label_inside_ours"] <= 1
     (summary,) = report["summary"].values()
     assert summary["hemispheres"] == 2 and summary["moved_scored"] == 2
