@@ -54,3 +54,18 @@ def test_the_tool_scores_real_scans_before_and_after_the_move(shared_data, tmp_p
         assert 0 < case["ours_inside_label"] <= 1 and 0 < case["label_inside_ours"] <= 1
     (summary,) = report["summary"].values()
     assert summary["hemispheres"] == 2 and summary["moved_scored"] == 2
+
+
+def test_the_figure_is_redrawn_from_a_saved_run_without_segmenting(tmp_path):
+    gap = load_tool("protocol_gap")
+    import json
+    from pathlib import Path
+
+    saved = Path(__file__).resolve().parents[1] / "docs" / "results" / "protocol_gap" / "protocol_gap.json"
+    figure = tmp_path / "gap.png"
+    report = gap.main(["--redraw", str(saved), "--figure", str(figure)])
+    assert report["summary"] == json.loads(saved.read_text())["summary"]
+    assert figure.stat().st_size > 10_000
+    with pytest.raises(SystemExit):
+        gap.main(["--redraw", str(saved)])  # a redraw without a figure to draw is refused
+

@@ -12,6 +12,8 @@ of the label inside our mask, and where the voxels we add and miss lie.
 
     python tools/protocol_gap.py --peer docs/results/hippodeep_bench/all_sets_readout/raw.json \
         --json docs/results/protocol_gap/protocol_gap.json
+    python tools/protocol_gap.py --redraw docs/results/protocol_gap/protocol_gap.json \
+        --figure docs/figures/protocol_gap.png           # the figure, from that run
 """
 
 from __future__ import annotations
@@ -132,6 +134,43 @@ def peer_overlap(raw: Dict[str, Any], group: str, tool: str = "hippodeep") -> Di
             "label_inside_mean": ev._r(float(np.mean(covered)), 3) if covered else None}
 
 
+def plot(summary: Dict[str, Dict[str, Any]], path: Path) -> None:
+    """Per protocol: how our masks and hippodeep's overlap the labels, and what moving ours does to its Dice."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [g for g in sorted(summary) if (summary[g].get("peer") or {}).get("hemispheres")]
+    x = np.arange(len(groups))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    bars = (("ours_inside_label_mean", ("peer", "inside_label_mean"), "mask inside the label"),
+            ("label_inside_ours_mean", ("peer", "label_inside_mean"), "label inside the mask"))
+    for k, (ours, (peer, key), what) in enumerate(bars):
+        left.bar(x + (2 * k - 1.5) * 0.2, [summary[g][ours] for g in groups], 0.2, label=f"HippoSNN: {what}",
+                 color=("tab:blue", "tab:cyan")[k])
+        left.bar(x + (2 * k - 0.5) * 0.2, [summary[g][peer][key] for g in groups], 0.2,
+                 label=f"hippodeep: {what}", color=("tab:orange", "gold")[k])
+    left.set_xticks(x)
+    left.set_xticklabels([g.replace(" [", "\n[") for g in groups], fontsize=8)
+    left.set_ylim(0, 1.25)
+    left.set_title("overlap with the set's labels (share)", fontsize=10)
+    left.legend(fontsize=7, loc="upper center", ncol=2)
+    moves = (("dice_mean", "as segmented"), ("dice_mean_moved", "moved by the others' mean offset"),
+             ("dice_mean_moved_lateral_only", "moved by its lateral part"))
+    for k, (key, what) in enumerate(moves):
+        right.bar(x + (k - 1) * 0.25, [summary[g].get(key) or 0.0 for g in groups], 0.25, label=what)
+    right.set_xticks(x)
+    right.set_xticklabels([g.replace(" [", "\n[") for g in groups], fontsize=8)
+    right.set_ylim(0, 1.15)
+    right.set_title("HippoSNN Dice, and after moving its masks (leave one out)", fontsize=10)
+    right.legend(fontsize=7, loc="upper center", ncol=3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: List[str] | None = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ev.DEFAULT_DATA)
@@ -140,7 +179,16 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     parser.add_argument("--peer", type=Path, default=None, metavar="RAW.json",
                         help="bench/bench_hippodeep.py's raw.json: the peer's overlap shares per group, beside ours")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--figure", type=Path, default=None, help="draw the summary (needs --peer)")
+    parser.add_argument("--redraw", type=Path, default=None, metavar="JSON",
+                        help="only draw --figure from an earlier run's --json, segmenting nothing")
     args = parser.parse_args(argv)
+    if args.redraw:
+        if not args.figure:
+            parser.error("--redraw needs --figure")
+        report = json.loads(args.redraw.read_text())
+        plot(report["summary"], args.figure)
+        return report
     peer = json.loads(args.peer.read_text()) if args.peer else None
     report = ev.start_report("tools/protocol_gap.py")
     rows: List[Dict[str, Any]] = []
@@ -190,6 +238,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
             report["summary"][group]["peer_formula_on_ours"] = peer_overlap(peer, group, "hipposnn")
     print(json.dumps(report["summary"], indent=1))
     ev.finish_report(report, args.json)
+    if args.figure and peer is not None:
+        plot(report["summary"], args.figure)
     return report
 
 
