@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -58,9 +61,6 @@ def test_the_tool_scores_real_scans_before_and_after_the_move(shared_data, tmp_p
 
 def test_the_figure_is_redrawn_from_a_saved_run_without_segmenting(tmp_path):
     gap = load_tool("protocol_gap")
-    import json
-    from pathlib import Path
-
     saved = Path(__file__).resolve().parents[1] / "docs" / "results" / "protocol_gap" / "protocol_gap.json"
     figure = tmp_path / "gap.png"
     report = gap.main(["--redraw", str(saved), "--figure", str(figure)])
