@@ -56,16 +56,13 @@ def shifted_dice(ours: np.ndarray, label: np.ndarray, affine: np.ndarray, shift_
     where = np.argwhere(ours | label)
     if where.size == 0:
         return 1.0
-    margin = np.ceil(np.abs(voxels)).astype(int) + 1
-    lo = np.maximum(where.min(axis=0) - margin, 0)
-    hi = where.max(axis=0) + margin + 1
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    box = tuple(slice(a, b + 1) for a, b in zip(where.min(axis=0), where.max(axis=0)))
     a, b = ours[box], label[box]
     for axis, f in enumerate(factor):
         a, b = np.repeat(a, f, axis=axis), np.repeat(b, f, axis=axis)
-    pad = [(int(m * f), int(m * f)) for m, f in zip(margin, factor)]
-    a = np.pad(a, pad)
-    b = np.pad(b, pad)
+    # room for the move on every side, so that nothing rolls round
+    pad = [(int(m * f),) * 2 for m, f in zip(np.ceil(np.abs(voxels)).astype(int) + 1, factor)]
+    a, b = np.pad(a, pad), np.pad(b, pad)
     a = np.roll(a, tuple(int(round(v * f)) for v, f in zip(voxels, factor)), axis=(0, 1, 2))
     total = int(a.sum()) + int(b.sum())
     return 2.0 * int((a & b).sum()) / total if total else 1.0

@@ -76,13 +76,15 @@ def average_payloads(payloads: Sequence[Dict[str, Any]], sources: Sequence[str] 
     """
     if len(payloads) < 2:
         raise HippoSNNError("averaging needs at least two models")
+    if sources and len(sources) != len(payloads):
+        raise ValueError("one source name per model, or none")
+    names = list(sources) or [f"model {i}" for i in range(len(payloads))]
     first = payloads[0]
-    for i, other in enumerate(payloads[1:], start=1):
+    for name, other in zip(names[1:], payloads[1:]):
         for key in sorted(set(first) | set(other)):
             if key in ("weights", "meta"):
                 continue
             if key not in first or key not in other or not _same(first[key], other[key]):
-                name = sources[i] if i < len(sources) else f"model {i}"
                 raise HippoSNNError(f"{name} differs from the first model in '{key}': only models that differ in "
                                     "their weights alone can be averaged")
         if set(first["weights"]) != set(other["weights"]):
@@ -90,7 +92,7 @@ def average_payloads(payloads: Sequence[Dict[str, Any]], sources: Sequence[str] 
     out = dict(first)
     out["weights"] = {name: torch.stack([p["weights"][name].float() for p in payloads]).mean(0).to(w.dtype)
                       for name, w in first["weights"].items()}
-    out["meta"] = dict(first.get("meta") or {}, averaged_from=list(sources) or len(payloads))
+    out["meta"] = dict(first.get("meta") or {}, averaged_from=names)
     return out
 
 
