@@ -305,3 +305,16 @@ def test_evaluate_scores_the_readout_step_when_asked(tmp_path) -> None:
         sel = slices.case_index == i
         truth = from_slices(slices.labels[sel] > 0.5)
         assert case["dice_3d"] == pytest.approx(dice(smooth_readout(from_slices(probs[sel]), 1.0) > 0.5, truth))
+
+
+def test_ternary_snn_on_a_whole_brain_roi_warns_and_still_segments() -> None:
+    """The user's coding wins, and the result's warnings say the binary default is ahead on whole brains."""
+    image = _crop_image()
+    centre = tuple(float(v) for v in image.affine[:3, :3] @ (np.asarray(image.shape) / 2) + image.affine[:3, 3])
+    settings = SegmentationSettings(roi=centre, side="right", model="snn-t8", timesteps=1, twin_check=False)
+    ternary = segment_image(image, replace(settings, coding="ternary"))
+    assert ternary.summary()["settings"]["coding_used"] == "ternary"
+    assert any("binary SNNs" in w for w in ternary.qc["warnings"])
+    binary = segment_image(image, settings)
+    assert binary.summary()["settings"]["coding_used"] == "binary"
+    assert not any("binary SNNs" in w for w in binary.qc["warnings"])

@@ -111,3 +111,18 @@ def test_default_coding_is_binary_for_the_snns_on_whole_brains_only():
     assert interface_coding("binary", concrete=True) == "binary"
     with pytest.raises(HippoSNNError, match="unknown coding"):
         interface_coding("quaternary")
+
+
+def test_ternary_snn_on_a_whole_brain_scan_comes_with_a_notice():
+    """A shipped ternary SNN asked for on a whole-brain scan runs, with a warning that says the binary default is
+    ahead there; crops, the ANN, the binary SNNs and a user's own file get none."""
+    from hipposnn.options import coding_notice
+
+    for choice in ("snn", "snn-t8", "snn-t32"):
+        for roi in ("auto", (10.0, -20.0, -15.0)):
+            assert "binary" in coding_notice(choice, "ternary", roi)
+        assert coding_notice(choice, "ternary", "crop") is None
+        assert coding_notice(choice, "binary", "auto") is None
+        assert coding_notice(choice, "ternary", "auto", custom=True) is None
+    assert coding_notice("ann", "ternary", "auto") is None
+    assert coding_notice("snn", None, "auto") is None

@@ -40,7 +40,7 @@ from .data import normalise, to_slices
 from .encoding import CODINGS
 from .errors import Cancelled, HippoSNNError
 from .io import Image
-from .options import AUTO_ROI_SHAPE, check_device, validate_threshold
+from .options import AUTO_ROI_SHAPE, check_device, coding_notice, validate_threshold
 from .options import resolve_device as _resolve_device
 from .qc import compare_sides, etiv_mm3, overall, side_qc
 from .readout import check_sigma, largest_component, readout_sigma, smooth_readout
@@ -509,6 +509,9 @@ def segment_image(
                                         settings.roi)
         timesteps = int(settings.timesteps or model.timesteps)
         coding = settings.coding or model.coding
+        notice = coding_notice(settings.model, coding, settings.roi, custom=settings.checkpoint is not None)
+        if notice:
+            warnings.append(notice)
         timings["model"] = time.perf_counter() - t0
         steps.finish("load", "model ready")
 

@@ -97,6 +97,20 @@ def default_coding(choice: str, roi: object = "auto") -> str:
     return DEFAULT_CODING
 
 
+def coding_notice(choice: str, coding: Optional[str], roi: object, custom: bool = False) -> Optional[str]:
+    """A warning for a shipped SNN asked to run in the coding that is behind on the input's kind, else None.
+
+    The ternary SNNs were trained and chosen for MSD-like crops; on whole-brain scans the binary ones lead on
+    every labelled set (:data:`WHOLE_BRAIN_SNN_CODING`). A user who picks ternary there gets what they asked
+    for, with this line in the result's warnings (CLI, JSON, Slicer log) rather than a silent loss. A custom
+    file (``custom``) is the user's own: no notice.
+    """
+    if custom or coding != "ternary" or model_kind(choice) != "snn" or not is_whole_brain(roi):
+        return None
+    return ("ternary SNNs are made for MSD-like crops: on whole-brain scans the binary SNNs (the default coding) "
+            "segment better on every labelled set (docs/segmentation.md, 'The whole-brain default')")
+
+
 def interface_coding(choice: str, concrete: bool = False) -> Optional[str]:
     """A :data:`CODING_CHOICES` value as the core takes it: "auto" is None (segmentation picks
     :func:`default_coding`) or, with ``concrete``, DEFAULT_CODING (training, teaching)."""
