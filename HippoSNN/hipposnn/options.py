@@ -75,7 +75,9 @@ def resolve_choice(choice: str, roi: object = None) -> str:
 #: The coding of the SNNs that segment whole-brain scans by default (any ROI mode but "crop"). The
 #: site-robust binary SNNs are ahead of the ternary ones on every labelled whole-brain set
 #: (tools/eval_sets.py, docs/segmentation.md; T = 32: IXI 0.800 vs 0.677 with 0 vs 8 failures, LPBA40
-#: 0.597 vs 0.534, FreeSurfer 0.785 vs 0.763; T = 8: 0.807 / 0.593 / 0.801 vs 0.711 / 0.571 / 0.770),
+#: 0.597 vs 0.534, FreeSurfer 0.785 vs 0.763; T = 8, IXI / LPBA40 / FreeSurfer: 0.807 / 0.593 / 0.801 vs
+#: 0.711 / 0.571 / 0.770 for the ternary T = 8 SNN shipped until 2026-12-07, 0.635 / 0.499 / 0.749 for the
+#: direct-input one since, which leads the old one on crops: docs/models.md),
 #: while on MSD-like crops the ternary one stays ahead (validation 0.8982 vs 0.8950; cross-validation
 #: of their predecessors 0.9047 vs 0.8973): crops keep DEFAULT_CODING.
 WHOLE_BRAIN_SNN_CODING = "binary"
