@@ -560,7 +560,8 @@ def test_the_shipped_ternary_low_latency_model_is_the_direct_input_path_its_card
     assert t8["folds"] == 5 and t8["n_cases"] == 200
     assert abs(t8["dice_3d"] - cv["quantised_ann"]["dice_3d"]) <= 0.005 and t8["energy_vs_ann"] <= 0.25
     assert set(cv["finetuned_by_T"]) >= {"1", "2", "4", "8", "16", "32"}
-    assert card["readout_step"]["cv_test_dice_3d"] >= 0.900
+    readout = card["readout_step"]  # validation chose the component step alone; `hipposnn segment` smooths too
+    assert readout["cv_test_dice_3d"] >= 0.900 and readout["pipeline"]["cv_test_dice_3d"] >= 0.900
 
 
 def test_the_whole_brain_default_is_the_distilled_binary_low_latency_snn_on_direct_input():

@@ -206,6 +206,20 @@ def test_the_shipping_tool_cites_the_readout_step_from_the_probe(tmp_path):
     line = ship.readout_line(ship.readout_metrics(path, "m.pt", None))
     assert "a Gaussian of 1.0 voxel cut at the raw mask's volume, then the mask's largest connected component" in line
     assert "held-out crops 0.9001" in line
+    assert "pipeline" not in ship.readout_metrics(path, "m.pt", None)  # the choice is the pipeline's own
+    # a model whose validation chose another setting: the card gives both, and calls only the default the pipeline's
+    probe["chosen_on_validation"]["snn"] = {"setting": "0.0+lcc", "validation": 0.9037, "test": 0.9,
+                                            "raw_validation": 0.9036, "raw_test": 0.8998}
+    probe["validation"]["m.pt"]["dice_3d"].update({"0.0+lcc": 0.8975, "1.0@vol+lcc": 0.8988})
+    probe["cv"] = {"pooled": {"snn": {"0.0+lcc": 0.9, "1.0@vol+lcc": 0.9003}}}
+    path.write_text(json.dumps(probe))
+    block = ship.readout_metrics(path, "m.pt", None)
+    assert block["pipeline"] == {"setting": "1.0@vol+lcc", "cv_test_dice_3d": 0.9003, "heldout_dice_3d": 0.8988}
+    line = ship.readout_line(block)
+    assert line.startswith("- With the readout step (a Gaussian of 0.0 voxel cut at 0.5, then")
+    assert line.endswith("with what `hipposnn segment` applies by default (a Gaussian of 1.0 voxel cut at the raw "
+                         "mask's volume, then the mask's largest connected component): CV test 3D Dice 0.9003, "
+                         "held-out crops 0.8988")
     with pytest.raises(SystemExit, match="no --model row"):
         ship.readout_metrics(path, "other.pt", None)
     path.write_text(json.dumps({"validation": {}}))

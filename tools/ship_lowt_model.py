@@ -181,11 +181,28 @@ def readout_metrics(probe_path: Path, model_name: str, wholebrain: Path | None) 
     own = (probe.get("validation") or {}).get(model_name)
     if own is None or chosen["setting"] not in own["dice_3d"]:
         raise SystemExit(f"{probe_path}: no --model row for {model_name} at {chosen['setting']}")
-    return {"source": _rel(probe_path), "setting": chosen["setting"], "cv_test_dice_3d": chosen["test"],
-            "cv_test_dice_3d_raw": chosen["raw_test"], "cv_validation_dice_3d": chosen["validation"],
-            "heldout_dice_3d": own["dice_3d"][chosen["setting"]], "heldout_dice_3d_raw": own["dice_3d"].get("0.0"),
-            **({"wholebrain": {"source": _rel(wholebrain), "sets": wholebrain_rows(wholebrain)}}
-               if wholebrain else {})}
+    block = {"source": _rel(probe_path), "setting": chosen["setting"], "cv_test_dice_3d": chosen["test"],
+             "cv_test_dice_3d_raw": chosen["raw_test"], "cv_validation_dice_3d": chosen["validation"],
+             "heldout_dice_3d": own["dice_3d"][chosen["setting"]], "heldout_dice_3d_raw": own["dice_3d"].get("0.0"),
+             **({"wholebrain": {"source": _rel(wholebrain), "sets": wholebrain_rows(wholebrain)}}
+                if wholebrain else {})}
+    # What `hipposnn segment` applies without --smooth may differ from the setting validation chose for this model:
+    # the card then gives both, so that it never calls the chosen one the pipeline's.
+    pipeline = pipeline_setting()
+    pooled = ((probe.get("cv") or {}).get("pooled") or {}).get("snn") or {}
+    if pipeline != chosen["setting"] and pipeline in pooled and pipeline in own["dice_3d"]:
+        block["pipeline"] = {"setting": pipeline, "cv_test_dice_3d": pooled[pipeline],
+                             "heldout_dice_3d": own["dice_3d"][pipeline]}
+    return block
+
+
+def pipeline_setting() -> str:
+    """The probe's key for the readout the segmentation pipeline applies to a spiking model by default: a Gaussian of
+    ``hipposnn.readout.READOUT_SIGMA`` cut at constant volume, then each side's largest component."""
+    from hipposnn.readout import READOUT_SIGMA
+    from probe_readout_smoothing import LARGEST, VOLUME, setting
+
+    return setting(READOUT_SIGMA, VOLUME) + LARGEST
 
 
 def readout_line(readout: Dict[str, Any]) -> str:
@@ -196,6 +213,11 @@ def readout_line(readout: Dict[str, Any]) -> str:
             f"chosen on the CV folds' validation crops, `{readout['source']}`): CV test 3D Dice "
             f"{readout['cv_test_dice_3d']:.4f} (raw map {readout['cv_test_dice_3d_raw']:.4f}); held-out crops "
             f"{readout['heldout_dice_3d']:.4f} (raw {readout['heldout_dice_3d_raw']:.4f})")
+    if "pipeline" in readout:
+        default = readout["pipeline"]
+        line = line.replace("With the segmentation pipeline's readout step (", "With the readout step (", 1)
+        line += (f"; with what `hipposnn segment` applies by default ({describe(default['setting'])}): CV test 3D Dice "
+                 f"{default['cv_test_dice_3d']:.4f}, held-out crops {default['heldout_dice_3d']:.4f}")
     if "wholebrain" in readout:
         line += f"; whole-brain (`{readout['wholebrain']['source']}`): " + "; ".join(
             f"{r['set']} Dice {float(r['dice_mean']):.3f}, {r['failures']} below 0.5, volume ratio "
