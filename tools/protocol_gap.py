@@ -113,6 +113,28 @@ def _mean_vector(vectors: Any) -> Optional[List[float]]:
     return ev._vec(np.mean(present, axis=0)) if present else None
 
 
+def summarise(cases: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """One group's summary from its cases' records (as ``main`` writes them to the report)."""
+    out: Dict[str, Any] = {"hemispheres": len(cases),
+                           "dice_mean": ev._r(float(np.mean([c["dice"] for c in cases])), 3)}
+    for suffix, name in (("", "moved"), ("_lateral_only", "moved_lateral_only")):
+        pairs = [(c["dice"], c[f"dice_moved_by_others_mean_offset{suffix}"]) for c in cases
+                 if c[f"dice_moved_by_others_mean_offset{suffix}"] is not None]
+        out[f"dice_mean_{name}"] = ev._r(float(np.mean([m for _, m in pairs])), 3) if pairs else None
+        out[f"{name}_better"] = sum(m > d for d, m in pairs)
+        if not suffix:
+            out["moved_scored"] = len(pairs)
+    offsets = [c["offset_mirrored_mm"] for c in cases if c["offset_mirrored_mm"] is not None]
+    out.update({
+        "ours_inside_label_mean": ev._r(float(np.mean([c["ours_inside_label"] for c in cases])), 3),
+        "label_inside_ours_mean": ev._r(float(np.mean([c["label_inside_ours"] for c in cases])), 3),
+        "offset_mirrored_mm_mean": ev._vec(np.mean(offsets, axis=0)) if offsets else None,
+        **{f"{name}_centroid_mirrored_mm_mean": _mean_vector(c[f"{name}_centroid_mirrored_mm"] for c in cases)
+           for name in ("extra", "missed")},
+    })
+    return out
+
+
 def peer_overlap(raw: Dict[str, Any], group: str, tool: str = "hippodeep") -> Dict[str, Any]:
     """The peer's shares for ``group`` from its Dice d and volume ratio r per hemisphere (exact for binary masks:
     the share of its mask inside the label is d (1 + 1 / r) / 2, of the label inside its mask d (1 + r) / 2)."""
@@ -210,25 +232,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
             "others_mean_offset_mirrored_mm": ev._vec(shift)}
     report["summary"] = {}
     for group in sorted({r["group"] for r in rows}):
-        cases = [c for c in report["cases"].values() if c["group"] == group]
-        pairs = [(c["dice"], c["dice_moved_by_others_mean_offset"]) for c in cases
-                 if c["dice_moved_by_others_mean_offset"] is not None]
-        lateral = [(c["dice"], c["dice_moved_by_others_mean_offset_lateral_only"]) for c in cases
-                   if c["dice_moved_by_others_mean_offset_lateral_only"] is not None]
-        offsets = [c["offset_mirrored_mm"] for c in cases if c["offset_mirrored_mm"] is not None]
-        report["summary"][group] = {
-            "hemispheres": len(cases),
-            "dice_mean": ev._r(float(np.mean([c["dice"] for c in cases])), 3),
-            "dice_mean_moved": ev._r(float(np.mean([m for _, m in pairs])), 3) if pairs else None,
-            "moved_better": sum(m > d for d, m in pairs), "moved_scored": len(pairs),
-            "dice_mean_moved_lateral_only": ev._r(float(np.mean([m for _, m in lateral])), 3) if lateral else None,
-            "moved_lateral_only_better": sum(m > d for d, m in lateral),
-            "ours_inside_label_mean": ev._r(float(np.mean([c["ours_inside_label"] for c in cases])), 3),
-            "label_inside_ours_mean": ev._r(float(np.mean([c["label_inside_ours"] for c in cases])), 3),
-            "offset_mirrored_mm_mean": ev._vec(np.mean(offsets, axis=0)) if offsets else None,
-            **{f"{name}_centroid_mirrored_mm_mean": _mean_vector(c[f"{name}_centroid_mirrored_mm"] for c in cases)
-               for name in ("extra", "missed")},
-        }
+        report["summary"][group] = summarise([c for c in report["cases"].values() if c["group"] == group])
         if peer is not None:
             report["summary"][group]["peer"] = peer_overlap(peer, group)
             # the formula on our own rows of the same benchmark: a check against the shares measured from the masks

@@ -209,13 +209,13 @@ def readout_line(readout: Dict[str, Any]) -> str:
     """The card's line on the pipeline's readout step (``hipposnn.readout``)."""
     from probe_readout_smoothing import describe  # the probe defines its result keys
 
-    line = (f"- With the segmentation pipeline's readout step ({describe(readout['setting'])}; `hipposnn.readout`, "
+    default = readout.get("pipeline")  # present only when it differs from the chosen setting
+    step = "the readout step" if default else "the segmentation pipeline's readout step"
+    line = (f"- With {step} ({describe(readout['setting'])}; `hipposnn.readout`, "
             f"chosen on the CV folds' validation crops, `{readout['source']}`): CV test 3D Dice "
             f"{readout['cv_test_dice_3d']:.4f} (raw map {readout['cv_test_dice_3d_raw']:.4f}); held-out crops "
             f"{readout['heldout_dice_3d']:.4f} (raw {readout['heldout_dice_3d_raw']:.4f})")
-    if "pipeline" in readout:
-        default = readout["pipeline"]
-        line = line.replace("With the segmentation pipeline's readout step (", "With the readout step (", 1)
+    if default:
         line += (f"; with what `hipposnn segment` applies by default ({describe(default['setting'])}): CV test 3D Dice "
                  f"{default['cv_test_dice_3d']:.4f}, held-out crops {default['heldout_dice_3d']:.4f}")
     if "wholebrain" in readout:
